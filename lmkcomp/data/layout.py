@@ -1,0 +1,119 @@
+"""A dataset root and its layout: all a user gives to point the kit at GLDv2 data.
+
+Two layouts are known:
+
+- ``gldv2``: the full public release (and the kit's synthetic mini-GLDv2): ``train.csv``,
+  ``train_clean.csv``, ``train_label_to_category.csv``, ``index_image_to_landmark.csv``,
+  ``recognition_solution_v2.1.csv``, ``retrieval_solution_v2.1.csv``, ``sample_submission.csv``
+  and the ``train/ index/ test/`` image folders.
+- ``kaggle``: a competition's data folder as a kernel sees it under ``/kaggle/input/<comp>/``:
+  ``train.csv`` (2019: ``id,url,landmark_id``; 2020/2021: ``id,landmark_id``),
+  ``sample_submission.csv`` and the image folders the competition ships (recognition:
+  ``train/ test/``; retrieval: ``index/ test/``). Solutions are hidden, so scoring needs the
+  ``gldv2`` layout or explicit solution files.
+
+In both, the ids of the test and index splits are the image files on disk (Kaggle ships no CSV
+for them); train ids and labels come from ``train.csv`` (or ``train_clean.csv``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from lmkcomp.data import gldv2
+from lmkcomp.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A named set of files a dataset root may hold: role -> file name."""
+
+    name: str
+    files: dict[str, str]
+
+
+LAYOUTS: dict[str, Layout] = {
+    "gldv2": Layout(
+        "gldv2",
+        {
+            "train": "train.csv",
+            "train_clean": "train_clean.csv",
+            "categories": "train_label_to_category.csv",
+            "index": "index_image_to_landmark.csv",
+            "recognition_solution": "recognition_solution_v2.1.csv",
+            "retrieval_solution": "retrieval_solution_v2.1.csv",
+            "sample_submission": "sample_submission.csv",
+        },
+    ),
+    "kaggle": Layout("kaggle", {"train": "train.csv", "sample_submission": "sample_submission.csv"}),
+}
+
+
+def get_layout(name: str) -> Layout:
+    """The layout called `name`; an unknown name is a user error listing the known ones."""
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise UserInputError(f"unknown layout {name!r}; known layouts: {', '.join(LAYOUTS)}") from None
+
+
+class LandmarkData:
+    """Read access to a dataset root in one of the known layouts.
+
+    CSVs are read (and validated) on first use and cached on the instance.
+    """
+
+    def __init__(self, root: str | Path, layout: str = "gldv2"):
+        self.root = Path(root)
+        self.layout = get_layout(layout)
+        if not self.root.is_dir():
+            raise UserInputError(f"{self.root}: dataset root not found")
+
+    def file(self, role: str) -> Path:
+        """Path of the file that plays `role` (e.g. "train", "recognition_solution")."""
+        if role not in self.layout.files:
+            raise UserInputError(f"the {self.layout.name} layout has no {role} file")
+        return self.root / self.layout.files[role]
+
+    def has(self, role: str) -> bool:
+        """True when the layout defines `role` and its file exists."""
+        return role in self.layout.files and self.file(role).is_file()
+
+    def image_path(self, split: str, image_id: str) -> Path:
+        """Absolute path of an image: `root/{split}/{a}/{b}/{c}/{id}.jpg`."""
+        return self.root / gldv2.image_relpath(split, image_id)
+
+    def split_ids(self, split: str) -> list[str]:
+        """Ids of a split: train from `train.csv`; index and test from the files on disk."""
+        if split == "train":
+            return self.train_labels()["id"].tolist()
+        return gldv2.scan_split_ids(self.root, split)
+
+    def train_labels(self, clean: bool = False) -> pd.DataFrame:
+        """`id, landmark_id` of the train split (`train_clean.csv` when `clean`)."""
+        return self._train_clean if clean else self._train
+
+    @cached_property
+    def _train(self) -> pd.DataFrame:
+        return gldv2.read_train_csv(self.file("train"))
+
+    @cached_property
+    def _train_clean(self) -> pd.DataFrame:
+        return gldv2.read_train_clean_csv(self.file("train_clean"))
+
+    @cached_property
+    def index_labels(self) -> pd.DataFrame:
+        """`id, landmark_id` of the index images that show a landmark."""
+        return gldv2.read_index_csv(self.file("index"))
+
+    @cached_property
+    def recognition_solution(self) -> gldv2.Solution:
+        return gldv2.read_recognition_solution(self.file("recognition_solution"))
+
+    @cached_property
+    def retrieval_solution(self) -> gldv2.Solution:
+        return gldv2.read_retrieval_solution(self.file("retrieval_solution"))
