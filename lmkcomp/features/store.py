@@ -1,0 +1,363 @@
+"""An id-aligned, sharded store of embeddings on disk: one row per image id, in a fixed order.
+
+Layout of a store folder `DIR`:
+
+- `DIR/ids.txt`: every image id, one per line, in row order; written once, at creation.
+- `DIR/shard-00000.npy`, `DIR/shard-00001.npy`, ...: shard `k` holds rows
+  `[k * shard_size, min((k + 1) * shard_size, count))` as a `(rows, dim)` array of `dtype`.
+- `DIR/manifest.json`: `format`, `version`, `dim`, `dtype` ("float16" or "float32"), `count`,
+  `shard_size`, `shards` (each shard's `file` and `rows`), `complete` (set by
+  `EmbeddingWriter.finish`) and `meta`, a free-form JSON object (checkpoint, scales, split...).
+
+Every file is written atomically, so a killed extraction leaves whole shards or none; a new
+`EmbeddingWriter` on the same folder and ids resumes with the shards still missing. Readers
+memory-map the shards, so a 4 M x 3072 store is read block by block, never all at once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
+
+from lmkcomp.data.gldv2 import is_valid_id
+from lmkcomp.errors import UserInputError
+from lmkcomp.fileio import atomic_write, atomic_write_bytes
+
+FORMAT = "lmkcomp-embeddings"
+FORMAT_VERSION = 1
+DTYPES = ("float16", "float32")
+MANIFEST_NAME = "manifest.json"
+IDS_NAME = "ids.txt"
+
+
+def shard_name(k: int) -> str:
+    """File name of shard `k`: `shard-00000.npy` for k = 0."""
+    return f"shard-{k:05d}.npy"
+
+
+def shard_rows(count: int, shard_size: int) -> list[int]:
+    """Row counts of `count` rows cut every `shard_size` rows: all `shard_size` but the last."""
+    return [min(shard_size, count - start) for start in range(0, count, shard_size)]
+
+
+def l2_normalize(x: ArrayLike, eps: float = 1e-12) -> np.ndarray:
+    """Each row of `x` divided by `max(||row||_2, eps)`; a zero row stays zero.
+
+    The result is floating point of at least float32 precision: float16 input is upcast first
+    because its squared norms overflow above 65504.
+    """
+    x = np.asarray(x)
+    x = x.astype(np.result_type(x.dtype, np.float32), copy=False)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, eps)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+
+
+def positive_int(name: str, value: Any) -> int:
+    """`value` as an int, or a UserInputError naming `name` unless it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise UserInputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _dtype_name(dtype: DTypeLike) -> str:
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = str(dtype)
+    if name not in DTYPES:
+        raise UserInputError(f"embedding dtype {dtype!r} not supported; expected one of {', '.join(DTYPES)}")
+    return name
+
+
+def _check_ids(ids: Sequence[str]) -> None:
+    """Reject an empty list, ids that are not GLDv2 ids and duplicates (rows must be unique)."""
+    if not ids:
+        raise UserInputError("no ids to store")
+    seen: dict[str, int] = {}
+    for row, image_id in enumerate(ids):
+        if not isinstance(image_id, str) or not is_valid_id(image_id):
+            raise UserInputError(f"row {row}: invalid image id {image_id!r}: expected 16 hexadecimal characters")
+        if image_id in seen:
+            raise UserInputError(f"id {image_id} appears twice, at rows {seen[image_id]} and {row}")
+        seen[image_id] = row
+
+
+def _first_difference(a: Sequence[str], b: Sequence[str]) -> int | None:
+    """First row where `a` and `b` differ (a row past the end of one counts); None if equal."""
+    if a == b:
+        return None
+    common = min(len(a), len(b))
+    return next((row for row in range(common) if a[row] != b[row]), common)
+
+
+def _describe_id_mismatch(a: Sequence[str], b: Sequence[str], name_a: str, name_b: str) -> str | None:
+    """`row R: ID in A vs ID in B`, with both counts when they differ; None if the ids are equal."""
+    row = _first_difference(a, b)
+    if row is None:
+        return None
+    id_a = a[row] if row < len(a) else "no id"
+    id_b = b[row] if row < len(b) else "no id"
+    message = f"row {row}: {id_a} in {name_a} vs {id_b} in {name_b}"
+    if len(a) != len(b):
+        message += f" ({len(a)} vs {len(b)} ids)"
+    return message
+
+
+def _describe_meta_mismatch(found: dict, wanted: dict) -> str:
+    """`meta KEY: VALUE on disk vs VALUE requested` for the first differing key of two unequal dicts."""
+    key = next(key for key in sorted(set(found) | set(wanted))
+               if (key in found) != (key in wanted) or found.get(key) != wanted.get(key))
+    return (f"meta {key!r}: {found.get(key, 'absent')!r} on disk vs "
+            f"{wanted.get(key, 'absent')!r} requested")
+
+
+def _planned_shards(count: int, shard_size: int) -> list[dict]:
+    return [{"file": shard_name(k), "rows": rows} for k, rows in enumerate(shard_rows(count, shard_size))]
+
+
+def _new_manifest(dim: int, dtype: str, count: int, shard_size: int, meta: dict) -> dict:
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "dim": dim,
+        "dtype": dtype,
+        "count": count,
+        "shard_size": shard_size,
+        "shards": _planned_shards(count, shard_size),
+        "complete": False,
+        "meta": meta,
+    }
+
+
+def _read_manifest(directory: Path) -> dict:
+    """The manifest of the store in `directory`, every field checked."""
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise UserInputError(f"{directory}: not an embedding store (no {MANIFEST_NAME})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserInputError(f"{path}: unreadable manifest: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UserInputError(f"{path}: not an lmkcomp embedding store manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise UserInputError(f"{path}: format version {manifest.get('version')!r}; "
+                             f"this lmkcomp reads version {FORMAT_VERSION}")
+    try:
+        for key in ("dim", "count", "shard_size"):
+            positive_int(key, manifest.get(key))
+        _dtype_name(manifest.get("dtype"))
+    except UserInputError as exc:
+        raise UserInputError(f"{path}: {exc}") from None
+    if not isinstance(manifest.get("meta"), dict):
+        raise UserInputError(f"{path}: 'meta' must be a JSON object")
+    if not isinstance(manifest.get("complete"), bool):
+        raise UserInputError(f"{path}: 'complete' must be true or false")
+    if manifest.get("shards") != _planned_shards(manifest["count"], manifest["shard_size"]):
+        raise UserInputError(f"{path}: 'shards' do not cut {manifest['count']} rows "
+                             f"every {manifest['shard_size']} rows")
+    return manifest
+
+
+def _read_ids(directory: Path) -> list[str]:
+    path = directory / IDS_NAME
+    try:
+        return path.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path}: unreadable id list: {exc}") from None
+
+
+def _write_manifest(directory: Path, manifest: dict) -> None:
+    with atomic_write(directory / MANIFEST_NAME, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=1)
+        handle.write("\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+class EmbeddingWriter:
+    """Writes the store for `ids` in `directory` shard by shard, resuming an interrupted run.
+
+    If `directory` already holds a store with the same ids, dim, dtype, shard size and meta,
+    the shards on disk are kept and `pending_shards` lists only the missing ones; if it holds
+    any other store a `UserInputError` names the first mismatch, since mixing the rows of two
+    extractions (another checkpoint, another id order) would silently corrupt retrieval.
+    """
+
+    def __init__(self, directory: str | Path, ids: Sequence[str], dim: int, dtype: DTypeLike = "float16",
+                 shard_size: int = 50_000, meta: dict | None = None):
+        self.directory = Path(directory)
+        self.ids = list(ids)
+        self.dim = positive_int("dim", dim)
+        self.dtype = _dtype_name(dtype)
+        self.shard_size = positive_int("shard_size", shard_size)
+        # Round-trip through JSON so that a tuple and the list it is stored as compare equal
+        # when a resumed run checks its meta against the manifest's.
+        self.meta = json.loads(json.dumps(meta or {}))
+        _check_ids(self.ids)
+        self._rows = shard_rows(len(self.ids), self.shard_size)
+        wanted = _new_manifest(self.dim, self.dtype, len(self.ids), self.shard_size, self.meta)
+        if (self.directory / MANIFEST_NAME).exists():
+            self._check_same_store(wanted)
+        else:
+            self._create(wanted)
+
+    def _create(self, manifest: dict) -> None:
+        if self.directory.is_dir() and any(self.directory.glob("shard-*.npy")):
+            raise UserInputError(f"{self.directory}: holds shard files but no {MANIFEST_NAME}; "
+                                 "choose another folder or delete this one")
+        atomic_write_bytes(self.directory / IDS_NAME, "".join(f"{i}\n" for i in self.ids).encode("ascii"))
+        # The manifest goes last: its presence tells a resumed run that ids.txt is complete.
+        _write_manifest(self.directory, manifest)
+
+    def _check_same_store(self, wanted: dict) -> None:
+        found = _read_manifest(self.directory)
+        problem = next((f"{key} {found[key]!r} on disk vs {wanted[key]!r} requested"
+                        for key in ("dim", "dtype", "shard_size", "count") if found[key] != wanted[key]),
+                       None)
+        if problem is None and found["meta"] != wanted["meta"]:
+            problem = _describe_meta_mismatch(found["meta"], wanted["meta"])
+        if problem is None:
+            problem = _describe_id_mismatch(_read_ids(self.directory), self.ids, "the store", "the requested ids")
+        if problem is not None:
+            raise UserInputError(f"{self.directory}: already holds a different embedding store ({problem}); "
+                                 "choose another folder or delete this one")
+
+    def pending_shards(self) -> list[tuple[int, slice]]:
+        """`(k, rows)` for every shard not yet on disk: its number and its slice of `ids`."""
+        return [(k, slice(k * self.shard_size, k * self.shard_size + rows))
+                for k, rows in enumerate(self._rows)
+                if not (self.directory / shard_name(k)).is_file()]
+
+    def write_shard(self, k: int, array: ArrayLike) -> None:
+        """Store `array` (shard `k`'s rows x dim) as shard `k`, cast to the store's dtype.
+
+        Raises IndexError for an unknown shard, ValueError for a wrong shape and
+        UserInputError for a row that is not finite once cast (e.g. float16 overflow).
+        """
+        if not 0 <= k < len(self._rows):
+            raise IndexError(f"shard {k} out of range: the store has {len(self._rows)} shards")
+        array = np.asarray(array)
+        expected = (self._rows[k], self.dim)
+        if array.shape != expected:
+            raise ValueError(f"shard {k}: array of shape {array.shape}, expected {expected}")
+        # An overflowing cast is reported below with the id at fault, not as a numpy warning.
+        with np.errstate(over="ignore"):
+            data = array.astype(self.dtype)
+        bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
+        if bad.size:
+            row = k * self.shard_size + int(bad[0])
+            raise UserInputError(f"{self.directory}: shard {k}: {bad.size} embeddings not finite in {self.dtype}, "
+                                 f"first: row {row} (id {self.ids[row]})")
+        with atomic_write(self.directory / shard_name(k), "wb") as handle:
+            np.save(handle, data, allow_pickle=False)
+
+    def finish(self) -> None:
+        """Mark the store complete in its manifest; every shard must have been written."""
+        pending = self.pending_shards()
+        if pending:
+            raise RuntimeError(f"{self.directory}: cannot finish: {len(pending)} shards not written, "
+                               f"first: shard {pending[0][0]}")
+        manifest = _read_manifest(self.directory)
+        manifest["complete"] = True
+        _write_manifest(self.directory, manifest)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+class EmbeddingStore:
+    """A complete store, read through memory-mapped shards.
+
+    Attributes: `directory`, `ids` (row order), `dim`, `dtype` (as stored), `meta`.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        manifest = _read_manifest(self.directory)
+        self.dim: int = manifest["dim"]
+        self.dtype = np.dtype(manifest["dtype"])
+        self.meta: dict = manifest["meta"]
+        self.shard_size: int = manifest["shard_size"]
+        self.ids = _read_ids(self.directory)
+        if len(self.ids) != manifest["count"]:
+            raise UserInputError(f"{self.directory / IDS_NAME}: {len(self.ids)} ids, "
+                                 f"but the shards hold {manifest['count']} rows")
+        for k in range(len(manifest["shards"])):
+            if not (self.directory / shard_name(k)).is_file():
+                raise UserInputError(f"{self.directory}: incomplete store: shard {k} missing; "
+                                     "rerun extraction to resume")
+        if not manifest["complete"]:
+            raise UserInputError(f"{self.directory}: incomplete store: not marked finished; "
+                                 "rerun extraction to resume")
+        self._shards = [self._open_shard(k, shard["rows"]) for k, shard in enumerate(manifest["shards"])]
+        self._positions: dict[str, int] | None = None
+
+    def _open_shard(self, k: int, rows: int) -> np.ndarray:
+        path = self.directory / shard_name(k)
+        try:
+            shard = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise UserInputError(f"{path}: unreadable shard: {exc}") from None
+        if shard.shape != (rows, self.dim) or shard.dtype != self.dtype:
+            raise UserInputError(f"{path}: {shard.dtype} array of shape {shard.shape}, "
+                                 f"expected {self.dtype} of shape {(rows, self.dim)}")
+        return shard
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def read(self, start: int, stop: int, dtype: DTypeLike = np.float32) -> np.ndarray:
+        """Rows `[start, stop)` as a new `(stop - start, dim)` array of `dtype`.
+
+        Only those rows are read from disk, whatever shards they span.
+        """
+        if not 0 <= start <= stop <= len(self):
+            raise IndexError(f"rows [{start}, {stop}) out of range for a store of {len(self)} rows")
+        out = np.empty((stop - start, self.dim), dtype=dtype)
+        row = start
+        while row < stop:
+            k, offset = divmod(row, self.shard_size)
+            take = min(stop - row, self.shard_size - offset)
+            out[row - start:row - start + take] = self._shards[k][offset:offset + take]
+            row += take
+        return out
+
+    def array(self, dtype: DTypeLike = np.float32) -> np.ndarray:
+        """All rows in memory: for stores small enough to hold whole."""
+        return self.read(0, len(self), dtype)
+
+    def iter_blocks(self, block_rows: int, dtype: DTypeLike = np.float32) -> Iterator[tuple[int, np.ndarray]]:
+        """`(start, rows [start, start + block_rows))` over the whole store, in order."""
+        block_rows = positive_int("block_rows", block_rows)
+        for start in range(0, len(self), block_rows):
+            yield start, self.read(start, min(start + block_rows, len(self)), dtype)
+
+    def position(self, ids: Sequence[str]) -> np.ndarray:
+        """Row of each of `ids` in the store (int64); an id not in the store is an error."""
+        if self._positions is None:
+            self._positions = {image_id: row for row, image_id in enumerate(self.ids)}
+        positions = self._positions
+        unknown = [image_id for image_id in ids if image_id not in positions]
+        if unknown:
+            raise UserInputError(f"{self.directory}: {len(unknown)} ids not in the store, first: {unknown[0]!r}")
+        return np.fromiter((positions[image_id] for image_id in ids), dtype=np.int64, count=len(ids))
+
+
+def check_aligned(stores: Sequence[EmbeddingStore]) -> None:
+    """Raise UserInputError unless every store has the same ids in the same order as the first."""
+    for other in stores[1:]:
+        problem = _describe_id_mismatch(stores[0].ids, other.ids, str(stores[0].directory), str(other.directory))
+        if problem is not None:
+            raise UserInputError(f"embedding stores not aligned: {problem}")
