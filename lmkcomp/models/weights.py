@@ -1,0 +1,148 @@
+"""Load a local checkpoint into a module, tolerating the usual differences.
+
+Checkpoints come from other trainers: wrapped in a dict with the epoch and the optimizer,
+saved from a DistributedDataParallel (``module.``) or ``torch.compile`` (``_orig_mod.``)
+model, or with a classifier of another size. :func:`load_weights` loads every tensor that
+fits and reports the rest in a :class:`LoadReport` instead of failing on the first one.
+Nothing is ever downloaded, and pickles are read with ``weights_only=True`` so a
+checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from lmkcomp.errors import UserInputError
+
+__all__ = ["LoadReport", "load_weights", "read_state_dict"]
+
+log = logging.getLogger(__name__)
+
+# Keys under which training scripts commonly nest the model's state dict.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+# Prefixes added by DistributedDataParallel and torch.compile wrappers.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# How many keys a summary names per category before it says "...".
+_SUMMARY_KEYS = 5
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did with each tensor of a checkpoint."""
+
+    path: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    # (key, shape in the checkpoint, shape in the module); such tensors are skipped.
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """True when every module tensor was loaded and every checkpoint tensor used."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self) -> str:
+        """One line: counts, and the first few keys of each problem."""
+        total = len(self.loaded) + len(self.missing) + len(self.mismatched)
+        parts = [f"{self.path}: loaded {len(self.loaded)}/{total} tensors"]
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing ({_first(self.missing)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected ({_first(self.unexpected)})")
+        if self.mismatched:
+            shapes = [f"{k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched]
+            parts.append(f"{len(self.mismatched)} shape mismatches ({_first(shapes)})")
+        return "; ".join(parts)
+
+
+def _first(items: list[str]) -> str:
+    shown = ", ".join(items[:_SUMMARY_KEYS])
+    return shown + (", ..." if len(items) > _SUMMARY_KEYS else "")
+
+
+def _strip_prefixes(key: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix) :], True
+    return key
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a local checkpoint as a flat ``name -> tensor`` dict with wrapper prefixes removed.
+
+    ``.safetensors`` files are read with safetensors; anything else with
+    ``torch.load(map_location="cpu", weights_only=True)``. A dict holding the state dict
+    under ``state_dict``, ``model_state_dict`` or ``model`` is unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            raw = load_file(str(path), device="cpu")
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # Also raised for files that are not pickles at all; either way nothing ran.
+        raise UserInputError(
+            f"{path}: cannot load weights: not a tensor-only checkpoint "
+            "(read with torch.load(weights_only=True), which refuses arbitrary Python objects)"
+        ) from err
+    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserInputError(f"{path}: cannot load weights: {reason}") from err
+
+    if isinstance(raw, Mapping):
+        for key in _WRAPPER_KEYS:
+            if isinstance(raw.get(key), Mapping):
+                raw = raw[key]
+                break
+    if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
+        raise UserInputError(
+            f"{path}: not a state dict (expected name -> tensor, possibly under "
+            f"{' / '.join(repr(k) for k in _WRAPPER_KEYS)})"
+        )
+    return {_strip_prefixes(str(k)): v for k, v in raw.items()}
+
+
+def load_weights(module: nn.Module, path: str | Path, strict: bool = False) -> LoadReport:
+    """Copy the tensors of the checkpoint at `path` into `module` where names and shapes match.
+
+    Tensors whose shapes differ are skipped (e.g. a classifier trained on another number
+    of classes). With ``strict=True`` any missing, unexpected or mismatched tensor is a
+    UserInputError and nothing is loaded. The summary is logged at INFO when everything
+    matched and at WARNING otherwise.
+    """
+    checkpoint = read_state_dict(path)
+    expected = module.state_dict()
+    report = LoadReport(path=str(path))
+    usable: dict[str, Tensor] = {}
+    for key, tensor in checkpoint.items():
+        if key not in expected:
+            report.unexpected.append(key)
+        elif tensor.shape != expected[key].shape:
+            report.mismatched.append((key, tuple(tensor.shape), tuple(expected[key].shape)))
+        else:
+            usable[key] = tensor
+    mismatched = {key for key, _, _ in report.mismatched}
+    report.missing = [k for k in expected if k not in usable and k not in mismatched]
+    report.loaded = list(usable)
+
+    if strict and not report.clean:
+        raise UserInputError(f"checkpoint does not match the model exactly: {report.summary()}")
+    module.load_state_dict(usable, strict=False)
+    log.log(logging.INFO if report.clean else logging.WARNING, "%s", report.summary())
+    return report
