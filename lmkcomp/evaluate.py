@@ -1,0 +1,66 @@
+"""Score a trained descriptor on a dataset's test split, for both tasks.
+
+Retrieval: the 100 nearest index images of each test image. Recognition: soft voting over the
+3 nearest train images (similarity only). Both are written as Kaggle submissions and scored
+with the official metrics, so model comparisons use exactly the leaderboard's numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from lmkcomp.data.layout import LandmarkData
+from lmkcomp.features.extract import extract_split
+from lmkcomp.recognition import soft_voting
+from lmkcomp.search import exact_search
+from lmkcomp.submission import (
+    read_submission,
+    score_submission,
+    write_recognition_submission,
+    write_retrieval_submission,
+)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: LandmarkData,
+    workdir: str | Path,
+    name: str,
+    submissions: str | Path = "submissions",
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    labels: str = "train",
+    device: str = "auto",
+    workers: int = 2,
+    progress: bool = True,
+) -> dict:
+    """Extract the three splits into `workdir`, write `<task>_<name>.csv` submissions, score them."""
+    workdir, submissions = Path(workdir), Path(submissions)
+    stores = {
+        split: extract_split(checkpoint, data, split, workdir / split, scales=scales, flip=flip, dtype="float32",
+                             device=device, workers=workers, progress=progress)
+        for split in ("train", "index", "test")
+    }
+    test = stores["test"].array()
+    test_ids = stores["test"].ids
+
+    index_ids = stores["index"].ids
+    _, nearest = exact_search(test, stores["index"].array(), k=100)
+    retrieval_csv = submissions / f"retrieval_{name}.csv"
+    write_retrieval_submission(retrieval_csv, test_ids, {q: [index_ids[j] for j in row] for q, row in zip(test_ids, nearest)})
+
+    train_labels = data.train_labels(clean=labels == "train_clean").set_index("id")["landmark_id"]
+    train_store = stores["train"]
+    positions = train_store.position(train_labels.index.tolist())
+    scores, neighbours = exact_search(test, train_store.array()[positions], k=3)
+    predicted, confidence = soft_voting(scores, train_labels.to_numpy()[neighbours], k=3)
+    recognition_csv = submissions / f"recognition_{name}.csv"
+    write_recognition_submission(
+        recognition_csv, test_ids, {q: (int(l), float(c)) for q, l, c in zip(test_ids, predicted, confidence)}
+    )
+
+    recognition = score_submission(read_submission(recognition_csv, "recognition"), data.recognition_solution)
+    retrieval = score_submission(read_submission(retrieval_csv, "retrieval"), data.retrieval_solution)
+    return {"gap": recognition["gap"], "top1_accuracy": recognition["top1_accuracy"], "map@100": retrieval["map@100"],
+            "recognition_csv": str(recognition_csv), "retrieval_csv": str(retrieval_csv)}

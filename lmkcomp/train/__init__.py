@@ -1,0 +1,1 @@
+"""Training global descriptors: configs, augmentations, samplers, the trainer, validation."""

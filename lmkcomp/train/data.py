@@ -1,0 +1,108 @@
+"""Training data: labels, the held-out validation part, label mapping and bucketed images."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from lmkcomp.data import gldv2
+from lmkcomp.data.dataset import LandmarkImageDataset
+from lmkcomp.data.images import read_image_size
+from lmkcomp.data.layout import LandmarkData
+from lmkcomp.errors import UserInputError
+from lmkcomp.train.augment import create_transform, sample_seed
+from lmkcomp.train.samplers import BatchItem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingSplit:
+    """Train and held-out validation images with their class indices."""
+
+    train_ids: list[str]
+    train_classes: np.ndarray
+    val_ids: list[str]
+    val_classes: np.ndarray
+    #: class index -> landmark id (sorted landmark ids)
+    landmark_ids: list[int]
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.train_classes, minlength=len(self.landmark_ids))
+
+
+def read_labels(data: LandmarkData, source: str) -> pd.DataFrame:
+    """`id, landmark_id` from "train", "train_clean", or a path to a train_clean-format CSV."""
+    if source == "train":
+        return data.train_labels()
+    if source == "train_clean":
+        return data.train_labels(clean=True)
+    return gldv2.read_train_clean_csv(source)
+
+
+def split_for_training(labels: pd.DataFrame, min_images: int, val_fraction: float, seed: int) -> TrainingSplit:
+    """Drop classes with fewer than `min_images`; hold out about `val_fraction` of the images of
+    classes with at least 3 (never leaving fewer than 2 for training) as validation queries."""
+    counts = labels["landmark_id"].value_counts()
+    kept = labels[labels["landmark_id"].map(counts) >= min_images].reset_index(drop=True)
+    if kept.empty:
+        raise UserInputError(f"no landmark has at least {min_images} training images")
+    rng = np.random.default_rng([seed, 0x5A1])
+    held_out = np.zeros(len(kept), dtype=bool)
+    for _, positions in sorted(kept.groupby("landmark_id").indices.items()):
+        n = len(positions)
+        if n < 3:
+            continue
+        take = min(int(np.floor(val_fraction * n + rng.random())), n - 2)
+        held_out[rng.choice(positions, size=take, replace=False)] = True
+    train, val = kept[~held_out], kept[held_out]
+    landmark_ids = sorted(int(x) for x in train["landmark_id"].unique())
+    to_class = {landmark: i for i, landmark in enumerate(landmark_ids)}
+    return TrainingSplit(
+        train["id"].tolist(), train["landmark_id"].map(to_class).to_numpy(np.int64),
+        val["id"].tolist(), val["landmark_id"].map(to_class).to_numpy(np.int64), landmark_ids,
+    )
+
+
+def image_sizes(data: LandmarkData, split: str, ids: list[str], cache: Path | None = None,
+                progress: bool = True) -> list[tuple[int, int]]:
+    """(width, height) of every image, read from file headers; cached in `cache` (CSV)."""
+    known: dict[str, tuple[int, int]] = {}
+    if cache is not None and cache.is_file():
+        frame = pd.read_csv(cache, dtype={"id": str})
+        known = {i: (int(w), int(h)) for i, w, h in zip(frame["id"], frame["width"], frame["height"])}
+    missing = [i for i in ids if i not in known]
+    for image_id in tqdm(missing, desc=f"image sizes {split}", unit="img", disable=not progress or not missing):
+        known[image_id] = read_image_size(data.image_path(split, image_id))
+    if cache is not None and missing:
+        gldv2.write_csv_rows(cache, ["id", "width", "height"], ((i, *known[i]) for i in sorted(known)))
+    return [known[i] for i in ids]
+
+
+class BucketedImageDataset(LandmarkImageDataset):
+    """Takes `BatchItem` keys: each sample is produced at its batch's (height, width) by the
+    named augmentation, seeded from (seed, epoch, index)."""
+
+    def __init__(self, *args, augment: str = "none", seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.augment = augment
+        self.seed = seed
+        self._pipelines: dict[tuple[int, int], A.Compose] = {}
+
+    def _index(self, key: BatchItem) -> int:
+        return key.index
+
+    def _transform(self, image: np.ndarray, key: BatchItem):
+        shape = (key.height, key.width)
+        if shape not in self._pipelines:
+            self._pipelines[shape] = create_transform(self.augment, *shape)
+        pipeline = self._pipelines[shape]
+        pipeline.set_random_seed(sample_seed(self.seed, key.epoch, key.index))
+        return pipeline(image=image)["image"]
