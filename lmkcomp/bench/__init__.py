@@ -1,0 +1,1 @@
+"""Benchmarks (`lmkcomp bench ...`): print a table, write JSON. Never part of the tests."""

@@ -1,0 +1,62 @@
+"""Shared benchmark plumbing: run each variant in a fresh process (so peak memory is its own and
+torch.compile caches do not leak between variants), then print a table with ratios against the
+first variant and write JSON."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from lmkcomp.fileio import atomic_write
+
+
+def run_variant(module: str, spec: dict, timeout: float = 1800) -> dict:
+    """Run `python -m module JSON` and parse the JSON line it prints last."""
+    completed = subprocess.run([sys.executable, "-m", module, json.dumps(spec)], capture_output=True, text=True,
+                               timeout=timeout, check=False)
+    if completed.returncode != 0:
+        return {**spec, "error": completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "failed"}
+    return {**spec, **json.loads(completed.stdout.strip().splitlines()[-1])}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA allocator peak on GPU, max resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def report(title: str, rows: Sequence[dict], columns: Sequence[tuple[str, str]], out: str | Path, ratio_of: str) -> str:
+    """Table text (with `ratio_of` relative to the first row) and the JSON file at `out`."""
+    base = rows[0].get(ratio_of) if rows else None
+    header = [label for _, label in columns] + ["ratio"]
+    lines = [title, "  ".join(f"{h:>14}" for h in header)]
+    for row in rows:
+        cells = []
+        for key, _ in columns:
+            value = row.get(key, "")
+            cells.append(f"{value:>14.1f}" if isinstance(value, float) else f"{str(value):>14}")
+        value = row.get(ratio_of)
+        ratio = f"{value / base:.2f}x" if isinstance(value, float) and base else row.get("error", "-")
+        cells.append(f"{ratio:>14}")
+        lines.append("  ".join(cells))
+    with atomic_write(out, "w", encoding="utf-8") as handle:
+        json.dump({"benchmark": title, "machine": machine(), "rows": list(rows)}, handle, indent=2)
+        handle.write("\n")
+    return "\n".join(lines)

@@ -1,0 +1,385 @@
+"""The `lmkcomp` command line: argument parsing, and turning user errors into exit code 2.
+
+Each subcommand is a thin wrapper over a library function; heavy imports (torch, the
+generator) happen inside the subcommand so that `lmkcomp score` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from lmkcomp import __version__
+from lmkcomp.errors import UserInputError
+
+EXIT_USER_ERROR = 2
+
+
+def _cmd_make_dataset(args: argparse.Namespace) -> int:
+    from lmkcomp.data import folders, synthetic
+
+    if args.from_folders:
+        report = folders.import_folders(
+            args.from_folders, args.out, seed=args.seed, test_fraction=args.test_fraction,
+            index_fraction=args.index_fraction, non_landmark_folder=args.non_landmark_folder,
+            max_side=args.long_side, skip_bad=args.skip_bad, progress=not args.quiet,
+        )
+        print(f"{args.out}: {folders.describe(report)}")
+        return 0
+    overrides = {}
+    if args.long_side is not None:
+        overrides["long_side"] = args.long_side
+    if args.noise_fraction is not None:
+        overrides["noise_fraction"] = args.noise_fraction
+    config = synthetic.preset_config(args.preset, **overrides)
+    manifest = synthetic.generate(args.out, config, seed=args.seed, workers=args.workers, progress=not args.quiet)
+    print(f"{args.out}: {synthetic.describe(manifest)}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from lmkcomp.data import gldv2
+    from lmkcomp.submission import read_submission, score_submission
+
+    reader = gldv2.read_recognition_solution if args.task == "recognition" else gldv2.read_retrieval_solution
+    solution = reader(args.solution)
+    result = score_submission(read_submission(args.submission, args.task), solution, args.split)
+    print(json.dumps(result, sort_keys=False))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from lmkcomp.data import gldv2
+    from lmkcomp.data.layout import LandmarkData
+    from lmkcomp.submission import validate_submission
+
+    if args.test_ids:
+        test_ids = gldv2.read_sample_submission(args.test_ids)
+    else:
+        test_ids = LandmarkData(args.data, args.layout).split_ids("test")
+    submission = validate_submission(args.submission, args.task, test_ids)
+    filled = sum(1 for value in submission.predictions.values() if value)
+    print(f"{args.submission}: valid {args.task} submission, {len(test_ids)} test ids, {filled} with predictions")
+    return 0
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from lmkcomp.baseline import run_baseline
+    from lmkcomp.data.layout import LandmarkData
+    from lmkcomp.submission import write_recognition_submission, write_retrieval_submission
+
+    data = LandmarkData(args.data, args.layout)
+    result = run_baseline(data, args.method, progress=not args.quiet)
+    out = Path(args.out)
+    recognition_csv = out / f"recognition_baseline-{args.method}.csv"
+    retrieval_csv = out / f"retrieval_baseline-{args.method}.csv"
+    write_recognition_submission(recognition_csv, result.test_ids, result.recognition)
+    write_retrieval_submission(retrieval_csv, result.test_ids, result.retrieval)
+    print(f"wrote {recognition_csv} and {retrieval_csv}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from lmkcomp.demo import run_demo
+
+    run_demo(args.preset, args.seed, args.workdir, args.submissions, workers=args.workers, progress=not args.quiet)
+    return 0
+
+
+def _builtin_config(name: str) -> Path:
+    """A config path, or the name of one shipped in lmkcomp/configs (e.g. "cpu-small")."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = Path(__file__).parent / "configs" / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = sorted(p.stem for p in (Path(__file__).parent / "configs").glob("*.yaml"))
+    raise UserInputError(f"{name}: no such config file, nor a built-in config ({', '.join(known)})")
+
+
+def _overrides(pairs: Sequence[str]) -> dict:
+    import yaml
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserInputError(f"--set {pair!r}: expected KEY=VALUE (e.g. model.head=cosface)")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from lmkcomp.config import load_config
+    from lmkcomp.train.config import TrainConfig
+    from lmkcomp.train.trainer import Trainer
+
+    overrides = _overrides(args.set)
+    if args.data:
+        overrides["data.root"] = args.data
+    config = load_config(_builtin_config(args.config), TrainConfig, overrides)
+    rows = Trainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()
+    if rows:
+        last = rows[-1]
+        print(f"{args.out}: epoch {last['epoch']} val mAP@100 {last['val_map@100']:.4f} val GAP {last['val_gap']:.4f}")
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from lmkcomp.data.layout import LandmarkData
+    from lmkcomp.features.extract import extract_split
+    from lmkcomp.train.checkpoint import load_checkpoint
+
+    root = args.data or load_checkpoint(args.checkpoint)["config"]["data"]["root"]
+    layout = args.layout or "gldv2"
+    store = extract_split(
+        args.checkpoint, LandmarkData(root, layout), args.split, args.out, scales=args.scales, flip=not args.no_flip,
+        dtype=args.dtype, image_size=args.image_size, batch_size=args.batch_size, device=args.device, amp=args.amp,
+        workers=args.workers, shard_size=args.shard_size, on_error="skip" if args.skip_bad else "raise",
+        progress=not args.quiet,
+    )
+    print(f"{args.out}: {len(store)} x {store.dim} {store.dtype} embeddings of {args.split}")
+    return 0
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from lmkcomp.features.ensemble import ensemble_stores
+    from lmkcomp.features.store import EmbeddingStore
+    from lmkcomp.features.whitening import PCAWhitening, fit_pca_whitening
+
+    stores = [EmbeddingStore(path) for path in args.inputs]
+    whitening = None
+    if args.whitening:
+        whitening = PCAWhitening.load(args.whitening)
+    elif args.fit_whitening:
+        train = [EmbeddingStore(path) for path in args.fit_whitening]
+        fit_dir = Path(args.out).with_name(Path(args.out).name + "-whitening-train")
+        train_ensemble = ensemble_stores(fit_dir, train, args.weights)
+        whitening = fit_pca_whitening((block for _, block in train_ensemble.iter_blocks(65536)), dim=args.pca_dim)
+        whitening.save(Path(args.out) / "whitening.npz")
+    store = ensemble_stores(args.out, stores, args.weights, whitening=whitening, dtype=args.dtype)
+    print(f"{args.out}: {len(store)} x {store.dim} ensemble of {len(stores)} models")
+    return 0
+
+
+def _cmd_bench_models(args: argparse.Namespace) -> int:
+    from lmkcomp.bench.models import VARIANTS, run_benchmark
+
+    chosen = [v for v in VARIANTS if args.variants is None or v["name"] in args.variants]
+    unknown = set(args.variants or ()) - {v["name"] for v in VARIANTS}
+    if unknown:
+        raise UserInputError(f"unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(v['name'] for v in VARIANTS)}")
+    out = args.out or f"bench/{args.bench}.json"
+    print(run_benchmark(args.bench, args.backbone, args.image_size, args.batch_size, args.device, args.steps,
+                        args.warmup, out, scales=args.scales, flip=args.flip, variants=chosen))
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from lmkcomp.data.layout import LandmarkData
+    from lmkcomp.evaluate import evaluate_checkpoint
+    from lmkcomp.train.checkpoint import load_checkpoint
+
+    root = args.data or load_checkpoint(args.checkpoint)["config"]["data"]["root"]
+    result = evaluate_checkpoint(args.checkpoint, LandmarkData(root, "gldv2"), args.workdir, args.name,
+                                 submissions=args.submissions, scales=args.scales, flip=args.flip,
+                                 device=args.device, workers=args.workers, progress=not args.quiet)
+    print(json.dumps(result))
+    return 0
+
+
+def _cmd_bench_heads(args: argparse.Namespace) -> int:
+    from lmkcomp.bench.heads import VARIANTS, run_heads_benchmark
+    from lmkcomp.config import load_config
+    from lmkcomp.train.config import TrainConfig
+
+    overrides = _overrides(args.set)
+    if args.data:
+        overrides["data.root"] = args.data
+    unknown = set(args.variants or ()) - set(VARIANTS)
+    if unknown:
+        raise UserInputError(f"unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
+    config = load_config(_builtin_config(args.config), TrainConfig, overrides)
+    out = args.out or "bench/heads.json"
+    print(run_heads_benchmark(config, args.workdir, out, args.variants, progress=not args.quiet))
+    print(f"wrote {out}")
+    return 0
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.7071,1,1.4142") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: scales must be positive")
+    return values
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lmkcomp.data.layout import LAYOUTS
+
+    parser = argparse.ArgumentParser(prog="lmkcomp", description="Google Landmarks v2 competition kit")
+    parser.add_argument("--version", action="version", version=f"lmkcomp {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="log debugging details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    make = commands.add_parser("make-dataset", help="write a synthetic mini-GLDv2, or import photo folders, in the GLDv2 layout")
+    make.add_argument("out", help="output folder (created; resumable)")
+    make.add_argument("--preset", choices=("tiny", "small", "medium"), default="small")
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--long-side", type=_positive_int, help="image long side in pixels (synthetic default 256; import: downscale to this)")
+    make.add_argument("--noise-fraction", type=_fraction, help="fraction of train images with a wrong label (default 0.2)")
+    make.add_argument("--workers", type=_positive_int, default=1, help="rendering processes")
+    make.add_argument("--from-folders", metavar="SRC", help="import SRC/<landmark>/<photos> instead of generating")
+    make.add_argument("--non-landmark-folder", default="_non_landmark", help="SRC subfolder of non-landmark photos")
+    make.add_argument("--test-fraction", type=_fraction, default=0.1)
+    make.add_argument("--index-fraction", type=_fraction, default=0.2)
+    make.add_argument("--skip-bad", action="store_true", help="skip unreadable photos (listed in skipped.csv) instead of failing")
+    make.add_argument("--quiet", action="store_true", help="no progress bars")
+    make.set_defaults(run=_cmd_make_dataset)
+
+    score = commands.add_parser("score", help="score a submission as the official evaluation does; prints JSON")
+    score.add_argument("--task", choices=("recognition", "retrieval"), required=True)
+    score.add_argument("--solution", required=True, help="recognition_solution_v2.1.csv or retrieval_solution_v2.1.csv")
+    score.add_argument("--submission", required=True)
+    score.add_argument("--split", choices=("public", "private", "all"), default="all", help="rows scored (all = every non-Ignored row)")
+    score.set_defaults(run=_cmd_score)
+
+    validate = commands.add_parser("validate", help="check a submission file as Kaggle would")
+    validate.add_argument("--task", choices=("recognition", "retrieval"), required=True)
+    validate.add_argument("--submission", required=True)
+    source = validate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="dataset root whose test split defines the expected ids")
+    source.add_argument("--test-ids", help="a sample_submission.csv listing the expected ids")
+    validate.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
+    validate.set_defaults(run=_cmd_validate)
+
+    baseline = commands.add_parser("baseline", help="write trivial but valid submissions for both tasks")
+    baseline.add_argument("data", help="dataset root")
+    baseline.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
+    baseline.add_argument("--method", choices=("thumbnail", "constant"), default="thumbnail")
+    baseline.add_argument("--out", default="submissions")
+    baseline.add_argument("--quiet", action="store_true")
+    baseline.set_defaults(run=_cmd_baseline)
+
+    train = commands.add_parser("train", help="train a GeM + margin-head descriptor (resumable)")
+    train.add_argument("config", help="YAML config, or a built-in one: cpu-small, gpu-gldv2")
+    train.add_argument("--out", required=True, help="run folder (checkpoint, metrics.csv, tensorboard/)")
+    train.add_argument("--data", help="dataset root (overrides data.root)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. model.head=cosface")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(run=_cmd_train)
+
+    extract = commands.add_parser("extract", help="embed a split with a trained checkpoint (sharded, resumable)")
+    extract.add_argument("--checkpoint", required=True)
+    extract.add_argument("--split", choices=("train", "index", "test"), required=True)
+    extract.add_argument("--out", required=True, help="embedding store folder")
+    extract.add_argument("--data", help="dataset root (default: the one the model was trained on)")
+    extract.add_argument("--layout", choices=tuple(LAYOUTS))
+    extract.add_argument("--scales", type=_scales, default=(0.7071, 1.0, 1.4142))
+    extract.add_argument("--no-flip", action="store_true", help="no horizontal-flip TTA")
+    extract.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    extract.add_argument("--image-size", type=_positive_int, help="default: the checkpoint's final training size")
+    extract.add_argument("--batch-size", type=_positive_int, default=64)
+    extract.add_argument("--device", default="auto")
+    extract.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    extract.add_argument("--workers", type=int, default=2)
+    extract.add_argument("--shard-size", type=_positive_int, default=50_000)
+    extract.add_argument("--skip-bad", action="store_true", help="zero rows for unreadable images (counted) instead of failing")
+    extract.add_argument("--quiet", action="store_true")
+    extract.set_defaults(run=_cmd_extract)
+
+    ensemble = commands.add_parser("ensemble", help="combine aligned embedding stores: per-model L2, weights, concat, L2")
+    ensemble.add_argument("out")
+    ensemble.add_argument("inputs", nargs="+", help="embedding stores of one split, same ids")
+    ensemble.add_argument("--weights", type=_scales, help="one positive weight per input (default all 1)")
+    ensemble.add_argument("--whitening", help="apply a saved PCA-whitening (whitening.npz)")
+    ensemble.add_argument("--fit-whitening", nargs="+", metavar="TRAIN_STORE", help="learn PCA-whitening on these train stores (same models, same order)")
+    ensemble.add_argument("--pca-dim", type=_positive_int)
+    ensemble.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    ensemble.set_defaults(run=_cmd_ensemble)
+
+    bench = commands.add_parser("bench", help="benchmarks: print a table, write JSON")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    for name, text in (("train", "training images/s and peak memory"), ("extract", "extraction images/s and peak memory")):
+        sub = benches.add_parser(name, help=text + " with/without channels_last, AMP, torch.compile")
+        sub.add_argument("--backbone", default="resnet18")
+        sub.add_argument("--image-size", type=_positive_int, default=224)
+        sub.add_argument("--batch-size", type=_positive_int, default=16)
+        sub.add_argument("--device", default="auto")
+        sub.add_argument("--steps", type=_positive_int, default=5)
+        sub.add_argument("--warmup", type=_positive_int, default=2)
+        sub.add_argument("--variants", type=lambda text: text.split(","), help="comma-separated subset, e.g. fp32,bf16")
+        sub.add_argument("--scales", type=_scales, default=(1.0,) if name == "train" else (0.7071, 1.0, 1.4142))
+        sub.add_argument("--flip", action="store_true", help="extract: add horizontal-flip TTA")
+        sub.add_argument("--out", help=f"JSON output (default bench/{name}.json)")
+        sub.set_defaults(run=_cmd_bench_models)
+
+    heads = benches.add_parser("heads", help="train one config per head (and GeM vs avg) and score each on the test split")
+    heads.add_argument("config", nargs="?", default="cpu-small")
+    heads.add_argument("--data", help="dataset root (overrides data.root)")
+    heads.add_argument("--workdir", default="runs/bench-heads")
+    heads.add_argument("--variants", type=lambda text: text.split(","))
+    heads.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    heads.add_argument("--out", help="JSON output (default bench/heads.json)")
+    heads.add_argument("--quiet", action="store_true")
+    heads.set_defaults(run=_cmd_bench_heads)
+
+    evaluate = commands.add_parser("evaluate", help="score a checkpoint on the test split (kNN retrieval, soft-voting recognition)")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--name", required=True, help="submission name: submissions/<task>_<name>.csv")
+    evaluate.add_argument("--data", help="dataset root (default: the one the model was trained on)")
+    evaluate.add_argument("--workdir", default="runs/evaluate", help="where the embeddings go")
+    evaluate.add_argument("--submissions", default="submissions")
+    evaluate.add_argument("--scales", type=_scales, default=(1.0,))
+    evaluate.add_argument("--flip", action="store_true")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--workers", type=int, default=2)
+    evaluate.add_argument("--quiet", action="store_true")
+    evaluate.set_defaults(run=_cmd_evaluate)
+
+    demo = commands.add_parser("demo", help="the kit end to end on the synthetic dataset, with a score table")
+    demo.add_argument("--preset", choices=("tiny", "small", "medium"), default="small")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--workdir", default="runs/demo", help="dataset and artifacts (reused when present)")
+    demo.add_argument("--submissions", default="submissions")
+    demo.add_argument("--workers", type=_positive_int, default=2)
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except UserInputError as error:
+        print(f"lmkcomp: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("lmkcomp: interrupted", file=sys.stderr)
+        return 130
