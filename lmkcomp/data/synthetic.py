@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,19 +260,26 @@ def _distractor_rows(split: str, landmark_images: int, fraction: float) -> list[
 # Rendering
 
 
-def _landmark_rng(plan: Plan, position: int) -> np.random.Generator:
-    return np.random.default_rng([plan.seed, 0x5CE7E, position])
+@dataclass(frozen=True)
+class RenderTask:
+    """Everything one worker needs to render the images of one landmark (or a chunk of
+    distractors): small to send to a process, unlike the whole plan."""
+
+    root: Path
+    seed: int
+    config: SyntheticConfig
+    #: position of the landmark in the plan; -1 for distractors
+    source: int
+    #: look-alike family whose shared style the landmark uses; -1 when its style is its own
+    shared_family: int
+    images: list[PlannedImage]
 
 
-def _family_style(plan: Plan, family: int) -> scenes.SceneStyle:
-    return scenes.make_style(np.random.default_rng([plan.seed, 0xFA417, family]))
-
-
-def _build_scene(plan: Plan, position: int) -> scenes.LandmarkScene:
-    landmark = plan.landmarks[position]
-    family_size = sum(1 for other in plan.landmarks if other.family == landmark.family)
-    style = _family_style(plan, landmark.family) if family_size > 1 else None
-    return scenes.make_landmark(_landmark_rng(plan, position), style)
+def _build_scene(task: RenderTask) -> scenes.LandmarkScene:
+    style = None
+    if task.shared_family >= 0:
+        style = scenes.make_style(np.random.default_rng([task.seed, 0xFA417, task.shared_family]))
+    return scenes.make_landmark(np.random.default_rng([task.seed, 0x5CE7E, task.source]), style)
 
 
 def _render_image(scene: scenes.LandmarkScene | None, image: PlannedImage, config: SyntheticConfig) -> bytes:
@@ -285,26 +292,29 @@ def _render_image(scene: scenes.LandmarkScene | None, image: PlannedImage, confi
     return encode_jpeg(pixels, quality=int(rng.integers(low, high + 1)))
 
 
-def _render_group(args: tuple[Path, Plan, int, list[PlannedImage]]) -> int:
-    """Render every missing image that shows landmark `source` (or the distractors: -1)."""
-    root, plan, source, images = args
-    todo = [image for image in images if not (root / gldv2.image_relpath(image.split, image.image_id)).exists()]
+def _render_task(task: RenderTask) -> int:
+    """Render every image of the task that is not on disk yet; return the task's image count."""
+    todo = [image for image in task.images if not (task.root / gldv2.image_relpath(image.split, image.image_id)).exists()]
     if todo:
-        scene = _build_scene(plan, source) if source >= 0 else None
+        scene = _build_scene(task) if task.source >= 0 else None
         for image in todo:
-            atomic_write_bytes(root / gldv2.image_relpath(image.split, image.image_id), _render_image(scene, image, plan.config))
-    return len(images)
+            path = task.root / gldv2.image_relpath(image.split, image.image_id)
+            atomic_write_bytes(path, _render_image(scene, image, task.config))
+    return len(task.images)
 
 
-def _groups(plan: Plan, root: Path, distractor_chunk: int = 64) -> Iterator[tuple[Path, Plan, int, list[PlannedImage]]]:
+def _tasks(plan: Plan, root: Path, distractor_chunk: int = 64) -> Iterator[RenderTask]:
     by_source: dict[int, list[PlannedImage]] = defaultdict(list)
     for image in plan.images:
         by_source[image.source].append(image)
+    family_sizes = Counter(landmark.family for landmark in plan.landmarks)
     for source in sorted(s for s in by_source if s >= 0):
-        yield root, plan, source, by_source[source]
+        family = plan.landmarks[source].family
+        shared = family if family_sizes[family] > 1 else -1
+        yield RenderTask(root, plan.seed, plan.config, source, shared, by_source[source])
     distractors = by_source.get(-1, [])
     for start in range(0, len(distractors), distractor_chunk):
-        yield root, plan, -1, distractors[start:start + distractor_chunk]
+        yield RenderTask(root, plan.seed, plan.config, -1, -1, distractors[start:start + distractor_chunk])
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,15 +378,15 @@ def generate(out: str | Path, config: SyntheticConfig, seed: int = 0, workers: i
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / MANIFEST, manifest)
 
-    groups = list(_groups(plan, out))
+    tasks = list(_tasks(plan, out))
     bar = tqdm(total=len(plan.images), desc="render images", unit="img", disable=not progress)
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for done in pool.map(_render_group, groups, chunksize=1):
+            for done in pool.map(_render_task, tasks, chunksize=1):
                 bar.update(done)
     else:
-        for group in groups:
-            bar.update(_render_group(group))
+        for task in tasks:
+            bar.update(_render_task(task))
     bar.close()
 
     write_csvs(out, plan)
