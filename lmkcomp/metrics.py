@@ -151,18 +151,8 @@ def top1_accuracy(
     Returns:
         Accuracy in ``[0, 1]``, or ``nan``.
     """
-    num_landmark_images = 0
-    num_correct = 0
-    for test_id, ground_truth in solution.items():
-        if len(ground_truth) == 0:
-            continue
-        num_landmark_images += 1
-        prediction = predictions.get(test_id)
-        if prediction is not None and prediction[0] in ground_truth:
-            num_correct += 1
-    if num_landmark_images == 0:
-        return float("nan")
-    return num_correct / num_landmark_images
+    ranked = {test_id: [prediction[0]] for test_id, prediction in predictions.items() if prediction is not None}
+    return top_k_accuracy(ranked, solution, k=1)
 
 
 def top_k_accuracy(
