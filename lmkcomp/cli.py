@@ -86,20 +86,9 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lmkcomp.demo import run_demo
 
-    run_demo(args.preset, args.seed, args.workdir, args.submissions, workers=args.workers, progress=not args.quiet)
+    run_demo(args.preset, args.seed, args.workdir, args.submissions, workers=args.workers,
+             train_config="" if args.no_train else args.train_config, progress=not args.quiet)
     return 0
-
-
-def _builtin_config(name: str) -> Path:
-    """A config path, or the name of one shipped in lmkcomp/configs (e.g. "cpu-small")."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = Path(__file__).parent / "configs" / f"{name}.yaml"
-    if shipped.is_file():
-        return shipped
-    known = sorted(p.stem for p in (Path(__file__).parent / "configs").glob("*.yaml"))
-    raise UserInputError(f"{name}: no such config file, nor a built-in config ({', '.join(known)})")
 
 
 def _overrides(pairs: Sequence[str]) -> dict:
@@ -116,13 +105,13 @@ def _overrides(pairs: Sequence[str]) -> dict:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from lmkcomp.config import load_config
-    from lmkcomp.train.config import TrainConfig
+    from lmkcomp.train.config import TrainConfig, resolve_config_path
     from lmkcomp.train.trainer import Trainer
 
     overrides = _overrides(args.set)
     if args.data:
         overrides["data.root"] = args.data
-    config = load_config(_builtin_config(args.config), TrainConfig, overrides)
+    config = load_config(resolve_config_path(args.config), TrainConfig, overrides)
     rows = Trainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()
     if rows:
         last = rows[-1]
@@ -197,7 +186,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_bench_heads(args: argparse.Namespace) -> int:
     from lmkcomp.bench.heads import VARIANTS, run_heads_benchmark
     from lmkcomp.config import load_config
-    from lmkcomp.train.config import TrainConfig
+    from lmkcomp.train.config import TrainConfig, resolve_config_path
 
     overrides = _overrides(args.set)
     if args.data:
@@ -205,7 +194,7 @@ def _cmd_bench_heads(args: argparse.Namespace) -> int:
     unknown = set(args.variants or ()) - set(VARIANTS)
     if unknown:
         raise UserInputError(f"unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
-    config = load_config(_builtin_config(args.config), TrainConfig, overrides)
+    config = load_config(resolve_config_path(args.config), TrainConfig, overrides)
     out = args.out or "bench/heads.json"
     print(run_heads_benchmark(config, args.workdir, out, args.variants, progress=not args.quiet))
     print(f"wrote {out}")
@@ -366,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", default="runs/demo", help="dataset and artifacts (reused when present)")
     demo.add_argument("--submissions", default="submissions")
     demo.add_argument("--workers", type=_positive_int, default=2)
+    demo.add_argument("--train-config", default="cpu-small", help="descriptor config trained in the demo")
+    demo.add_argument("--no-train", action="store_true", help="skip training (dataset and baselines only)")
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(run=_cmd_demo)
     return parser

@@ -22,6 +22,11 @@ def test_demo_tiny_writes_valid_scored_submissions(tmp_path, capsys):
         validate_submission(subs / f"retrieval_baseline-{method}.csv", "retrieval", test_ids)
     # pixels carry some signal: the thumbnail kNN must beat returning arbitrary index images
     assert rows["baseline thumbnail"]["map100"] > rows["baseline constant"]["map100"]
+    # the trained descriptor stage ran, and its submissions are valid
+    assert 0.0 < rows["arcface (cpu-small)"]["map100"] <= 1.0
+    validate_submission(subs / "recognition_gem-arcface-cpu-small.csv", "recognition", test_ids)
+    validate_submission(subs / "retrieval_gem-arcface-cpu-small.csv", "retrieval", test_ids)
+    assert (workdir / "train-cpu-small" / "metrics.csv").read_text().count("\n") == 1 + 11  # header + epochs
     # a rerun reuses the finished dataset rather than failing or regenerating
     assert main(["demo", "--preset", "tiny", "--workdir", str(workdir), "--submissions", str(subs), "--quiet"]) == 0
 

@@ -10,9 +10,8 @@ from lmkcomp.bench.common import report
 from lmkcomp.config import apply_override, from_dict, to_dict
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.evaluate import evaluate_checkpoint
-from lmkcomp.train.checkpoint import load_checkpoint
 from lmkcomp.train.config import TrainConfig
-from lmkcomp.train.trainer import CHECKPOINT, Trainer
+from lmkcomp.train.trainer import CHECKPOINT, Trainer, run_is_finished
 
 VARIANTS: dict[str, dict] = {
     "softmax": {"model.head": "softmax"},
@@ -21,11 +20,6 @@ VARIANTS: dict[str, dict] = {
     "subcenter_arcface+dynamic": {"model.head": "subcenter_arcface", "model.dynamic_margin": True},
     "arcface+avg_pool": {"model.head": "arcface", "model.pooling": "avg"},
 }
-
-
-def _finished(run: Path, config: TrainConfig) -> bool:
-    path = run / CHECKPOINT
-    return path.is_file() and load_checkpoint(path)["state"]["epoch"] >= config.total_epochs
 
 
 def run_heads_benchmark(base: TrainConfig, workdir: str | Path, out: str | Path, variants: list[str] | None = None,
@@ -40,7 +34,7 @@ def run_heads_benchmark(base: TrainConfig, workdir: str | Path, out: str | Path,
             apply_override(values, key, value)
         config = from_dict(TrainConfig, values)
         run = workdir / name
-        if not _finished(run, config):
+        if not run_is_finished(run, config):
             history = Trainer(config, run, resume=(run / CHECKPOINT).is_file(), progress=progress).fit()
         else:
             history = []

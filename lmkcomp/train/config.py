@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from lmkcomp.errors import UserInputError
@@ -89,3 +90,18 @@ class TrainConfig:
     @property
     def total_epochs(self) -> int:
         return self.epochs + self.finetune_epochs
+
+
+BUILTIN_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def resolve_config_path(name: str) -> Path:
+    """A config file path, or the name of one shipped in lmkcomp/configs (e.g. "cpu-small")."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = BUILTIN_CONFIGS / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = sorted(p.stem for p in BUILTIN_CONFIGS.glob("*.yaml"))
+    raise UserInputError(f"{name}: no such config file, nor a built-in config ({', '.join(known)})")

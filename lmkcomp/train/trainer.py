@@ -321,6 +321,12 @@ class Trainer:
         log.info("epoch %d: %s", row["epoch"], row)
 
 
+def run_is_finished(run_dir: str | Path, config: TrainConfig) -> bool:
+    """True when `run_dir` holds a checkpoint that completed every epoch of `config`."""
+    path = Path(run_dir) / CHECKPOINT
+    return path.is_file() and load_checkpoint(path)["state"]["epoch"] >= config.total_epochs
+
+
 def summary_writer(path: Path):
     """A TensorBoard writer that keeps TensorFlow out of the training process.
 
