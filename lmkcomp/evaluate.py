@@ -1,4 +1,5 @@
-"""Score a trained descriptor on a dataset's test split, for both tasks.
+"""Score a trained descriptor on a dataset's test split, for both tasks (model comparison on
+datasets that fit in memory, such as the synthetic presets; the search layer handles GLDv2 scale).
 
 Retrieval: the 100 nearest index images of each test image. Recognition: soft voting over the
 3 nearest train images (similarity only). Both are written as Kaggle submissions and scored

@@ -245,6 +245,8 @@ class Trainer:
         loader = DataLoader(self.train_images, batch_sampler=sampler, num_workers=config.workers,
                             collate_fn=collate_skipping, pin_memory=self.device.type == "cuda")
         self.network.train()
+        # an epoch whose batch count is not a multiple of grad_accum must not leak into the next
+        self.optimizer.zero_grad(set_to_none=True)
         if phase == "finetune":
             freeze_batchnorm(self.model)
         accum = config.optim.grad_accum
