@@ -201,6 +201,38 @@ def _cmd_bench_heads(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from lmkcomp.clean.embedding_methods import clean_dbscan, clean_references
+    from lmkcomp.clean.result import write_result
+    from lmkcomp.data import gldv2
+    from lmkcomp.data.layout import LandmarkData
+    from lmkcomp.features.store import EmbeddingStore
+    from lmkcomp.train.data import read_labels
+
+    data = LandmarkData(args.data, args.layout)
+    labels = read_labels(data, args.labels)
+    store = EmbeddingStore(args.embeddings)
+    embeddings = store.array()[store.position(labels["id"].tolist())]
+    ids, landmarks = labels["id"].tolist(), labels["landmark_id"].to_numpy()
+    if args.method == "dbscan":
+        result = clean_dbscan(ids, landmarks, embeddings, eps=args.eps, min_samples=args.min_samples)
+    else:
+        references = None
+        if args.references:
+            frame = gldv2.read_train_clean_csv(args.references)
+            references = frame.groupby("landmark_id")["id"].apply(list).to_dict()
+        result = clean_references(ids, landmarks, embeddings, gamma=args.gamma, references=references, k=args.k)
+    result.drop_small_landmarks(args.min_images)
+    # the synthetic data's ground truth, when present, scores the result; methods never read it
+    report = write_result(result, args.out, noise_truth=data.root / "noise_truth.csv")
+    summary = f"{args.out}: kept {report['kept']} of {report['images']} images, {report['landmarks_after']} landmarks"
+    if "against_noise_truth" in report:
+        truth = report["against_noise_truth"]
+        summary += f"; noise removal precision {truth['precision']:.3f}, recall {truth['recall']:.3f}"
+    print(summary)
+    return 0
+
+
 def _scales(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(x) for x in text.split(","))
@@ -348,6 +380,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workers", type=int, default=2)
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(run=_cmd_evaluate)
+
+    clean = commands.add_parser("clean", help="clean the train labels; writes train_clean.csv, removed.csv, report.json")
+    clean.add_argument("--method", choices=("dbscan", "references"), required=True)
+    clean.add_argument("--data", required=True, help="dataset root")
+    clean.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
+    clean.add_argument("--labels", default="train", help="train, train_clean, or a train_clean-format CSV")
+    clean.add_argument("--embeddings", required=True, help="embedding store of the train split (lmkcomp extract)")
+    clean.add_argument("--out", required=True)
+    clean.add_argument("--eps", type=float, default=0.33, help="dbscan: cosine distance radius")
+    clean.add_argument("--min-samples", type=_positive_int, default=2, help="dbscan: core point neighbours")
+    clean.add_argument("--gamma", type=float, default=0.5, help="references: cosine threshold to the centroid")
+    clean.add_argument("--k", type=_positive_int, default=5, help="references: most central images used when none are given")
+    clean.add_argument("--references", help="references: CSV (landmark_id,images) of reference images per landmark")
+    clean.add_argument("--min-images", type=_positive_int, default=2, help="drop landmarks left with fewer images")
+    clean.set_defaults(run=_cmd_clean)
 
     demo = commands.add_parser("demo", help="the kit end to end on the synthetic dataset, with a score table")
     demo.add_argument("--preset", choices=("tiny", "small", "medium"), default="small")

@@ -10,7 +10,7 @@ import torch
 
 from lmkcomp.cli import main
 from lmkcomp.config import from_dict
-from lmkcomp.data import synthetic
+from lmkcomp.data import gldv2, synthetic
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.evaluate import evaluate_checkpoint
 from lmkcomp.features import extract as extract_module
@@ -94,3 +94,19 @@ def test_extract_cli_errors(tmp_path, capsys):
     bogus.write_bytes(b"not a checkpoint")
     code = main(["extract", "--checkpoint", str(bogus), "--split", "test", "--out", str(tmp_path / "o")])
     assert code == 2 and "unreadable checkpoint" in capsys.readouterr().err
+
+
+def test_clean_cli_on_extracted_train_embeddings(trained, tmp_path, capsys):
+    data, checkpoint = trained
+    store = tmp_path / "train"
+    extract_split(checkpoint, data, "train", store, scales=(1.0,), flip=False, workers=0, progress=False)
+    for method in ("dbscan", "references"):
+        out = tmp_path / method
+        code = main(["clean", "--method", method, "--data", str(data.root), "--embeddings", str(store), "--out", str(out)])
+        assert code == 0, capsys.readouterr().err
+        assert "noise removal precision" in capsys.readouterr().out
+        cleaned = gldv2.read_train_clean_csv(out / "train_clean.csv")
+        assert set(cleaned["id"]) <= set(data.split_ids("train"))
+    code = main(["clean", "--method", "dbscan", "--data", str(data.root), "--embeddings", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "x")])
+    assert code == 2
