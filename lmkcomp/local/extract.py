@@ -1,0 +1,105 @@
+"""Extracting the local features of a whole split into a `LocalFeatureStore`.
+
+Images are decoded at full resolution (the extractor downscales if it is set to) and their
+features land in the store in id order. The work is cut into the store's shards: a finished
+shard is on disk for good, so an interrupted run, started again with the same arguments,
+computes only the shards still missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from tqdm import tqdm
+
+from lmkcomp.data.images import load_image_rgb
+from lmkcomp.data.layout import LandmarkData
+from lmkcomp.errors import ImageLoadError
+from lmkcomp.features.store import positive_int
+from lmkcomp.local.extractors import LocalExtractor
+from lmkcomp.local.record import LocalFeatures
+from lmkcomp.local.store import DESCRIPTOR_DTYPE, LocalFeatureStore, LocalFeatureWriter
+
+log = logging.getLogger(__name__)
+
+# Images per task sent to a worker: large enough to amortise the inter-process round trip
+# (a few ms), small enough to keep every worker busy until the end of a shard.
+_CHUNK = 8
+
+
+def _extract_file(extractor: LocalExtractor, path: str) -> tuple[LocalFeatures | None, str | None]:
+    """`(features, None)` for a readable image, `(None, reason)` for one that cannot be loaded.
+
+    The reason travels back instead of the exception because ImageLoadError, whose
+    constructor takes two arguments, does not survive pickling between processes.
+    """
+    try:
+        image = load_image_rgb(path)
+    except ImageLoadError as exc:
+        return None, exc.reason
+    features = extractor.extract(image)
+    # The store keeps float16 descriptors anyway; casting here halves what a worker sends back
+    # and what a shard holds in memory.
+    return LocalFeatures(features.locations, features.descriptors.astype(DESCRIPTOR_DTYPE),
+                         features.scales, features.scores), None
+
+
+def _results(pool: Executor | None, extractor: LocalExtractor,
+             paths: Sequence[str]) -> Iterator[tuple[LocalFeatures | None, str | None]]:
+    task = functools.partial(_extract_file, extractor)
+    if pool is None:
+        return map(task, paths)
+    return pool.map(task, paths, chunksize=_CHUNK)
+
+
+def extract_local_split(
+    data: LandmarkData,
+    split: str,
+    out: str | Path,
+    extractor: LocalExtractor,
+    ids: Iterable[str] | None = None,
+    shard_size: int = 1000,
+    workers: int = 1,
+    progress: bool = True,
+    skip_bad: bool = False,
+) -> LocalFeatureStore:
+    """Extract the local features of `ids` (default: every image of `split`) into `out`.
+
+    Resumable: shards already in `out` (same ids, extractor method, dim and settings) are
+    kept and the others computed. `workers` > 1 extracts in that many processes. An image
+    that cannot be loaded raises ImageLoadError naming the file, or with `skip_bad` is stored
+    with no features and logged as a warning (the progress bar counts them).
+    Returns the finished store.
+    """
+    workers = positive_int("workers", workers)
+    ids = data.split_ids(split) if ids is None else list(ids)
+    meta = {"split": split, "settings": extractor.settings()}
+    writer = LocalFeatureWriter(out, ids, extractor.dim, extractor.method, meta=meta, shard_size=shard_size)
+    pending = writer.pending_shards()
+    skipped = 0
+    total = sum(rows.stop - rows.start for _, rows in pending)
+    with (tqdm(total=total, desc=f"local features {split}", unit="img", disable=not progress) as bar,
+          ProcessPoolExecutor(max_workers=workers) if workers > 1 and pending else nullcontext() as pool):
+        for k, rows in pending:
+            paths = [str(data.image_path(split, image_id)) for image_id in ids[rows]]
+            records = []
+            for path, (features, reason) in zip(paths, _results(pool, extractor, paths)):
+                if features is None:
+                    if not skip_bad:
+                        raise ImageLoadError(path, reason)
+                    log.warning("%s: cannot load image: %s; stored with no local features", path, reason)
+                    skipped += 1
+                    bar.set_postfix(skipped=skipped)
+                    features = LocalFeatures.empty(extractor.dim, DESCRIPTOR_DTYPE)
+                records.append(features)
+                bar.update(1)
+            writer.write_shard(k, records)
+    if skipped:
+        log.warning("%d images of %s could not be loaded and have no local features", skipped, split)
+    writer.finish()
+    return LocalFeatureStore(out)

@@ -1,0 +1,72 @@
+"""Putative matches between the local descriptors of two images, computed on whole matrices.
+
+Descriptors are taken to be L2-normalised (the `LocalFeatures` convention), so the Euclidean
+distance follows from the dot product: |a - b|^2 = 2 - 2 a.b. Both functions return
+`(idx_a, idx_b)`, int64 arrays of equal length: feature `idx_a[i]` of image a matches feature
+`idx_b[i]` of image b, in increasing order of `idx_a`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.spatial import cKDTree
+
+_NO_MATCHES = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def _as_matrices(desc_a: ArrayLike, desc_b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(desc_a, dtype=np.float32)
+    b = np.asarray(desc_b, dtype=np.float32)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"descriptors must be N x D and M x D matrices, got shapes {a.shape} and {b.shape}")
+    return a, b
+
+
+def _distance(similarity: np.ndarray) -> np.ndarray:
+    """Euclidean distance of unit vectors from their dot product (clipped against rounding)."""
+    return np.sqrt(np.maximum(2.0 - 2.0 * similarity, 0.0))
+
+
+def mutual_nearest_neighbours(desc_a: ArrayLike, desc_b: ArrayLike, max_distance: float | None = None,
+                              ratio: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j) where b_j is a_i's nearest neighbour in b and a_i is b_j's nearest in a.
+
+    Optional filters, both on Euclidean distances:
+    - `max_distance`: keep pairs with |a_i - b_j| < max_distance;
+    - `ratio` (Lowe's test): keep pairs with |a_i - b_j| < ratio * |a_i - b_k|, where b_k is
+      a_i's second-nearest neighbour in b; with a single descriptor in b there is no second
+      neighbour and the test passes.
+    Ties between equidistant neighbours go to the lower index.
+    """
+    a, b = _as_matrices(desc_a, desc_b)
+    if len(a) == 0 or len(b) == 0:
+        return _NO_MATCHES
+    similarity = a @ b.T
+    nearest_in_b = similarity.argmax(axis=1)
+    nearest_in_a = similarity.argmax(axis=0)
+    idx_a = np.flatnonzero(nearest_in_a[nearest_in_b] == np.arange(len(a)))
+    idx_b = nearest_in_b[idx_a]
+    keep = np.ones(len(idx_a), dtype=bool)
+    distance = _distance(similarity[idx_a, idx_b])
+    if max_distance is not None:
+        keep &= distance < max_distance
+    if ratio is not None and len(b) > 1:
+        # Column -2 of a row partitioned at len(b) - 2 is its second-largest similarity.
+        second = np.partition(similarity[idx_a], len(b) - 2, axis=1)[:, -2]
+        keep &= distance < ratio * _distance(second)
+    return idx_a[keep], idx_b[keep].astype(np.int64)
+
+
+def kdtree_matches(desc_a: ArrayLike, desc_b: ArrayLike, max_distance: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """The official DELF example's matching: each a_i to its nearest b_j if |a_i - b_j| < max_distance.
+
+    A k-d tree is built on b and queried with every a_i within `max_distance`; features of a
+    with no neighbour that close are dropped. Not mutual: several a_i may match one b_j.
+    """
+    a, b = _as_matrices(desc_a, desc_b)
+    if len(a) == 0 or len(b) == 0:
+        return _NO_MATCHES
+    distance, nearest = cKDTree(b).query(a, k=1, distance_upper_bound=max_distance)
+    idx_a = np.flatnonzero(np.isfinite(distance))
+    return idx_a, nearest[idx_a].astype(np.int64)

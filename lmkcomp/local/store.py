@@ -1,0 +1,345 @@
+"""A per-split store of local features on disk: compact, memory-mapped, resumable, read by id.
+
+Images have different numbers of features, so rows are not images: shard `k` holds the images
+`[k * shard_size, min((k + 1) * shard_size, count))` of `ids.txt` with their features
+concatenated in image order, and an offsets array says which rows belong to which image.
+
+Layout of a store folder `DIR`:
+
+- `DIR/ids.txt`: every image id, one per line, in store order; written once, at creation.
+- For each shard `k` (five-digit number):
+  - `descriptors-0000k.npy`: R x D float16, L2-normalised rows (float16 keeps about three
+    decimal digits, plenty for unit vectors, and halves the size of a DELF/SIFT store);
+  - `locations-0000k.npy`: R x 2 float32, (x, y) in original-image pixels;
+  - `scales-0000k.npy`, `scores-0000k.npy`: R float32;
+  - `offsets-0000k.npy`: (images + 1) int64, non-decreasing, from 0 to R: the features of the
+    shard's image `i` are rows `offsets[i]:offsets[i + 1]`.
+- `DIR/manifest.json`: `format`, `version`, `method` (the extractor's name), `dim`, `count`,
+  `shard_size`, `shards` (images per shard), `complete` and `meta`, a free-form JSON object
+  (split, extractor settings...).
+
+Every file is written atomically and a shard's offsets file is written last, so a killed
+extraction leaves whole shards or none; a new `LocalFeatureWriter` on the same folder, ids,
+method, dim and meta resumes with the shards still missing. The reader memory-maps shards on
+first use and keeps only a few open, so a store of millions of images costs neither memory
+nor file handles up front.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lmkcomp.data.gldv2 import is_valid_id
+from lmkcomp.errors import UserInputError
+from lmkcomp.features.store import positive_int, shard_rows
+from lmkcomp.fileio import atomic_write, atomic_write_bytes
+from lmkcomp.local.record import LocalFeatures
+
+FORMAT = "lmkcomp-local-features"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+IDS_NAME = "ids.txt"
+DESCRIPTOR_DTYPE = np.dtype(np.float16)
+#: the arrays of a shard, in the order they are written: offsets last, as the commit marker
+SHARD_ARRAYS = ("descriptors", "locations", "scales", "scores", "offsets")
+
+
+def shard_file(array: str, k: int) -> str:
+    """File name of one array of shard `k`, e.g. `descriptors-00000.npy`."""
+    return f"{array}-{k:05d}.npy"
+
+
+# --------------------------------------------------------------------------------------------
+# Manifest and ids
+
+
+def _check_ids(ids: Sequence[str]) -> None:
+    if not ids:
+        raise UserInputError("no ids to store")
+    seen: dict[str, int] = {}
+    for row, image_id in enumerate(ids):
+        if not isinstance(image_id, str) or not is_valid_id(image_id):
+            raise UserInputError(f"row {row}: invalid image id {image_id!r}: expected 16 hexadecimal characters")
+        if image_id in seen:
+            raise UserInputError(f"id {image_id} appears twice, at rows {seen[image_id]} and {row}")
+        seen[image_id] = row
+
+
+def _new_manifest(method: str, dim: int, count: int, shard_size: int, meta: dict) -> dict:
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "method": method,
+        "dim": dim,
+        "count": count,
+        "shard_size": shard_size,
+        "shards": shard_rows(count, shard_size),
+        "complete": False,
+        "meta": meta,
+    }
+
+
+def _read_manifest(directory: Path) -> dict:
+    """The manifest of the store in `directory`, every field checked."""
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise UserInputError(f"{directory}: not a local-feature store (no {MANIFEST_NAME})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserInputError(f"{path}: unreadable manifest: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UserInputError(f"{path}: not an lmkcomp local-feature store manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise UserInputError(f"{path}: format version {manifest.get('version')!r}; "
+                             f"this lmkcomp reads version {FORMAT_VERSION}")
+    try:
+        for key in ("dim", "count", "shard_size"):
+            positive_int(key, manifest.get(key))
+    except UserInputError as exc:
+        raise UserInputError(f"{path}: {exc}") from None
+    if not isinstance(manifest.get("method"), str) or not manifest["method"]:
+        raise UserInputError(f"{path}: 'method' must be a non-empty string")
+    if not isinstance(manifest.get("meta"), dict):
+        raise UserInputError(f"{path}: 'meta' must be a JSON object")
+    if not isinstance(manifest.get("complete"), bool):
+        raise UserInputError(f"{path}: 'complete' must be true or false")
+    if manifest.get("shards") != shard_rows(manifest["count"], manifest["shard_size"]):
+        raise UserInputError(f"{path}: 'shards' do not cut {manifest['count']} images "
+                             f"every {manifest['shard_size']} images")
+    return manifest
+
+
+def _write_manifest(directory: Path, manifest: dict) -> None:
+    with atomic_write(directory / MANIFEST_NAME, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=1)
+        handle.write("\n")
+
+
+def _read_ids(directory: Path) -> list[str]:
+    path = directory / IDS_NAME
+    try:
+        return path.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path}: unreadable id list: {exc}") from None
+
+
+def _first_mismatch(found: dict, wanted: dict, found_ids: list[str], wanted_ids: list[str]) -> str | None:
+    """What differs between the store on disk and the one requested, or None."""
+    for key in ("method", "dim", "shard_size", "count", "meta"):
+        if found[key] != wanted[key]:
+            return f"{key} {found[key]!r} on disk vs {wanted[key]!r} requested"
+    row = next((r for r, (a, b) in enumerate(zip(found_ids, wanted_ids)) if a != b), None)
+    if row is not None:
+        return f"row {row}: id {found_ids[row]} on disk vs {wanted_ids[row]} requested"
+    if len(found_ids) != len(wanted_ids):
+        return f"{len(found_ids)} ids on disk vs {len(wanted_ids)} requested"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+class LocalFeatureWriter:
+    """Writes the local features of `ids` into `directory` shard by shard, resuming a run.
+
+    If `directory` already holds a store with the same ids, method, dim, shard size and meta,
+    its finished shards are kept and `pending_shards` lists only the others; if it holds any
+    other store, a UserInputError names the first difference, since mixing two extractions
+    (other settings, another id order) would silently corrupt matching.
+    """
+
+    def __init__(self, directory: str | Path, ids: Sequence[str], dim: int, method: str,
+                 meta: dict | None = None, shard_size: int = 1000):
+        self.directory = Path(directory)
+        self.ids = list(ids)
+        self.dim = positive_int("dim", dim)
+        if not isinstance(method, str) or not method:
+            raise UserInputError(f"method must be a non-empty string, got {method!r}")
+        self.method = method
+        self.shard_size = positive_int("shard_size", shard_size)
+        # Through JSON, so that a tuple and the list it is stored as compare equal on resume.
+        self.meta = json.loads(json.dumps(meta or {}))
+        _check_ids(self.ids)
+        self._images = shard_rows(len(self.ids), self.shard_size)
+        wanted = _new_manifest(self.method, self.dim, len(self.ids), self.shard_size, self.meta)
+        if (self.directory / MANIFEST_NAME).exists():
+            found = _read_manifest(self.directory)
+            problem = _first_mismatch(found, wanted, _read_ids(self.directory), self.ids)
+            if problem is not None:
+                raise UserInputError(f"{self.directory}: already holds a different local-feature store "
+                                     f"({problem}); choose another folder or delete this one")
+        else:
+            if self.directory.is_dir() and any(self.directory.glob("offsets-*.npy")):
+                raise UserInputError(f"{self.directory}: holds shard files but no {MANIFEST_NAME}; "
+                                     "choose another folder or delete this one")
+            atomic_write_bytes(self.directory / IDS_NAME, "".join(f"{i}\n" for i in self.ids).encode("ascii"))
+            # The manifest goes last: its presence tells a resumed run that ids.txt is complete.
+            _write_manifest(self.directory, wanted)
+
+    def _finished(self, k: int) -> bool:
+        return all((self.directory / shard_file(array, k)).is_file() for array in SHARD_ARRAYS)
+
+    def pending_shards(self) -> list[tuple[int, slice]]:
+        """`(k, images)` for every shard not yet on disk: its number and its slice of `ids`."""
+        return [(k, slice(k * self.shard_size, k * self.shard_size + images))
+                for k, images in enumerate(self._images) if not self._finished(k)]
+
+    def write_shard(self, k: int, records: Sequence[LocalFeatures]) -> None:
+        """Store `records` (one per image of shard `k`, in id order) as shard `k`.
+
+        Descriptors are stored as float16. Raises IndexError for an unknown shard and
+        ValueError for a wrong number of records, a record of another dimension or
+        descriptors too large for float16 (they should be L2-normalised).
+        """
+        if not 0 <= k < len(self._images):
+            raise IndexError(f"shard {k} out of range: the store has {len(self._images)} shards")
+        if len(records) != self._images[k]:
+            raise ValueError(f"shard {k}: {len(records)} records, expected {self._images[k]}")
+        first = k * self.shard_size
+        for position, record in enumerate(records):
+            if record.dim != self.dim:
+                raise ValueError(f"shard {k}: record of id {self.ids[first + position]} has "
+                                 f"{record.dim}-dimensional descriptors, expected {self.dim}")
+        counts = np.array([len(record) for record in records], dtype=np.int64)
+        # An overflowing cast is reported below with the id at fault, not as a numpy warning.
+        with np.errstate(over="ignore"):
+            descriptors = np.concatenate([r.descriptors for r in records]).astype(DESCRIPTOR_DTYPE)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        bad = np.flatnonzero(~np.isfinite(descriptors).all(axis=1))
+        if bad.size:
+            position = int(np.searchsorted(offsets, bad[0], side="right")) - 1
+            raise ValueError(f"shard {k}: descriptors of id {self.ids[first + position]} overflow float16; "
+                             "descriptors must be L2-normalised")
+        arrays = {
+            "descriptors": descriptors,
+            "locations": np.concatenate([r.locations for r in records]),
+            "scales": np.concatenate([r.scales for r in records]),
+            "scores": np.concatenate([r.scores for r in records]),
+            "offsets": offsets,
+        }
+        for array in SHARD_ARRAYS:
+            with atomic_write(self.directory / shard_file(array, k), "wb") as handle:
+                np.save(handle, arrays[array], allow_pickle=False)
+
+    def finish(self) -> None:
+        """Mark the store complete in its manifest; every shard must have been written."""
+        pending = self.pending_shards()
+        if pending:
+            raise RuntimeError(f"{self.directory}: cannot finish: {len(pending)} shards not written, "
+                               f"first: shard {pending[0][0]}")
+        manifest = _read_manifest(self.directory)
+        manifest["complete"] = True
+        _write_manifest(self.directory, manifest)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass(frozen=True, eq=False)
+class _Shard:
+    offsets: np.ndarray
+    descriptors: np.ndarray
+    locations: np.ndarray
+    scales: np.ndarray
+    scores: np.ndarray
+
+
+class LocalFeatureStore:
+    """A complete local-feature store, read through memory-mapped shards.
+
+    Attributes: `directory`, `ids` (store order), `method`, `dim`, `shard_size`, `meta`.
+    At most `max_open_shards` shards are kept mapped at a time (each holds four open files).
+    """
+
+    def __init__(self, directory: str | Path, max_open_shards: int = 16):
+        self.directory = Path(directory)
+        manifest = _read_manifest(self.directory)
+        self.method: str = manifest["method"]
+        self.dim: int = manifest["dim"]
+        self.shard_size: int = manifest["shard_size"]
+        self.meta: dict = manifest["meta"]
+        self._images: list[int] = manifest["shards"]
+        self.ids = _read_ids(self.directory)
+        if len(self.ids) != manifest["count"]:
+            raise UserInputError(f"{self.directory / IDS_NAME}: {len(self.ids)} ids, "
+                                 f"but the manifest counts {manifest['count']} images")
+        for k in range(len(self._images)):
+            missing = [shard_file(a, k) for a in SHARD_ARRAYS if not (self.directory / shard_file(a, k)).is_file()]
+            if missing:
+                raise UserInputError(f"{self.directory}: incomplete store: shard {k} missing "
+                                     f"({', '.join(missing)}); rerun extraction to resume")
+        if not manifest["complete"]:
+            raise UserInputError(f"{self.directory}: incomplete store: not marked finished; "
+                                 "rerun extraction to resume")
+        self.max_open_shards = positive_int("max_open_shards", max_open_shards)
+        self._open: OrderedDict[int, _Shard] = OrderedDict()
+        self._positions = {image_id: row for row, image_id in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._positions
+
+    def get(self, image_id: str) -> LocalFeatures:
+        """The features of `image_id`, as read-only views of the memory-mapped shard."""
+        try:
+            row = self._positions[image_id]
+        except KeyError:
+            raise UserInputError(f"{self.directory}: id {image_id!r} not in the store") from None
+        return self.read(row)
+
+    def read(self, row: int) -> LocalFeatures:
+        """The features of the image at position `row` of `ids`."""
+        if not 0 <= row < len(self.ids):
+            raise IndexError(f"row {row} out of range for a store of {len(self.ids)} images")
+        k, local = divmod(row, self.shard_size)
+        shard = self._shard(k)
+        start, stop = int(shard.offsets[local]), int(shard.offsets[local + 1])
+        return LocalFeatures(shard.locations[start:stop], shard.descriptors[start:stop],
+                             shard.scales[start:stop], shard.scores[start:stop])
+
+    def _shard(self, k: int) -> _Shard:
+        shard = self._open.get(k)
+        if shard is not None:
+            self._open.move_to_end(k)
+            return shard
+        shard = self._load_shard(k)
+        self._open[k] = shard
+        if len(self._open) > self.max_open_shards:
+            # Records handed out keep their own reference to the mapping, so closing is safe.
+            self._open.popitem(last=False)
+        return shard
+
+    def _load_shard(self, k: int) -> _Shard:
+        arrays = {}
+        for array in SHARD_ARRAYS:
+            path = self.directory / shard_file(array, k)
+            try:
+                # The offsets are small and read on every lookup: load them; map the rest.
+                arrays[array] = np.load(path, mmap_mode=None if array == "offsets" else "r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise UserInputError(f"{path}: unreadable shard array: {exc}") from None
+        offsets = arrays["offsets"]
+        images = self._images[k]
+        if (offsets.dtype != np.int64 or offsets.shape != (images + 1,) or offsets[0] != 0
+                or np.any(np.diff(offsets) < 0)):
+            raise UserInputError(f"{self.directory / shard_file('offsets', k)}: expected {images + 1} "
+                                 "non-decreasing int64 offsets from 0")
+        rows = int(offsets[-1])
+        expected = {"descriptors": (DESCRIPTOR_DTYPE, (rows, self.dim)), "locations": (np.float32, (rows, 2)),
+                    "scales": (np.float32, (rows,)), "scores": (np.float32, (rows,))}
+        for array, (dtype, shape) in expected.items():
+            if arrays[array].dtype != dtype or arrays[array].shape != shape:
+                raise UserInputError(f"{self.directory / shard_file(array, k)}: {arrays[array].dtype} array "
+                                     f"of shape {arrays[array].shape}, expected {np.dtype(dtype)} of shape {shape}")
+        return _Shard(**arrays)
