@@ -48,6 +48,19 @@ def _rootsift(**options: Any) -> LocalExtractor:
     return SiftExtractor(root=True, **options)
 
 
+@LOCAL_EXTRACTORS.register("delf-tf")
+def _delf_tf(**options: Any) -> LocalExtractor:
+    """An official DELF / DELG TensorFlow SavedModel (`delf_baseline.savedmodel`).
+
+    Its `extract` imports TensorFlow, which must never share a process with torchvision:
+    from a process that has torch loaded, run `delf_baseline.savedmodel.run_in_subprocess`.
+    """
+    # Imported on use: the lmkcomp core does not depend on delf_baseline.
+    from delf_baseline.savedmodel import DelfSavedModelExtractor
+
+    return DelfSavedModelExtractor(**options)
+
+
 def create_local_extractor(name: str, **options: Any) -> LocalExtractor:
     """The extractor registered as `name`, built with `options` (e.g. `max_features=1000`)."""
     return LOCAL_EXTRACTORS.create(name, **options)
