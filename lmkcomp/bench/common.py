@@ -45,17 +45,18 @@ def machine() -> dict:
 def report(title: str, rows: Sequence[dict], columns: Sequence[tuple[str, str]], out: str | Path, ratio_of: str) -> str:
     """Table text (with `ratio_of` relative to the first row) and the JSON file at `out`."""
     base = rows[0].get(ratio_of) if rows else None
-    header = [label for _, label in columns] + ["ratio"]
-    lines = [title, "  ".join(f"{h:>14}" for h in header)]
+    table = [[label for _, label in columns] + ["ratio"]]
     for row in rows:
         cells = []
         for key, _ in columns:
             value = row.get(key, "")
-            cells.append(f"{value:>14.1f}" if isinstance(value, float) else f"{str(value):>14}")
+            # scores in [0, 1] need 4 decimals; throughputs, seconds and megabytes need 1
+            cells.append((f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}") if isinstance(value, float) else str(value))
         value = row.get(ratio_of)
-        ratio = f"{value / base:.2f}x" if isinstance(value, float) and base else row.get("error", "-")
-        cells.append(f"{ratio:>14}")
-        lines.append("  ".join(cells))
+        cells.append(f"{value / base:.2f}x" if isinstance(value, float) and base else row.get("error", "-"))
+        table.append(cells)
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    lines = [title] + ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in table]
     with atomic_write(out, "w", encoding="utf-8") as handle:
         json.dump({"benchmark": title, "machine": machine(), "rows": list(rows)}, handle, indent=2)
         handle.write("\n")
