@@ -216,6 +216,8 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     ids, landmarks = labels["id"].tolist(), labels["landmark_id"].to_numpy()
     if args.method == "dbscan":
         result = clean_dbscan(ids, landmarks, embeddings, eps=args.eps, min_samples=args.min_samples)
+    elif args.method == "verify":
+        result = _clean_by_verification(args, ids, landmarks, embeddings)
     else:
         references = None
         if args.references:
@@ -230,6 +232,77 @@ def _cmd_clean(args: argparse.Namespace) -> int:
         truth = report["against_noise_truth"]
         summary += f"; noise removal precision {truth['precision']:.3f}, recall {truth['recall']:.3f}"
     print(summary)
+    return 0
+
+
+def _clean_by_verification(args: argparse.Namespace, ids: list[str], landmarks, embeddings):
+    from lmkcomp.clean.verify_method import clean_verify, default_inlier_threshold, neighbour_pair_table
+    from lmkcomp.local.store import LocalFeatureStore
+    from lmkcomp.local.verify import verify_config
+
+    if not args.local_features:
+        raise UserInputError("--method verify needs --local-features (lmkcomp extract-local of the train split)")
+    store = LocalFeatureStore(args.local_features)
+    config = verify_config(args.preset)
+    table = neighbour_pair_table(ids, landmarks, embeddings, store, args.pair_table or Path(args.out) / "pairs", config,
+                                 k=args.knn, max_neighbours=args.max_neighbours, workers=args.workers,
+                                 progress=not args.quiet)
+    threshold = default_inlier_threshold(store.method) if args.inlier_threshold is None else args.inlier_threshold
+    result = clean_verify(ids, landmarks, table, threshold, args.min_verified, args.min_images)
+    result.settings.update(knn=args.knn, max_neighbours=args.max_neighbours, preset=args.preset,
+                           local_features=store.method)
+    return result
+
+
+def _extractor_options(args: argparse.Namespace) -> dict:
+    """Local extractor options from --max-features and --max-side (the extractor's own default when absent)."""
+    options = {"max_features": args.max_features}
+    if args.max_side is not None:
+        options["max_side"] = args.max_side
+    return options
+
+
+def _cmd_extract_local(args: argparse.Namespace) -> int:
+    from lmkcomp.data.layout import LandmarkData
+    from lmkcomp.local.extract import extract_local_split
+    from lmkcomp.local.extractors import create_local_extractor
+
+    options = {**_extractor_options(args), **_overrides(args.set)}
+    try:
+        extractor = create_local_extractor(args.method, **options)
+    except TypeError as exc:  # an option the extractor does not take
+        raise UserInputError(f"--method {args.method}: {exc}") from None
+    store = extract_local_split(LandmarkData(args.data, args.layout), args.split, args.out, extractor,
+                                shard_size=args.shard_size, workers=args.workers, progress=not args.quiet,
+                                skip_bad=args.skip_bad)
+    print(f"{args.out}: {args.method} local features of {len(store)} {args.split} images")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from lmkcomp.local.pairs import read_pair_table, read_pairs, verify_pairs
+    from lmkcomp.local.store import LocalFeatureStore
+    from lmkcomp.local.verify import verify_config
+
+    config = verify_config(args.preset, **_overrides(args.set))
+    pairs = read_pairs(args.pairs)
+    query_store = LocalFeatureStore(args.features)
+    candidate_store = LocalFeatureStore(args.candidate_features) if args.candidate_features else query_store
+    out = verify_pairs(pairs, query_store, candidate_store, args.out, config, workers=args.workers,
+                       chunk_size=args.chunk_size, progress=not args.quiet)
+    inliers = read_pair_table(out)["inliers"]
+    print(f"{out}: {len(inliers)} pairs verified ({args.preset}), median {inliers.median():.0f} inliers")
+    return 0
+
+
+def _cmd_bench_verify(args: argparse.Namespace) -> int:
+    from lmkcomp.bench.verify import run_verify_benchmark
+    from lmkcomp.data.layout import LandmarkData
+
+    print(run_verify_benchmark(LandmarkData(args.data, args.layout), args.pairs, args.features, args.out,
+                               local_features=args.local_features, extractor_options=_extractor_options(args),
+                               seed=args.seed, progress=not args.quiet))
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -358,6 +431,21 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", help=f"JSON output (default bench/{name}.json)")
         sub.set_defaults(run=_cmd_bench_models)
 
+    bench_verify = benches.add_parser("verify", help="pairs/s per core and same-vs-different ROC AUC of the "
+                                      "fast and official-delf verification presets")
+    bench_verify.add_argument("--data", required=True, help="dataset root (train and index images with labels)")
+    bench_verify.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
+    bench_verify.add_argument("--pairs", type=_positive_int, default=300, help="same-landmark pairs, and as many different")
+    bench_verify.add_argument("--features", default="sift", help="local feature method (a LOCAL_EXTRACTORS name)")
+    bench_verify.add_argument("--local-features", metavar="DIR",
+                              help="reuse the stores DIR/train and DIR/index instead of extracting")
+    bench_verify.add_argument("--max-features", type=_positive_int, default=1000)
+    bench_verify.add_argument("--max-side", type=_positive_int, help="extract on images downscaled to this long side")
+    bench_verify.add_argument("--seed", type=int, default=0, help="pair sampling seed")
+    bench_verify.add_argument("--out", default="bench/verify.json", help="JSON output")
+    bench_verify.add_argument("--quiet", action="store_true")
+    bench_verify.set_defaults(run=_cmd_bench_verify)
+
     heads = benches.add_parser("heads", help="train one config per head (and GeM vs avg) and score each on the test split")
     heads.add_argument("config", nargs="?", default="cpu-small")
     heads.add_argument("--data", help="dataset root (overrides data.root)")
@@ -382,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_cmd_evaluate)
 
     clean = commands.add_parser("clean", help="clean the train labels; writes train_clean.csv, removed.csv, report.json")
-    clean.add_argument("--method", choices=("dbscan", "references"), required=True)
+    clean.add_argument("--method", choices=("dbscan", "references", "verify"), required=True)
     clean.add_argument("--data", required=True, help="dataset root")
     clean.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     clean.add_argument("--labels", default="train", help="train, train_clean, or a train_clean-format CSV")
@@ -393,8 +481,47 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--gamma", type=float, default=0.5, help="references: cosine threshold to the centroid")
     clean.add_argument("--k", type=_positive_int, default=5, help="references: most central images used when none are given")
     clean.add_argument("--references", help="references: CSV (landmark_id,images) of reference images per landmark")
+    clean.add_argument("--local-features", metavar="STORE", help="verify: local features of the train split (lmkcomp extract-local)")
+    clean.add_argument("--knn", type=_positive_int, default=1000, help="verify: nearest train images searched per image")
+    clean.add_argument("--max-neighbours", type=_positive_int, default=100, help="verify: same-label neighbours verified per image")
+    clean.add_argument("--inlier-threshold", type=_positive_int,
+                       help="verify: inliers that make a neighbour verified (default by feature: delf-tf 30, sift 8)")
+    clean.add_argument("--min-verified", type=int, default=2, help="verify: keep images with more verified neighbours than this")
+    clean.add_argument("--preset", default="fast", help="verify: verification preset, fast or official-delf")
+    clean.add_argument("--pair-table", metavar="DIR", help="verify: resumable pair table folder (default OUT/pairs)")
+    clean.add_argument("--workers", type=_positive_int, default=1, help="verify: verification processes")
+    clean.add_argument("--quiet", action="store_true", help="verify: no progress bars")
     clean.add_argument("--min-images", type=_positive_int, default=2, help="drop landmarks left with fewer images")
     clean.set_defaults(run=_cmd_clean)
+
+    extract_local = commands.add_parser("extract-local", help="local features (SIFT, RootSIFT, ...) of a split into a "
+                                        "sharded, resumable store")
+    extract_local.add_argument("--method", required=True, help="a LOCAL_EXTRACTORS name: sift, rootsift, ...")
+    extract_local.add_argument("--data", required=True, help="dataset root")
+    extract_local.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
+    extract_local.add_argument("--split", choices=("train", "index", "test"), required=True)
+    extract_local.add_argument("--out", required=True, help="local feature store folder")
+    extract_local.add_argument("--max-features", type=_positive_int, default=1000, help="features kept per image, best first")
+    extract_local.add_argument("--max-side", type=_positive_int, help="detect on images downscaled to this long side")
+    extract_local.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                               help="another extractor option, e.g. contrast_threshold=0.01")
+    extract_local.add_argument("--workers", type=_positive_int, default=1, help="extraction processes")
+    extract_local.add_argument("--shard-size", type=_positive_int, default=1000, help="images per shard")
+    extract_local.add_argument("--skip-bad", action="store_true", help="store unreadable images with no features instead of failing")
+    extract_local.add_argument("--quiet", action="store_true")
+    extract_local.set_defaults(run=_cmd_extract_local)
+
+    verify = commands.add_parser("verify", help="spatially verify a list of image pairs into a resumable pair table")
+    verify.add_argument("--pairs", required=True, help="CSV or parquet with columns query_id,candidate_id")
+    verify.add_argument("--features", required=True, help="local feature store of the query images")
+    verify.add_argument("--candidate-features", help="local feature store of the candidates (default: --features)")
+    verify.add_argument("--out", required=True, help="pair table folder (resumable)")
+    verify.add_argument("--preset", default="fast", help="verification preset: fast or official-delf")
+    verify.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field, e.g. residual=4")
+    verify.add_argument("--workers", type=_positive_int, default=1, help="verification processes")
+    verify.add_argument("--chunk-size", type=_positive_int, default=2000, help="pairs per chunk file")
+    verify.add_argument("--quiet", action="store_true")
+    verify.set_defaults(run=_cmd_verify)
 
     demo = commands.add_parser("demo", help="the kit end to end on the synthetic dataset, with a score table")
     demo.add_argument("--preset", choices=("tiny", "small", "medium"), default="small")

@@ -1,0 +1,159 @@
+"""`lmkcomp bench verify`: throughput per core and accuracy of the `fast` and `official-delf`
+verification presets, measured in one run on the same local features and the same pairs.
+
+Pairs come from the train and index images of a dataset, with true labels: the synthetic
+data's `noise_truth.csv` when present (so that a noisy label does not turn a different-scene
+pair into a "same landmark" one; train images showing no landmark are left out), else the
+labels as given. Same-landmark pairs: a landmark drawn uniformly among those with two images
+or more, then two of its images; different-landmark pairs: two images drawn uniformly, redrawn
+while their landmarks agree. Pairs are drawn independently, so one may repeat.
+
+Each preset verifies every pair in this process with one OpenCV and one BLAS thread (pairs/s
+per core), after a few untimed warm-up pairs; features are read into memory first, so disk
+reads are not timed. Accuracy is the ROC AUC of the inlier count as a same-vs-different score.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
+
+from lmkcomp.bench.common import report
+from lmkcomp.data.layout import LandmarkData
+from lmkcomp.errors import UserInputError
+from lmkcomp.features.store import positive_int
+from lmkcomp.local.extract import extract_local_split
+from lmkcomp.local.extractors import create_local_extractor
+from lmkcomp.local.record import LocalFeatures
+from lmkcomp.local.store import LocalFeatureStore
+from lmkcomp.local.verify import VERIFY_PRESETS, create_verifier, verify_pair
+
+#: the reference first: the table's ratio column is each preset's pairs/s over its
+PRESETS = ("official-delf", "fast")
+_WARMUP_PAIRS = 5
+
+
+def labelled_images(data: LandmarkData) -> pd.DataFrame:
+    """`split, id, landmark_id` of the train and index images that show a known landmark."""
+    truth_csv = data.root / "noise_truth.csv"
+    if truth_csv.is_file():
+        truth = pd.read_csv(truth_csv, dtype=str, keep_default_na=False)
+        truth = truth[truth["true_landmark_id"] != ""]
+        train = pd.DataFrame({"id": truth["id"], "landmark_id": truth["true_landmark_id"].astype(np.int64)})
+    else:
+        train = data.train_labels()
+    frames = [train.assign(split="train")]
+    if data.has("index"):
+        frames.append(data.index_labels.assign(split="index"))
+    return pd.concat(frames, ignore_index=True)[["split", "id", "landmark_id"]]
+
+
+def sample_pairs(images: pd.DataFrame, count: int, seed: int) -> pd.DataFrame:
+    """`count` same-landmark then `count` different-landmark pairs of rows of `images`.
+
+    Returns `a, b` (row positions in `images`) and `same` (bool).
+    """
+    count = positive_int("pairs", count)
+    rng = np.random.default_rng(seed)
+    labels = images["landmark_id"].to_numpy()
+    groups = [members for members in images.groupby("landmark_id").indices.values() if len(members) >= 2]
+    if not groups or len(np.unique(labels)) < 2:
+        raise UserInputError("pairs need a landmark with two images or more, and two landmarks at least")
+    same = [rng.choice(groups[rng.integers(len(groups))], size=2, replace=False) for _ in range(count)]
+    different: list[tuple[int, int]] = []
+    while len(different) < count:
+        a, b = rng.integers(len(images), size=(2, 2 * count))
+        different.extend(zip(*(x[labels[a] != labels[b]] for x in (a, b))))
+    a, b = np.array([*same, *different[:count]]).T
+    return pd.DataFrame({"a": a, "b": b, "same": np.arange(2 * count) < count})
+
+
+def _stores(data: LandmarkData, images: pd.DataFrame, method: str, extractor_options: dict,
+            local_features: Path | None, workdir: Path, progress: bool) -> dict[str, LocalFeatureStore]:
+    """One store per split of `images`: given (`local_features/<split>`) or extracted into `workdir`."""
+    stores = {}
+    for split, rows in images.groupby("split"):
+        if local_features is not None:
+            store = LocalFeatureStore(local_features / split)
+            if store.method != method:
+                raise UserInputError(f"{store.directory}: holds {store.method} features, not {method}")
+        else:
+            store = extract_local_split(data, split, workdir / split, create_local_extractor(method, **extractor_options),
+                                        ids=sorted(set(rows["id"])), progress=progress)
+        stores[split] = store
+    return stores
+
+
+def _in_memory(store: LocalFeatureStore, image_id: str) -> LocalFeatures:
+    record = store.get(image_id)
+    return LocalFeatures(*(np.array(x) for x in (record.locations, record.descriptors, record.scales, record.scores)))
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """OpenCV and every BLAS / OpenMP pool of this process limited to one thread, then restored."""
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
+def measure_preset(pairs: list[tuple[LocalFeatures, LocalFeatures]], preset: str) -> tuple[float, np.ndarray]:
+    """`(pairs per second, inliers of each pair)` of verifying `pairs` with `preset`, in this thread."""
+    config = VERIFY_PRESETS[preset]
+    verifier = create_verifier(config)
+    for a, b in pairs[:_WARMUP_PAIRS]:
+        verify_pair(a, b, config, verifier)
+    started = time.perf_counter()
+    inliers = np.array([verify_pair(a, b, config, verifier).inliers for a, b in pairs])
+    return len(pairs) / (time.perf_counter() - started), inliers
+
+
+def run_verify_benchmark(data: LandmarkData, pairs: int = 300, method: str = "sift", out: str | Path = "bench/verify.json",
+                         local_features: str | Path | None = None, extractor_options: dict | None = None,
+                         seed: int = 0, progress: bool = True) -> str:
+    """Measure every preset of `PRESETS` on `pairs` same- and `pairs` different-landmark pairs.
+
+    Features: the complete stores `local_features/train` and `local_features/index` (as
+    `lmkcomp extract-local` writes them) when given, else `method` features extracted with
+    `extractor_options` for the sampled images only, into a temporary folder.
+    Writes JSON to `out`; returns the printed table.
+    """
+    images = labelled_images(data)
+    chosen = sample_pairs(images, pairs, seed)
+    used = images.iloc[np.unique(chosen[["a", "b"]].to_numpy())]
+    with tempfile.TemporaryDirectory(prefix="bench-verify-") as workdir:
+        stores = _stores(data, used, method, extractor_options or {},
+                         None if local_features is None else Path(local_features), Path(workdir), progress)
+        records = {row: _in_memory(stores[images.at[row, "split"]], images.at[row, "id"]) for row in used.index}
+    features = [(records[a], records[b]) for a, b in zip(chosen["a"], chosen["b"])]
+    same = chosen["same"].to_numpy()
+    rows = []
+    with _one_thread():
+        for preset in PRESETS:
+            pairs_per_s, inliers = measure_preset(features, preset)
+            rows.append({
+                "preset": preset,
+                "pairs_per_s": pairs_per_s,
+                "roc_auc": float(roc_auc_score(same, inliers)),
+                "mean_inliers_same": float(inliers[same].mean()),
+                "mean_inliers_different": float(inliers[~same].mean()),
+                "max_inliers_different": int(inliers[~same].max()),
+            })
+    title = (f"bench verify: {pairs} same + {pairs} different-landmark pairs, {method} features, {data.root}, "
+             "1 thread (ratio: pairs/s over official-delf)")
+    columns = [("preset", "preset"), ("pairs_per_s", "pairs/s/core"), ("roc_auc", "ROC AUC"),
+               ("mean_inliers_same", "inliers same"), ("mean_inliers_different", "inliers diff")]
+    return report(title, rows, columns, out, ratio_of="pairs_per_s")
