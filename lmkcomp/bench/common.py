@@ -51,7 +51,7 @@ def report(title: str, rows: Sequence[dict], columns: Sequence[tuple[str, str]],
         for key, _ in columns:
             value = row.get(key, "")
             # scores in [0, 1] need 4 decimals; throughputs, seconds and megabytes need 1
-            cells.append((f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}") if isinstance(value, float) else str(value))
+            cells.append((f"{value:.4f}" if abs(value) <= 1 else f"{value:.1f}") if isinstance(value, float) else str(value))
         value = row.get(ratio_of)
         cells.append(f"{value / base:.2f}x" if isinstance(value, float) and base else row.get("error", "-"))
         table.append(cells)
