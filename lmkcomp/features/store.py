@@ -26,6 +26,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from lmkcomp.data.gldv2 import is_valid_id
 from lmkcomp.errors import UserInputError
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
+from lmkcomp.manifest import read_manifest
 
 FORMAT = "lmkcomp-embeddings"
 FORMAT_VERSION = 1
@@ -139,18 +140,8 @@ def _new_manifest(dim: int, dtype: str, count: int, shard_size: int, meta: dict)
 
 def _read_manifest(directory: Path) -> dict:
     """The manifest of the store in `directory`, every field checked."""
+    manifest = read_manifest(directory, MANIFEST_NAME, FORMAT, FORMAT_VERSION, "an embedding store")
     path = directory / MANIFEST_NAME
-    if not path.is_file():
-        raise UserInputError(f"{directory}: not an embedding store (no {MANIFEST_NAME})")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"{path}: unreadable manifest: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise UserInputError(f"{path}: not an lmkcomp embedding store manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise UserInputError(f"{path}: format version {manifest.get('version')!r}; "
-                             f"this lmkcomp reads version {FORMAT_VERSION}")
     try:
         for key in ("dim", "count", "shard_size"):
             positive_int(key, manifest.get(key))

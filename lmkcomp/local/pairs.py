@@ -48,6 +48,7 @@ from lmkcomp.features.store import positive_int
 from lmkcomp.fileio import atomic_write
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig, create_verifier, verify_pair
+from lmkcomp.manifest import read_manifest
 from lmkcomp.search import exact_search
 
 FORMAT = "lmkcomp-pair-table"
@@ -179,18 +180,8 @@ def _store_identity(store: LocalFeatureStore) -> dict:
 
 
 def _read_manifest(directory: Path) -> dict:
+    manifest = read_manifest(directory, MANIFEST_NAME, FORMAT, FORMAT_VERSION, "a pair table")
     path = directory / MANIFEST_NAME
-    if not path.is_file():
-        raise UserInputError(f"{directory}: not a pair table (no {MANIFEST_NAME})")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"{path}: unreadable manifest: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise UserInputError(f"{path}: not an lmkcomp pair-table manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise UserInputError(f"{path}: format version {manifest.get('version')!r}; "
-                             f"this lmkcomp reads version {FORMAT_VERSION}")
     count = manifest.get("pairs")
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise UserInputError(f"{path}: 'pairs' must be a non-negative integer, got {count!r}")

@@ -40,6 +40,7 @@ from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import positive_int, shard_rows
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
 from lmkcomp.local.record import LocalFeatures
+from lmkcomp.manifest import read_manifest
 
 FORMAT = "lmkcomp-local-features"
 FORMAT_VERSION = 1
@@ -87,18 +88,8 @@ def _new_manifest(method: str, dim: int, count: int, shard_size: int, meta: dict
 
 def _read_manifest(directory: Path) -> dict:
     """The manifest of the store in `directory`, every field checked."""
+    manifest = read_manifest(directory, MANIFEST_NAME, FORMAT, FORMAT_VERSION, "a local-feature store")
     path = directory / MANIFEST_NAME
-    if not path.is_file():
-        raise UserInputError(f"{directory}: not a local-feature store (no {MANIFEST_NAME})")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"{path}: unreadable manifest: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise UserInputError(f"{path}: not an lmkcomp local-feature store manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise UserInputError(f"{path}: format version {manifest.get('version')!r}; "
-                             f"this lmkcomp reads version {FORMAT_VERSION}")
     try:
         for key in ("dim", "count", "shard_size"):
             positive_int(key, manifest.get(key))
