@@ -137,3 +137,15 @@ def to_dict(config: Any) -> dict:
         return value
 
     return plain(dataclasses.asdict(config))
+
+
+def preset_with_overrides(presets: dict[str, T], name: str, kind: str, **overrides: Any) -> T:
+    """`presets[name]` with `overrides` replacing its fields; an unknown preset or field is a
+    user error naming the `kind` of preset (e.g. "dataset", "verification")."""
+    if name not in presets:
+        raise UserInputError(f"unknown {kind} preset {name!r}; known: {', '.join(presets)}")
+    preset = presets[name]
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(preset)})
+    if unknown:
+        raise UserInputError(f"unknown {kind} option(s): {', '.join(unknown)}")
+    return dataclasses.replace(preset, **overrides)

@@ -152,5 +152,5 @@ def test_refuses_a_folder_made_with_other_settings(tiny, tmp_path):
 def test_unknown_option_and_preset():
     with pytest.raises(UserInputError, match="unknown dataset option"):
         synthetic.preset_config("tiny", colour="red")
-    with pytest.raises(UserInputError, match="unknown preset"):
+    with pytest.raises(UserInputError, match="unknown dataset preset .huge."):
         synthetic.preset_config("huge")

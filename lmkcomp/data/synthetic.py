@@ -31,6 +31,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from lmkcomp.config import preset_with_overrides
 from lmkcomp.data import gldv2, scenes
 from lmkcomp.data.images import encode_jpeg
 from lmkcomp.errors import UserInputError
@@ -86,13 +87,7 @@ PRESETS: dict[str, SyntheticConfig] = {
 
 def preset_config(preset: str, **overrides) -> SyntheticConfig:
     """The named preset's config with `overrides` applied (unknown fields are errors)."""
-    if preset not in PRESETS:
-        raise UserInputError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(SyntheticConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise UserInputError(f"unknown dataset option(s): {', '.join(unknown)}")
-    return dataclasses.replace(PRESETS[preset], **overrides)
+    return preset_with_overrides(PRESETS, preset, "dataset", **overrides)
 
 
 # --------------------------------------------------------------------------------------------

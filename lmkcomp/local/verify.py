@@ -28,7 +28,6 @@ reference for accuracy and throughput comparisons.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -36,6 +35,7 @@ import cv2
 import numpy as np
 import pydegensac
 
+from lmkcomp.config import preset_with_overrides
 from lmkcomp.errors import UserInputError
 from lmkcomp.local.match import kdtree_matches, mutual_nearest_neighbours
 from lmkcomp.local.ransac import ransac_affine
@@ -225,13 +225,7 @@ VERIFY_PRESETS: dict[str, VerifyConfig] = {
 
 def verify_config(preset: str = "fast", **overrides: Any) -> VerifyConfig:
     """The named preset with `overrides` applied; unknown presets or fields are user errors."""
-    if preset not in VERIFY_PRESETS:
-        raise UserInputError(f"unknown verification preset {preset!r}; known: {', '.join(VERIFY_PRESETS)}")
-    fields = {field.name for field in dataclasses.fields(VerifyConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise UserInputError(f"unknown verification option(s): {', '.join(unknown)}")
-    return dataclasses.replace(VERIFY_PRESETS[preset], **overrides)
+    return preset_with_overrides(VERIFY_PRESETS, preset, "verification", **overrides)
 
 
 def create_verifier(config: VerifyConfig) -> Verifier:
