@@ -27,3 +27,16 @@ def read_manifest(directory: Path, filename: str, format_name: str, version: int
     if manifest.get("version") != version:
         raise UserInputError(f"{path}: format version {manifest.get('version')!r}; this lmkcomp reads version {version}")
     return manifest
+
+
+def check_store_fields(manifest: dict, path: Path) -> None:
+    """The fields every sharded store's manifest has: positive `dim`, `count`, `shard_size`,
+    a `meta` object and a `complete` flag."""
+    for key in ("dim", "count", "shard_size"):
+        value = manifest.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserInputError(f"{path}: {key} must be a positive integer, got {value!r}")
+    if not isinstance(manifest.get("meta"), dict):
+        raise UserInputError(f"{path}: 'meta' must be a JSON object")
+    if not isinstance(manifest.get("complete"), bool):
+        raise UserInputError(f"{path}: 'complete' must be true or false")

@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from lmkcomp.data.gldv2 import is_valid_id
 from lmkcomp.errors import UserInputError
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
-from lmkcomp.manifest import read_manifest
+from lmkcomp.manifest import check_store_fields, read_manifest
 
 FORMAT = "lmkcomp-embeddings"
 FORMAT_VERSION = 1
@@ -142,16 +142,11 @@ def _read_manifest(directory: Path) -> dict:
     """The manifest of the store in `directory`, every field checked."""
     manifest = read_manifest(directory, MANIFEST_NAME, FORMAT, FORMAT_VERSION, "an embedding store")
     path = directory / MANIFEST_NAME
+    check_store_fields(manifest, path)
     try:
-        for key in ("dim", "count", "shard_size"):
-            positive_int(key, manifest.get(key))
         _dtype_name(manifest.get("dtype"))
     except UserInputError as exc:
         raise UserInputError(f"{path}: {exc}") from None
-    if not isinstance(manifest.get("meta"), dict):
-        raise UserInputError(f"{path}: 'meta' must be a JSON object")
-    if not isinstance(manifest.get("complete"), bool):
-        raise UserInputError(f"{path}: 'complete' must be true or false")
     if manifest.get("shards") != _planned_shards(manifest["count"], manifest["shard_size"]):
         raise UserInputError(f"{path}: 'shards' do not cut {manifest['count']} rows "
                              f"every {manifest['shard_size']} rows")

@@ -40,7 +40,7 @@ from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import positive_int, shard_rows
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
 from lmkcomp.local.record import LocalFeatures
-from lmkcomp.manifest import read_manifest
+from lmkcomp.manifest import check_store_fields, read_manifest
 
 FORMAT = "lmkcomp-local-features"
 FORMAT_VERSION = 1
@@ -90,17 +90,9 @@ def _read_manifest(directory: Path) -> dict:
     """The manifest of the store in `directory`, every field checked."""
     manifest = read_manifest(directory, MANIFEST_NAME, FORMAT, FORMAT_VERSION, "a local-feature store")
     path = directory / MANIFEST_NAME
-    try:
-        for key in ("dim", "count", "shard_size"):
-            positive_int(key, manifest.get(key))
-    except UserInputError as exc:
-        raise UserInputError(f"{path}: {exc}") from None
+    check_store_fields(manifest, path)
     if not isinstance(manifest.get("method"), str) or not manifest["method"]:
         raise UserInputError(f"{path}: 'method' must be a non-empty string")
-    if not isinstance(manifest.get("meta"), dict):
-        raise UserInputError(f"{path}: 'meta' must be a JSON object")
-    if not isinstance(manifest.get("complete"), bool):
-        raise UserInputError(f"{path}: 'complete' must be true or false")
     if manifest.get("shards") != shard_rows(manifest["count"], manifest["shard_size"]):
         raise UserInputError(f"{path}: 'shards' do not cut {manifest['count']} images "
                              f"every {manifest['shard_size']} images")
