@@ -61,6 +61,15 @@ def _delf_tf(**options: Any) -> LocalExtractor:
     return DelfSavedModelExtractor(**options)
 
 
+@LOCAL_EXTRACTORS.register("delf-torch")
+def _delf_torch(**options: Any) -> LocalExtractor:
+    """A DELF trained with `delf_baseline.train` (`delf_baseline.model.DelfTorchExtractor`)."""
+    # Imported on use: the lmkcomp core does not depend on delf_baseline.
+    from delf_baseline.model import DelfTorchExtractor
+
+    return DelfTorchExtractor(**options)
+
+
 def create_local_extractor(name: str, **options: Any) -> LocalExtractor:
     """The extractor registered as `name`, built with `options` (e.g. `max_features=1000`)."""
     return LOCAL_EXTRACTORS.create(name, **options)
