@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
+from lmkcomp.data.gldv2 import is_valid_id
 from lmkcomp.errors import UserInputError
+from lmkcomp.fileio import atomic_write, atomic_write_bytes
 
 
 def read_manifest(directory: Path, filename: str, format_name: str, version: int, kind: str) -> dict:
@@ -40,3 +43,73 @@ def check_store_fields(manifest: dict, path: Path) -> None:
         raise UserInputError(f"{path}: 'meta' must be a JSON object")
     if not isinstance(manifest.get("complete"), bool):
         raise UserInputError(f"{path}: 'complete' must be true or false")
+
+
+MANIFEST_NAME = "manifest.json"
+IDS_NAME = "ids.txt"
+
+
+def check_ids(ids: Sequence[str]) -> None:
+    """Reject an empty list, ids that are not GLDv2 ids and duplicates (rows must be unique)."""
+    if not ids:
+        raise UserInputError("no ids to store")
+    seen: dict[str, int] = {}
+    for row, image_id in enumerate(ids):
+        if not isinstance(image_id, str) or not is_valid_id(image_id):
+            raise UserInputError(f"row {row}: invalid image id {image_id!r}: expected 16 hexadecimal characters")
+        if image_id in seen:
+            raise UserInputError(f"id {image_id} appears twice, at rows {seen[image_id]} and {row}")
+        seen[image_id] = row
+
+
+def read_ids(directory: Path) -> list[str]:
+    """The ids of a store, one per line of `directory/ids.txt`, in row order."""
+    path = directory / IDS_NAME
+    try:
+        return path.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path}: unreadable id list: {exc}") from None
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    with atomic_write(directory / MANIFEST_NAME, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=1)
+        handle.write("\n")
+
+
+def create_store(directory: Path, ids: Sequence[str], manifest: dict, shard_pattern: str) -> None:
+    """Start a new store: the id list, then the manifest (its presence tells a resumed run that
+    ids.txt is complete). Shard files without a manifest mean a foreign or broken folder."""
+    if directory.is_dir() and any(directory.glob(shard_pattern)):
+        raise UserInputError(f"{directory}: holds shard files but no {MANIFEST_NAME}; "
+                             "choose another folder or delete this one")
+    atomic_write_bytes(directory / IDS_NAME, "".join(f"{i}\n" for i in ids).encode("ascii"))
+    write_manifest(directory, manifest)
+
+
+def first_difference(a: Sequence[str], b: Sequence[str]) -> int | None:
+    """First row where `a` and `b` differ (a row past the end of one counts); None if equal."""
+    if a == b:
+        return None
+    common = min(len(a), len(b))
+    return next((row for row in range(common) if a[row] != b[row]), common)
+
+
+def describe_store_difference(found: dict, wanted: dict, keys: Sequence[str], found_ids: Sequence[str],
+                              wanted_ids: Sequence[str]) -> str | None:
+    """What differs between a store on disk and the one requested (None: nothing): the first
+    differing manifest key of `keys`, else the first differing `meta` key, else the first row."""
+    for key in keys:
+        if found[key] != wanted[key]:
+            return f"{key} {found[key]!r} on disk vs {wanted[key]!r} requested"
+    if found["meta"] != wanted["meta"]:
+        key = next(k for k in sorted(set(found["meta"]) | set(wanted["meta"]))
+                   if (k in found["meta"]) != (k in wanted["meta"]) or found["meta"].get(k) != wanted["meta"].get(k))
+        return (f"meta {key!r}: {found['meta'].get(key, 'absent')!r} on disk vs "
+                f"{wanted['meta'].get(key, 'absent')!r} requested")
+    row = first_difference(found_ids, wanted_ids)
+    if row is None:
+        return None
+    found_id = found_ids[row] if row < len(found_ids) else "no id"
+    wanted_id = wanted_ids[row] if row < len(wanted_ids) else "no id"
+    return f"row {row}: id {found_id} on disk vs {wanted_id} requested"

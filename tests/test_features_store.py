@@ -123,7 +123,7 @@ def test_ids_differing_mid_list_are_named_by_row(tmp_path):
     ids = make_ids(25)
     write_store(tmp_path / "emb", ids, random_rows(25, 4), shard_size=10, shards={0})
     swapped = ids[:17] + [ids[18], ids[17]] + ids[19:]
-    with pytest.raises(UserInputError, match=f"row 17: {ids[17]} in the store vs {ids[18]}"):
+    with pytest.raises(UserInputError, match=f"row 17: id {ids[17]} on disk vs {ids[18]} requested"):
         EmbeddingWriter(tmp_path / "emb", swapped, 4, dtype="float32", shard_size=10)
 
 

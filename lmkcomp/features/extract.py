@@ -7,6 +7,7 @@ pooling) it is the plain mean. The neck's embedding is then L2-normalised.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np

@@ -23,16 +23,24 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from lmkcomp.data.gldv2 import is_valid_id
 from lmkcomp.errors import UserInputError
-from lmkcomp.fileio import atomic_write, atomic_write_bytes
-from lmkcomp.manifest import check_store_fields, read_manifest
+from lmkcomp.fileio import atomic_write
+from lmkcomp.manifest import (
+    IDS_NAME,
+    MANIFEST_NAME,
+    check_ids,
+    check_store_fields,
+    create_store,
+    describe_store_difference,
+    first_difference,
+    read_ids,
+    read_manifest,
+    write_manifest,
+)
 
 FORMAT = "lmkcomp-embeddings"
 FORMAT_VERSION = 1
 DTYPES = ("float16", "float32")
-MANIFEST_NAME = "manifest.json"
-IDS_NAME = "ids.txt"
 
 
 def shard_name(k: int) -> str:
@@ -78,30 +86,9 @@ def _dtype_name(dtype: DTypeLike) -> str:
     return name
 
 
-def _check_ids(ids: Sequence[str]) -> None:
-    """Reject an empty list, ids that are not GLDv2 ids and duplicates (rows must be unique)."""
-    if not ids:
-        raise UserInputError("no ids to store")
-    seen: dict[str, int] = {}
-    for row, image_id in enumerate(ids):
-        if not isinstance(image_id, str) or not is_valid_id(image_id):
-            raise UserInputError(f"row {row}: invalid image id {image_id!r}: expected 16 hexadecimal characters")
-        if image_id in seen:
-            raise UserInputError(f"id {image_id} appears twice, at rows {seen[image_id]} and {row}")
-        seen[image_id] = row
-
-
-def _first_difference(a: Sequence[str], b: Sequence[str]) -> int | None:
-    """First row where `a` and `b` differ (a row past the end of one counts); None if equal."""
-    if a == b:
-        return None
-    common = min(len(a), len(b))
-    return next((row for row in range(common) if a[row] != b[row]), common)
-
-
 def _describe_id_mismatch(a: Sequence[str], b: Sequence[str], name_a: str, name_b: str) -> str | None:
     """`row R: ID in A vs ID in B`, with both counts when they differ; None if the ids are equal."""
-    row = _first_difference(a, b)
+    row = first_difference(a, b)
     if row is None:
         return None
     id_a = a[row] if row < len(a) else "no id"
@@ -110,14 +97,6 @@ def _describe_id_mismatch(a: Sequence[str], b: Sequence[str], name_a: str, name_
     if len(a) != len(b):
         message += f" ({len(a)} vs {len(b)} ids)"
     return message
-
-
-def _describe_meta_mismatch(found: dict, wanted: dict) -> str:
-    """`meta KEY: VALUE on disk vs VALUE requested` for the first differing key of two unequal dicts."""
-    key = next(key for key in sorted(set(found) | set(wanted))
-               if (key in found) != (key in wanted) or found.get(key) != wanted.get(key))
-    return (f"meta {key!r}: {found.get(key, 'absent')!r} on disk vs "
-            f"{wanted.get(key, 'absent')!r} requested")
 
 
 def _planned_shards(count: int, shard_size: int) -> list[dict]:
@@ -153,20 +132,6 @@ def _read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def _read_ids(directory: Path) -> list[str]:
-    path = directory / IDS_NAME
-    try:
-        return path.read_text(encoding="ascii").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: unreadable id list: {exc}") from None
-
-
-def _write_manifest(directory: Path, manifest: dict) -> None:
-    with atomic_write(directory / MANIFEST_NAME, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=1)
-        handle.write("\n")
-
-
 # --------------------------------------------------------------------------------------------
 # Writing
 
@@ -190,7 +155,7 @@ class EmbeddingWriter:
         # Round-trip through JSON so that a tuple and the list it is stored as compare equal
         # when a resumed run checks its meta against the manifest's.
         self.meta = json.loads(json.dumps(meta or {}))
-        _check_ids(self.ids)
+        check_ids(self.ids)
         self._rows = shard_rows(len(self.ids), self.shard_size)
         wanted = _new_manifest(self.dim, self.dtype, len(self.ids), self.shard_size, self.meta)
         if (self.directory / MANIFEST_NAME).exists():
@@ -199,22 +164,11 @@ class EmbeddingWriter:
             self._create(wanted)
 
     def _create(self, manifest: dict) -> None:
-        if self.directory.is_dir() and any(self.directory.glob("shard-*.npy")):
-            raise UserInputError(f"{self.directory}: holds shard files but no {MANIFEST_NAME}; "
-                                 "choose another folder or delete this one")
-        atomic_write_bytes(self.directory / IDS_NAME, "".join(f"{i}\n" for i in self.ids).encode("ascii"))
-        # The manifest goes last: its presence tells a resumed run that ids.txt is complete.
-        _write_manifest(self.directory, manifest)
+        create_store(self.directory, self.ids, manifest, "shard-*.npy")
 
     def _check_same_store(self, wanted: dict) -> None:
-        found = _read_manifest(self.directory)
-        problem = next((f"{key} {found[key]!r} on disk vs {wanted[key]!r} requested"
-                        for key in ("dim", "dtype", "shard_size", "count") if found[key] != wanted[key]),
-                       None)
-        if problem is None and found["meta"] != wanted["meta"]:
-            problem = _describe_meta_mismatch(found["meta"], wanted["meta"])
-        if problem is None:
-            problem = _describe_id_mismatch(_read_ids(self.directory), self.ids, "the store", "the requested ids")
+        problem = describe_store_difference(_read_manifest(self.directory), wanted, ("dim", "dtype", "shard_size", "count"),
+                                            read_ids(self.directory), self.ids)
         if problem is not None:
             raise UserInputError(f"{self.directory}: already holds a different embedding store ({problem}); "
                                  "choose another folder or delete this one")
@@ -256,7 +210,7 @@ class EmbeddingWriter:
                                f"first: shard {pending[0][0]}")
         manifest = _read_manifest(self.directory)
         manifest["complete"] = True
-        _write_manifest(self.directory, manifest)
+        write_manifest(self.directory, manifest)
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,7 +230,7 @@ class EmbeddingStore:
         self.dtype = np.dtype(manifest["dtype"])
         self.meta: dict = manifest["meta"]
         self.shard_size: int = manifest["shard_size"]
-        self.ids = _read_ids(self.directory)
+        self.ids = read_ids(self.directory)
         if len(self.ids) != manifest["count"]:
             raise UserInputError(f"{self.directory / IDS_NAME}: {len(self.ids)} ids, "
                                  f"but the shards hold {manifest['count']} rows")

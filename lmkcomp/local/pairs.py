@@ -48,12 +48,12 @@ from lmkcomp.features.store import positive_int
 from lmkcomp.fileio import atomic_write
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig, create_verifier, verify_pair
-from lmkcomp.manifest import read_manifest
+from lmkcomp.manifest import MANIFEST_NAME, read_manifest
 from lmkcomp.search import exact_search
 
 FORMAT = "lmkcomp-pair-table"
 FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
+
 PAIR_COLUMNS = ("query_id", "candidate_id")
 SCHEMA = pa.schema([("query_id", pa.string()), ("candidate_id", pa.string()), ("n_putative", pa.int32()),
                     ("inliers", pa.int32()), ("hull_area", pa.float64())])

@@ -35,17 +35,24 @@ from typing import Sequence
 
 import numpy as np
 
-from lmkcomp.data.gldv2 import is_valid_id
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import positive_int, shard_rows
-from lmkcomp.fileio import atomic_write, atomic_write_bytes
+from lmkcomp.fileio import atomic_write
 from lmkcomp.local.record import LocalFeatures
-from lmkcomp.manifest import check_store_fields, read_manifest
+from lmkcomp.manifest import (
+    IDS_NAME,
+    MANIFEST_NAME,
+    check_ids,
+    check_store_fields,
+    create_store,
+    describe_store_difference,
+    read_ids,
+    read_manifest,
+    write_manifest,
+)
 
 FORMAT = "lmkcomp-local-features"
 FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-IDS_NAME = "ids.txt"
 DESCRIPTOR_DTYPE = np.dtype(np.float16)
 #: the arrays of a shard, in the order they are written: offsets last, as the commit marker
 SHARD_ARRAYS = ("descriptors", "locations", "scales", "scores", "offsets")
@@ -58,18 +65,6 @@ def shard_file(array: str, k: int) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Manifest and ids
-
-
-def _check_ids(ids: Sequence[str]) -> None:
-    if not ids:
-        raise UserInputError("no ids to store")
-    seen: dict[str, int] = {}
-    for row, image_id in enumerate(ids):
-        if not isinstance(image_id, str) or not is_valid_id(image_id):
-            raise UserInputError(f"row {row}: invalid image id {image_id!r}: expected 16 hexadecimal characters")
-        if image_id in seen:
-            raise UserInputError(f"id {image_id} appears twice, at rows {seen[image_id]} and {row}")
-        seen[image_id] = row
 
 
 def _new_manifest(method: str, dim: int, count: int, shard_size: int, meta: dict) -> dict:
@@ -99,33 +94,6 @@ def _read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def _write_manifest(directory: Path, manifest: dict) -> None:
-    with atomic_write(directory / MANIFEST_NAME, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=1)
-        handle.write("\n")
-
-
-def _read_ids(directory: Path) -> list[str]:
-    path = directory / IDS_NAME
-    try:
-        return path.read_text(encoding="ascii").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: unreadable id list: {exc}") from None
-
-
-def _first_mismatch(found: dict, wanted: dict, found_ids: list[str], wanted_ids: list[str]) -> str | None:
-    """What differs between the store on disk and the one requested, or None."""
-    for key in ("method", "dim", "shard_size", "count", "meta"):
-        if found[key] != wanted[key]:
-            return f"{key} {found[key]!r} on disk vs {wanted[key]!r} requested"
-    row = next((r for r, (a, b) in enumerate(zip(found_ids, wanted_ids)) if a != b), None)
-    if row is not None:
-        return f"row {row}: id {found_ids[row]} on disk vs {wanted_ids[row]} requested"
-    if len(found_ids) != len(wanted_ids):
-        return f"{len(found_ids)} ids on disk vs {len(wanted_ids)} requested"
-    return None
-
-
 # --------------------------------------------------------------------------------------------
 # Writing
 
@@ -150,22 +118,17 @@ class LocalFeatureWriter:
         self.shard_size = positive_int("shard_size", shard_size)
         # Through JSON, so that a tuple and the list it is stored as compare equal on resume.
         self.meta = json.loads(json.dumps(meta or {}))
-        _check_ids(self.ids)
+        check_ids(self.ids)
         self._images = shard_rows(len(self.ids), self.shard_size)
         wanted = _new_manifest(self.method, self.dim, len(self.ids), self.shard_size, self.meta)
         if (self.directory / MANIFEST_NAME).exists():
-            found = _read_manifest(self.directory)
-            problem = _first_mismatch(found, wanted, _read_ids(self.directory), self.ids)
+            problem = describe_store_difference(_read_manifest(self.directory), wanted,
+                                                ("method", "dim", "shard_size", "count"), read_ids(self.directory), self.ids)
             if problem is not None:
                 raise UserInputError(f"{self.directory}: already holds a different local-feature store "
                                      f"({problem}); choose another folder or delete this one")
         else:
-            if self.directory.is_dir() and any(self.directory.glob("offsets-*.npy")):
-                raise UserInputError(f"{self.directory}: holds shard files but no {MANIFEST_NAME}; "
-                                     "choose another folder or delete this one")
-            atomic_write_bytes(self.directory / IDS_NAME, "".join(f"{i}\n" for i in self.ids).encode("ascii"))
-            # The manifest goes last: its presence tells a resumed run that ids.txt is complete.
-            _write_manifest(self.directory, wanted)
+            create_store(self.directory, self.ids, wanted, "offsets-*.npy")
 
     def _finished(self, k: int) -> bool:
         return all((self.directory / shard_file(array, k)).is_file() for array in SHARD_ARRAYS)
@@ -220,7 +183,7 @@ class LocalFeatureWriter:
                                f"first: shard {pending[0][0]}")
         manifest = _read_manifest(self.directory)
         manifest["complete"] = True
-        _write_manifest(self.directory, manifest)
+        write_manifest(self.directory, manifest)
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,7 +214,7 @@ class LocalFeatureStore:
         self.shard_size: int = manifest["shard_size"]
         self.meta: dict = manifest["meta"]
         self._images: list[int] = manifest["shards"]
-        self.ids = _read_ids(self.directory)
+        self.ids = read_ids(self.directory)
         if len(self.ids) != manifest["count"]:
             raise UserInputError(f"{self.directory / IDS_NAME}: {len(self.ids)} ids, "
                                  f"but the manifest counts {manifest['count']} images")
