@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 from lmkcomp import __version__
+from lmkcomp.commands import register_all
+from lmkcomp.commands.args import fraction, overrides, positive_int, scales
 from lmkcomp.errors import UserInputError
 
 EXIT_USER_ERROR = 2
@@ -30,12 +32,12 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
         )
         print(f"{args.out}: {folders.describe(report)}")
         return 0
-    overrides = {}
+    changes = {}
     if args.long_side is not None:
-        overrides["long_side"] = args.long_side
+        changes["long_side"] = args.long_side
     if args.noise_fraction is not None:
-        overrides["noise_fraction"] = args.noise_fraction
-    config = synthetic.preset_config(args.preset, **overrides)
+        changes["noise_fraction"] = args.noise_fraction
+    config = synthetic.preset_config(args.preset, **changes)
     manifest = synthetic.generate(args.out, config, seed=args.seed, workers=args.workers, progress=not args.quiet)
     print(f"{args.out}: {synthetic.describe(manifest)}")
     return 0
@@ -91,16 +93,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(pairs: Sequence[str]) -> dict:
-    import yaml
-
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserInputError(f"--set {pair!r}: expected KEY=VALUE (e.g. model.head=cosface)")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -108,10 +100,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lmkcomp.train.config import TrainConfig, resolve_config_path
     from lmkcomp.train.trainer import Trainer
 
-    overrides = _overrides(args.set)
+    changes = overrides(args.set)
     if args.data:
-        overrides["data.root"] = args.data
-    config = load_config(resolve_config_path(args.config), TrainConfig, overrides)
+        changes["data.root"] = args.data
+    config = load_config(resolve_config_path(args.config), TrainConfig, changes)
     rows = Trainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()
     if rows:
         last = rows[-1]
@@ -188,13 +180,13 @@ def _cmd_bench_heads(args: argparse.Namespace) -> int:
     from lmkcomp.config import load_config
     from lmkcomp.train.config import TrainConfig, resolve_config_path
 
-    overrides = _overrides(args.set)
+    changes = overrides(args.set)
     if args.data:
-        overrides["data.root"] = args.data
+        changes["data.root"] = args.data
     unknown = set(args.variants or ()) - set(VARIANTS)
     if unknown:
         raise UserInputError(f"unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
-    config = load_config(resolve_config_path(args.config), TrainConfig, overrides)
+    config = load_config(resolve_config_path(args.config), TrainConfig, changes)
     out = args.out or "bench/heads.json"
     print(run_heads_benchmark(config, args.workdir, out, args.variants, progress=not args.quiet))
     print(f"wrote {out}")
@@ -267,7 +259,7 @@ def _cmd_extract_local(args: argparse.Namespace) -> int:
     from lmkcomp.local.extract import extract_local_split
     from lmkcomp.local.extractors import create_local_extractor
 
-    options = {**_extractor_options(args), **_overrides(args.set)}
+    options = {**_extractor_options(args), **overrides(args.set)}
     try:
         extractor = create_local_extractor(args.method, **options)
     except TypeError as exc:  # an option the extractor does not take
@@ -284,7 +276,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from lmkcomp.local.store import LocalFeatureStore
     from lmkcomp.local.verify import verify_config
 
-    config = verify_config(args.preset, **_overrides(args.set))
+    config = verify_config(args.preset, **overrides(args.set))
     pairs = read_pairs(args.pairs)
     query_store = LocalFeatureStore(args.features)
     candidate_store = LocalFeatureStore(args.candidate_features) if args.candidate_features else query_store
@@ -306,28 +298,10 @@ def _cmd_bench_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scales(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.7071,1,1.4142") from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: scales must be positive")
-    return values
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1)")
-    return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,13 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("out", help="output folder (created; resumable)")
     make.add_argument("--preset", choices=("tiny", "small", "medium"), default="small")
     make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--long-side", type=_positive_int, help="image long side in pixels (synthetic default 256; import: downscale to this)")
-    make.add_argument("--noise-fraction", type=_fraction, help="fraction of train images with a wrong label (default 0.2)")
-    make.add_argument("--workers", type=_positive_int, default=1, help="rendering processes")
+    make.add_argument("--long-side", type=positive_int, help="image long side in pixels (synthetic default 256; import: downscale to this)")
+    make.add_argument("--noise-fraction", type=fraction, help="fraction of train images with a wrong label (default 0.2)")
+    make.add_argument("--workers", type=positive_int, default=1, help="rendering processes")
     make.add_argument("--from-folders", metavar="SRC", help="import SRC/<landmark>/<photos> instead of generating")
     make.add_argument("--non-landmark-folder", default="_non_landmark", help="SRC subfolder of non-landmark photos")
-    make.add_argument("--test-fraction", type=_fraction, default=0.1)
-    make.add_argument("--index-fraction", type=_fraction, default=0.2)
+    make.add_argument("--test-fraction", type=fraction, default=0.1)
+    make.add_argument("--index-fraction", type=fraction, default=0.2)
     make.add_argument("--skip-bad", action="store_true", help="skip unreadable photos (listed in skipped.csv) instead of failing")
     make.add_argument("--quiet", action="store_true", help="no progress bars")
     make.set_defaults(run=_cmd_make_dataset)
@@ -392,15 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--out", required=True, help="embedding store folder")
     extract.add_argument("--data", help="dataset root (default: the one the model was trained on)")
     extract.add_argument("--layout", choices=tuple(LAYOUTS))
-    extract.add_argument("--scales", type=_scales, default=(0.7071, 1.0, 1.4142))
+    extract.add_argument("--scales", type=scales, default=(0.7071, 1.0, 1.4142))
     extract.add_argument("--no-flip", action="store_true", help="no horizontal-flip TTA")
     extract.add_argument("--dtype", choices=("float16", "float32"), default="float16")
-    extract.add_argument("--image-size", type=_positive_int, help="default: the checkpoint's final training size")
-    extract.add_argument("--batch-size", type=_positive_int, default=64)
+    extract.add_argument("--image-size", type=positive_int, help="default: the checkpoint's final training size")
+    extract.add_argument("--batch-size", type=positive_int, default=64)
     extract.add_argument("--device", default="auto")
     extract.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     extract.add_argument("--workers", type=int, default=2)
-    extract.add_argument("--shard-size", type=_positive_int, default=50_000)
+    extract.add_argument("--shard-size", type=positive_int, default=50_000)
     extract.add_argument("--skip-bad", action="store_true", help="zero rows for unreadable images (counted) instead of failing")
     extract.add_argument("--quiet", action="store_true")
     extract.set_defaults(run=_cmd_extract)
@@ -408,25 +382,26 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble = commands.add_parser("ensemble", help="combine aligned embedding stores: per-model L2, weights, concat, L2")
     ensemble.add_argument("out")
     ensemble.add_argument("inputs", nargs="+", help="embedding stores of one split, same ids")
-    ensemble.add_argument("--weights", type=_scales, help="one positive weight per input (default all 1)")
+    ensemble.add_argument("--weights", type=scales, help="one positive weight per input (default all 1)")
     ensemble.add_argument("--whitening", help="apply a saved PCA-whitening (whitening.npz)")
     ensemble.add_argument("--fit-whitening", nargs="+", metavar="TRAIN_STORE", help="learn PCA-whitening on these train stores (same models, same order)")
-    ensemble.add_argument("--pca-dim", type=_positive_int)
+    ensemble.add_argument("--pca-dim", type=positive_int)
     ensemble.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     ensemble.set_defaults(run=_cmd_ensemble)
 
     bench = commands.add_parser("bench", help="benchmarks: print a table, write JSON")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    register_all(commands, benches)
     for name, text in (("train", "training images/s and peak memory"), ("extract", "extraction images/s and peak memory")):
         sub = benches.add_parser(name, help=text + " with/without channels_last, AMP, torch.compile")
         sub.add_argument("--backbone", default="resnet18")
-        sub.add_argument("--image-size", type=_positive_int, default=224)
-        sub.add_argument("--batch-size", type=_positive_int, default=16)
+        sub.add_argument("--image-size", type=positive_int, default=224)
+        sub.add_argument("--batch-size", type=positive_int, default=16)
         sub.add_argument("--device", default="auto")
-        sub.add_argument("--steps", type=_positive_int, default=5)
-        sub.add_argument("--warmup", type=_positive_int, default=2)
+        sub.add_argument("--steps", type=positive_int, default=5)
+        sub.add_argument("--warmup", type=positive_int, default=2)
         sub.add_argument("--variants", type=lambda text: text.split(","), help="comma-separated subset, e.g. fp32,bf16")
-        sub.add_argument("--scales", type=_scales, default=(1.0,) if name == "train" else (0.7071, 1.0, 1.4142))
+        sub.add_argument("--scales", type=scales, default=(1.0,) if name == "train" else (0.7071, 1.0, 1.4142))
         sub.add_argument("--flip", action="store_true", help="extract: add horizontal-flip TTA")
         sub.add_argument("--out", help=f"JSON output (default bench/{name}.json)")
         sub.set_defaults(run=_cmd_bench_models)
@@ -435,12 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "fast and official-delf verification presets")
     bench_verify.add_argument("--data", required=True, help="dataset root (train and index images with labels)")
     bench_verify.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
-    bench_verify.add_argument("--pairs", type=_positive_int, default=300, help="same-landmark pairs, and as many different")
+    bench_verify.add_argument("--pairs", type=positive_int, default=300, help="same-landmark pairs, and as many different")
     bench_verify.add_argument("--features", default="sift", help="local feature method (a LOCAL_EXTRACTORS name)")
     bench_verify.add_argument("--local-features", metavar="DIR",
                               help="reuse the stores DIR/train and DIR/index instead of extracting")
-    bench_verify.add_argument("--max-features", type=_positive_int, default=1000)
-    bench_verify.add_argument("--max-side", type=_positive_int, help="extract on images downscaled to this long side")
+    bench_verify.add_argument("--max-features", type=positive_int, default=1000)
+    bench_verify.add_argument("--max-side", type=positive_int, help="extract on images downscaled to this long side")
     bench_verify.add_argument("--seed", type=int, default=0, help="pair sampling seed")
     bench_verify.add_argument("--out", default="bench/verify.json", help="JSON output")
     bench_verify.add_argument("--quiet", action="store_true")
@@ -462,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="dataset root (default: the one the model was trained on)")
     evaluate.add_argument("--workdir", default="runs/evaluate", help="where the embeddings go")
     evaluate.add_argument("--submissions", default="submissions")
-    evaluate.add_argument("--scales", type=_scales, default=(1.0,))
+    evaluate.add_argument("--scales", type=scales, default=(1.0,))
     evaluate.add_argument("--flip", action="store_true")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--workers", type=int, default=2)
@@ -477,21 +452,21 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--embeddings", required=True, help="embedding store of the train split (lmkcomp extract)")
     clean.add_argument("--out", required=True)
     clean.add_argument("--eps", type=float, default=0.33, help="dbscan: cosine distance radius")
-    clean.add_argument("--min-samples", type=_positive_int, default=2, help="dbscan: core point neighbours")
+    clean.add_argument("--min-samples", type=positive_int, default=2, help="dbscan: core point neighbours")
     clean.add_argument("--gamma", type=float, default=0.5, help="references: cosine threshold to the centroid")
-    clean.add_argument("--k", type=_positive_int, default=5, help="references: most central images used when none are given")
+    clean.add_argument("--k", type=positive_int, default=5, help="references: most central images used when none are given")
     clean.add_argument("--references", help="references: CSV (landmark_id,images) of reference images per landmark")
     clean.add_argument("--local-features", metavar="STORE", help="verify: local features of the train split (lmkcomp extract-local)")
-    clean.add_argument("--knn", type=_positive_int, default=1000, help="verify: nearest train images searched per image")
-    clean.add_argument("--max-neighbours", type=_positive_int, default=100, help="verify: same-label neighbours verified per image")
-    clean.add_argument("--inlier-threshold", type=_positive_int,
+    clean.add_argument("--knn", type=positive_int, default=1000, help="verify: nearest train images searched per image")
+    clean.add_argument("--max-neighbours", type=positive_int, default=100, help="verify: same-label neighbours verified per image")
+    clean.add_argument("--inlier-threshold", type=positive_int,
                        help="verify: inliers that make a neighbour verified (default by feature: delf-tf 30, sift 8)")
     clean.add_argument("--min-verified", type=int, default=2, help="verify: keep images with more verified neighbours than this")
     clean.add_argument("--preset", default="fast", help="verify: verification preset, fast or official-delf")
     clean.add_argument("--pair-table", metavar="DIR", help="verify: resumable pair table folder (default OUT/pairs)")
-    clean.add_argument("--workers", type=_positive_int, default=1, help="verify: verification processes")
+    clean.add_argument("--workers", type=positive_int, default=1, help="verify: verification processes")
     clean.add_argument("--quiet", action="store_true", help="verify: no progress bars")
-    clean.add_argument("--min-images", type=_positive_int, default=2, help="drop landmarks left with fewer images")
+    clean.add_argument("--min-images", type=positive_int, default=2, help="drop landmarks left with fewer images")
     clean.set_defaults(run=_cmd_clean)
 
     extract_local = commands.add_parser("extract-local", help="local features (SIFT, RootSIFT, ...) of a split into a "
@@ -501,12 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     extract_local.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     extract_local.add_argument("--split", choices=("train", "index", "test"), required=True)
     extract_local.add_argument("--out", required=True, help="local feature store folder")
-    extract_local.add_argument("--max-features", type=_positive_int, default=1000, help="features kept per image, best first")
-    extract_local.add_argument("--max-side", type=_positive_int, help="detect on images downscaled to this long side")
+    extract_local.add_argument("--max-features", type=positive_int, default=1000, help="features kept per image, best first")
+    extract_local.add_argument("--max-side", type=positive_int, help="detect on images downscaled to this long side")
     extract_local.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                                help="another extractor option, e.g. contrast_threshold=0.01")
-    extract_local.add_argument("--workers", type=_positive_int, default=1, help="extraction processes")
-    extract_local.add_argument("--shard-size", type=_positive_int, default=1000, help="images per shard")
+    extract_local.add_argument("--workers", type=positive_int, default=1, help="extraction processes")
+    extract_local.add_argument("--shard-size", type=positive_int, default=1000, help="images per shard")
     extract_local.add_argument("--skip-bad", action="store_true", help="store unreadable images with no features instead of failing")
     extract_local.add_argument("--quiet", action="store_true")
     extract_local.set_defaults(run=_cmd_extract_local)
@@ -518,8 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--out", required=True, help="pair table folder (resumable)")
     verify.add_argument("--preset", default="fast", help="verification preset: fast or official-delf")
     verify.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field, e.g. residual=4")
-    verify.add_argument("--workers", type=_positive_int, default=1, help="verification processes")
-    verify.add_argument("--chunk-size", type=_positive_int, default=2000, help="pairs per chunk file")
+    verify.add_argument("--workers", type=positive_int, default=1, help="verification processes")
+    verify.add_argument("--chunk-size", type=positive_int, default=2000, help="pairs per chunk file")
     verify.add_argument("--quiet", action="store_true")
     verify.set_defaults(run=_cmd_verify)
 
@@ -528,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workdir", default="runs/demo", help="dataset and artifacts (reused when present)")
     demo.add_argument("--submissions", default="submissions")
-    demo.add_argument("--workers", type=_positive_int, default=2)
+    demo.add_argument("--workers", type=positive_int, default=2)
     demo.add_argument("--train-config", default="cpu-small", help="descriptor config trained in the demo")
     demo.add_argument("--no-train", action="store_true", help="skip training (dataset and baselines only)")
     demo.add_argument("--quiet", action="store_true")

@@ -1,0 +1,48 @@
+"""Argument types and parsing helpers shared by every `lmkcomp` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from lmkcomp.errors import UserInputError
+
+
+def overrides(pairs: Sequence[str]) -> dict:
+    """`--set KEY=VALUE` pairs as a dict; each value is parsed as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserInputError(f"--set {pair!r}: expected KEY=VALUE (e.g. model.head=cosface)")
+        result[key] = yaml.safe_load(value)
+    return result
+
+
+def scales(text: str) -> tuple[float, ...]:
+    """Comma-separated positive numbers, e.g. `0.7071,1,1.4142`."""
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.7071,1,1.4142") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: scales must be positive")
+    return values
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1)."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
