@@ -43,6 +43,7 @@ __all__ = [
     "mean_median_position",
     "mean_precision_at",
     "mean_precisions",
+    "recognition_precision_recall",
     "sensitivity_specificity",
     "top1_accuracy",
     "top_k_accuracy",
@@ -108,6 +109,22 @@ def global_average_precision(
         # The official code divides by zero here; nothing to score gives 0.0.
         return 0.0
 
+    total = 0.0
+    num_correct = 0
+    for rank, correct in enumerate(_ranked_correctness(predictions, solution, ignore_non_landmarks), start=1):
+        if correct:
+            num_correct += 1
+            total += num_correct / rank
+    return total / num_positives
+
+
+def _ranked_correctness(
+    predictions: Mapping[str, tuple[int, float]],
+    solution: Mapping[str, Sequence[int]],
+    ignore_non_landmarks: bool,
+) -> list[bool]:
+    """rel(i) of GAP's ranking: whether each scored prediction is correct, in GAP's order
+    (score descending, ties by test id ascending); see `global_average_precision`."""
     ranked: list[tuple[float, str, bool]] = []
     for test_id, (landmark_id, score) in predictions.items():
         ground_truth = solution.get(test_id)
@@ -119,14 +136,27 @@ def global_average_precision(
     # Ascending (-score, test id): score descending, ties by test id ascending. Test ids
     # are unique (mapping keys), so the boolean never takes part in the comparison.
     ranked.sort(key=lambda item: (item[0], item[1]))
+    return [correct for _, _, correct in ranked]
 
-    total = 0.0
-    num_correct = 0
-    for rank, (_, _, correct) in enumerate(ranked, start=1):
-        if correct:
-            num_correct += 1
-            total += num_correct / rank
-    return total / num_positives
+
+def recognition_precision_recall(
+    predictions: Mapping[str, tuple[int, float]],
+    solution: Mapping[str, Sequence[int]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The precision-recall curve of recognition confidences that GAP summarises.
+
+    Rank the scored predictions as `global_average_precision` does. After the first i
+    predictions, precision(i) = correct among them / i and recall(i) = correct among them / M
+    (M: images of `solution` with a ground-truth landmark). GAP is the sum of precision(i)
+    over the ranks i where recall rises, divided by M. Returns (precision, recall), one entry per
+    ranked prediction; both empty when nothing is ranked or M == 0.
+    """
+    num_positives = sum(1 for ground_truth in solution.values() if len(ground_truth) > 0)
+    correct = np.asarray(_ranked_correctness(predictions, solution, False), dtype=np.float64)
+    if num_positives == 0 or correct.size == 0:
+        return np.zeros(0), np.zeros(0)
+    hits = np.cumsum(correct)
+    return hits / np.arange(1, correct.size + 1), hits / num_positives
 
 
 def top1_accuracy(

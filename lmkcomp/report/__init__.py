@@ -1,0 +1,1 @@
+"""The demo's offline HTML report: an ablation table, plots and image galleries."""
