@@ -1,0 +1,98 @@
+"""`lmkcomp search` (the kNN table of one embedding store against another) and
+`lmkcomp bench search` (queries/s, memory and recall of the search backends)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lmkcomp.commands.args import positive_int
+from lmkcomp.errors import UserInputError
+
+
+def read_id_list(path: str) -> list[str]:
+    """Image ids from `path`: the `id` column of a CSV (e.g. train.csv), else one id per line."""
+    if path.endswith(".csv"):
+        import pandas as pd
+
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (OSError, ValueError) as exc:
+            raise UserInputError(f"{path}: unreadable CSV: {exc}") from None
+        if "id" not in frame.columns:
+            raise UserInputError(f"{path}: no 'id' column (columns: {', '.join(frame.columns)})")
+        return frame["id"].tolist()
+    try:
+        return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path}: unreadable id list: {exc}") from None
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from lmkcomp.features.store import EmbeddingStore
+    from lmkcomp.search import search_stores
+
+    options = {key: value for key, value in (("nprobe", args.nprobe), ("device", args.device)) if value is not None}
+    table = search_stores(
+        EmbeddingStore(args.queries), EmbeddingStore(args.database), args.out, k=args.k, spec=args.index,
+        progress=not args.quiet, query_ids=read_id_list(args.query_ids) if args.query_ids else None,
+        database_ids=read_id_list(args.database_ids) if args.database_ids else None,
+        shard_size=args.shard_size, seed=args.seed, **options,
+    )
+    print(f"{args.out}: {len(table)} queries x {table.k} neighbours among {len(table.database_ids)} "
+          f"database images ({args.index})")
+    return 0
+
+
+def _cmd_bench_search(args: argparse.Namespace) -> int:
+    from lmkcomp.bench.search import VARIANTS, run_search_benchmark
+
+    print(run_search_benchmark(args.sizes, args.queries, args.k, args.dim, args.variants or tuple(VARIANTS),
+                               args.nprobe, args.device, args.seed, args.project_to, args.out))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _sizes(text: str) -> list[int]:
+    """Comma-separated positive integers, e.g. `10000,100000`."""
+    try:
+        return [positive_int(part) for part in text.split(",")]
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive integers, e.g. 10000,100000") from None
+
+
+def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+    search = commands.add_parser("search", help="k nearest database images of every query image (embedding stores) "
+                                 "into a resumable kNN table")
+    search.add_argument("--queries", required=True, help="embedding store of the query images")
+    search.add_argument("--database", required=True, help="embedding store of the database images")
+    search.add_argument("--out", required=True, help="kNN table folder (resumable)")
+    search.add_argument("--k", type=positive_int, default=100, help="neighbours per query")
+    search.add_argument("--index", default="flat", help="searcher spec: flat (exact; faiss, or numpy without faiss), "
+                        "numpy, torch, torch:cuda, or a faiss index-factory string: Flat, IVF1024,Flat, IVF1024,PQ32")
+    search.add_argument("--nprobe", type=positive_int, help="IVF indexes: inverted lists scanned per query")
+    search.add_argument("--device", help="torch / faiss searchers: auto (default), cpu, cuda or cuda:N")
+    search.add_argument("--query-ids", metavar="FILE", help="search only these query images (one id per line, "
+                        "or a CSV with an id column)")
+    search.add_argument("--database-ids", metavar="FILE", help="search among these database images only (one id "
+                        "per line, or a CSV with an id column such as train.csv)")
+    search.add_argument("--shard-size", type=positive_int, default=10_000, help="queries per table shard")
+    search.add_argument("--seed", type=int, default=0, help="training sample of IVF / PQ indexes")
+    search.add_argument("--quiet", action="store_true")
+    search.set_defaults(run=_cmd_search)
+
+    bench = benches.add_parser("search", help="queries/s, peak memory and recall of exact and approximate search "
+                               "on random unit vectors")
+    bench.add_argument("--sizes", type=_sizes, default=[10_000, 100_000, 1_000_000], help="database sizes")
+    bench.add_argument("--queries", type=positive_int, default=1000)
+    bench.add_argument("--k", type=positive_int, default=100)
+    bench.add_argument("--dim", type=positive_int, default=512)
+    bench.add_argument("--variants", type=lambda text: text.split(","), default=None,
+                       help="comma-separated subset of flat,numpy,torch,ivf-flat,ivf-pq (default all)")
+    bench.add_argument("--nprobe", type=positive_int, default=16, help="IVF variants")
+    bench.add_argument("--device", help="torch / faiss variants: auto (default), cpu, cuda")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--project-to", type=positive_int, metavar="SIZE",
+                       help="add exact-search rows extrapolated linearly to this database size, marked projected")
+    bench.add_argument("--out", default="bench/search.json", help="JSON output")
+    bench.set_defaults(run=_cmd_bench_search)

@@ -1,0 +1,166 @@
+"""faiss indexes by inner product, described by a faiss index-factory string.
+
+- "Flat": exact search (every database vector compared), the fastest exact search on a CPU.
+- "IVF<nlist>,Flat": an inverted file: database vectors grouped under `nlist` k-means centroids;
+  a query scans the `nprobe` lists whose centroids are closest. Approximate.
+- "IVF<nlist>,PQ<m>": the same, with each vector compressed to `m` bytes by product quantization
+  (scores are approximated from the codes); the choice for a database too large for memory as
+  float32 (GLDv2 train: 4.1 M x 512 x 4 B = 8.4 GB flat, 131 MB as PQ32 codes).
+
+On a machine where faiss sees a GPU (`faiss.get_num_gpus()`), device "auto" or "cuda" moves the
+index to it. faiss GPU indexes return at most 2048 neighbours per query: a larger k is refused
+with a message that names the alternatives, rather than silently cut.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import faiss
+import numpy as np
+
+from lmkcomp.errors import UserInputError
+from lmkcomp.features.store import positive_int
+from lmkcomp.search.base import check_vectors
+from lmkcomp.search.exact import DEFAULT_DATABASE_BLOCK, search_chunks
+
+GPU_MAX_K = 2048
+# Training sample of an IVF index: rows per coarse centroid (faiss warns below 39) and a floor
+# that also covers the 256 centroids of each PQ sub-quantizer.
+TRAIN_ROWS_PER_LIST = 64
+MIN_TRAIN_ROWS = 2**15
+
+
+class FaissSearcher:
+    """A faiss index built by `faiss.index_factory(dim, factory, METRIC_INNER_PRODUCT)`.
+
+    `nprobe` (IVF indexes only): inverted lists scanned per query (faiss default 1).
+    `device`: "auto" (a GPU when faiss has one), "cpu", "cuda" or "cuda:N".
+    `train_size`: database rows sampled to train an IVF / PQ index (default: 64 per list, at
+    least 32768).
+    """
+
+    def __init__(self, dim: int, factory: str = "Flat", nprobe: int | None = None, device: str = "auto",
+                 train_size: int | None = None):
+        self.dim = positive_int("dim", dim)
+        self.factory = factory
+        try:
+            index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            # faiss prefixes its reason with the C++ function and source line
+            reason = str(exc).strip().splitlines()[-1].rsplit(": ", 1)[-1]
+            raise UserInputError(f"faiss index {factory!r} not understood: {reason}") from None
+        # exact: a flat index compares every vector; its ties across the k-th place are fixed up
+        self.exact = isinstance(faiss.downcast_index(index), faiss.IndexFlat)
+        ivf = faiss.try_extract_index_ivf(index)
+        quantizing = faiss.downcast_index(ivf if ivf is not None else index)
+        if isinstance(quantizing, faiss.IndexPreTransform):
+            quantizing = faiss.downcast_index(quantizing.index)
+        if getattr(quantizing, "do_polysemous_training", False):
+            # The factory's PQ indexes also learn a code ordering for polysemous (Hamming)
+            # filtering, which plain search never uses; it makes training 20x slower.
+            quantizing.do_polysemous_training = False
+        self.nprobe = None
+        if nprobe is not None:
+            if ivf is None:
+                raise UserInputError(f"nprobe applies to IVF indexes only, not to faiss index {factory!r}")
+            self.nprobe = positive_int("nprobe", nprobe)
+            ivf.nprobe = self.nprobe
+        self.gpu = self._use_gpu(device)
+        if self.gpu is not None:
+            # the resources object must outlive the index that uses it
+            self._gpu_resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self._gpu_resources, self.gpu, index)
+        self._index = index
+        self.trainable = not index.is_trained
+        self.needs_training = self.trainable
+        nlist = ivf.nlist if ivf is not None else 0
+        self.train_size = (positive_int("train_size", train_size) if train_size is not None
+                           else max(MIN_TRAIN_ROWS, TRAIN_ROWS_PER_LIST * nlist))
+
+    @staticmethod
+    def _use_gpu(device: str) -> int | None:
+        """The GPU number to use, or None for the CPU."""
+        gpus = faiss.get_num_gpus()
+        if device == "auto":
+            return 0 if gpus > 0 else None
+        if device == "cpu":
+            return None
+        name, _, number = device.partition(":")
+        if name != "cuda" or (number and not number.isdigit()):
+            raise UserInputError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N")
+        gpu = int(number or 0)
+        if gpu >= gpus:
+            raise UserInputError(f"device {device!r} requested but faiss sees {gpus} GPUs "
+                                 "(faiss-cpu installed? a GPU machine needs faiss-gpu)")
+        return gpu
+
+    @property
+    def count(self) -> int:
+        return int(self._index.ntotal)
+
+    def settings(self) -> dict:
+        settings = {"backend": "faiss", "factory": self.factory}
+        if self.nprobe is not None:
+            settings["nprobe"] = self.nprobe
+        if self.trainable:
+            settings["train_size"] = self.train_size
+        return settings
+
+    def train(self, sample: np.ndarray) -> None:
+        """Learn the coarse centroids / PQ codebooks from `sample` (faiss's k-means is seeded)."""
+        self._index.train(np.ascontiguousarray(check_vectors(sample, self.dim), dtype=np.float32))
+        self.needs_training = False
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append `vectors` (n, dim) as database rows `count, count + 1, ...`."""
+        if self.needs_training:
+            raise RuntimeError(f"faiss index {self.factory!r} must be trained before vectors are added")
+        self._index.add(np.ascontiguousarray(check_vectors(vectors, self.dim), dtype=np.float32))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, indices) of the top `min(k, count)` rows per query, best first.
+
+        Equal scores are ordered by the lower index (for "Flat", exactly as `exact_search` ranks:
+        among rows tied at the k-th place the lowest indices are kept); rows with fewer than k
+        candidates (IVF lists too short for k) end with index -1 and score -inf.
+        """
+        queries = np.ascontiguousarray(check_vectors(queries, self.dim), dtype=np.float32)
+        k = min(positive_int("k", k), self.count)
+        # One more than k shows whether the k-th score of an exact search ties with a row left
+        # out; faiss keeps an arbitrary member of such a tie, so those rows are searched again.
+        settle_ties = self.exact and k < self.count
+        if self.gpu is not None and k + settle_ties > GPU_MAX_K:
+            raise UserInputError(f"k {k} too large for a faiss GPU index, which returns at most {GPU_MAX_K} neighbours"
+                                 f"{' (k + 1 for exact Flat search, to settle ties)' if settle_ties else ''}; "
+                                 "search on device cpu, or with the torch backend (spec torch:cuda)")
+        if not settle_ties:
+            return _rank(*self._index.search(queries, k))
+        scores, indices = _rank(*self._index.search(queries, k + 1))
+        crowded = np.flatnonzero(scores[:, k] == scores[:, k - 1])
+        scores, indices = scores[:, :k], indices[:, :k]
+        if crowded.size:
+            scores[crowded], indices[crowded] = search_chunks(queries[crowded], _StoredVectors(self._index), k)
+        return scores, indices
+
+
+def _rank(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """faiss results (heap order, -1 for a missing neighbour) as (score desc, index asc), -1 last with score -inf."""
+    scores[indices < 0] = -np.inf
+    order = np.argsort(np.where(indices < 0, np.iinfo(np.int64).max, indices), axis=1, kind="stable")
+    scores, indices = np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)
+
+
+class _StoredVectors:
+    """The vectors of a flat faiss index, one block at a time (iterable any number of times)."""
+
+    def __init__(self, index, block_rows: int = DEFAULT_DATABASE_BLOCK):
+        self._index = index
+        self._block_rows = block_rows
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        total = self._index.ntotal
+        for start in range(0, total, self._block_rows):
+            yield self._index.reconstruct_n(start, min(self._block_rows, total - start))

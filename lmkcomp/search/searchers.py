@@ -1,0 +1,135 @@
+"""The nearest-neighbour backends by name, the `create_searcher` factory, and `index_database`,
+which trains a searcher (when its index learns from the data) and fills it block by block.
+
+A spec string picks the method, faiss style:
+
+- "flat" (the default of `search_stores`): exact search, by faiss "Flat" where faiss is installed,
+  else by numpy.
+- "numpy": exact blocked search in numpy (`lmkcomp.search.exact`).
+- "torch", "torch:cpu", "torch:cuda": exact blocked search with torch (`lmkcomp.search.torch_blocked`);
+  plain "torch" uses the GPU when torch sees one.
+- "faiss:FACTORY" or just "FACTORY", a faiss index-factory string (`lmkcomp.search.faiss_backend`):
+  "Flat" (exact), "IVF1024,Flat", "IVF1024,PQ32" (approximate; option `nprobe`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from lmkcomp.errors import UserInputError
+from lmkcomp.features.store import positive_int
+from lmkcomp.registry import Registry
+from lmkcomp.search.base import Searcher
+
+SEARCHERS: Registry[Searcher] = Registry("searcher")
+#: the option that the part after "backend:" in a spec fills
+SPEC_ARGUMENTS = {"torch": "device", "faiss": "factory"}
+
+
+def _build(searcher_class: type, backend: str, dim: int, options: dict[str, Any]) -> Searcher:
+    """`searcher_class(dim, **options)`, with an unknown option reported as a user error."""
+    accepted = [name for name in inspect.signature(searcher_class).parameters if name != "dim"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UserInputError(f"the {backend} searcher has no option {', '.join(unknown)}; "
+                             f"its options: {', '.join(accepted)}")
+    return searcher_class(dim, **options)
+
+
+# Backends are imported on use: torch and faiss are heavy, and faiss is optional.
+@SEARCHERS.register("numpy")
+def _numpy(dim: int, **options: Any) -> Searcher:
+    from lmkcomp.search.exact import NumpySearcher
+
+    return _build(NumpySearcher, "numpy", dim, options)
+
+
+@SEARCHERS.register("torch")
+def _torch(dim: int, **options: Any) -> Searcher:
+    from lmkcomp.search.torch_blocked import TorchSearcher
+
+    return _build(TorchSearcher, "torch", dim, options)
+
+
+def _faiss_searcher_class() -> type | None:
+    """`FaissSearcher`, or None where faiss is not installed."""
+    try:
+        from lmkcomp.search.faiss_backend import FaissSearcher
+    except ImportError:
+        return None
+    return FaissSearcher
+
+
+@SEARCHERS.register("faiss")
+def _faiss(dim: int, **options: Any) -> Searcher:
+    searcher_class = _faiss_searcher_class()
+    if searcher_class is None:
+        raise UserInputError("faiss searchers need faiss (pip install faiss-cpu, or faiss-gpu on a GPU machine); "
+                             "the numpy and torch searchers do not")
+    return _build(searcher_class, "faiss", dim, options)
+
+
+@SEARCHERS.register("flat")
+def _flat(dim: int, **options: Any) -> Searcher:
+    """Exact search by the fastest backend at hand: faiss "Flat", or numpy where faiss is missing."""
+    searcher_class = _faiss_searcher_class()
+    if searcher_class is None:
+        from lmkcomp.search.exact import NumpySearcher
+
+        return _build(NumpySearcher, "numpy", dim, options)
+    return _build(searcher_class, "faiss", dim, {**options, "factory": "Flat"})
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """(backend, argument) of a spec: "torch:cuda" -> ("torch", "cuda"), "numpy" -> ("numpy", ""),
+    and a bare faiss factory string "IVF1024,PQ32" -> ("faiss", "IVF1024,PQ32")."""
+    backend, _, argument = spec.partition(":")
+    if backend in SEARCHERS:
+        return backend, argument
+    return "faiss", spec
+
+
+def create_searcher(spec: str, dim: int, **options: Any) -> Searcher:
+    """The searcher that `spec` names (see the module docstring), for `dim`-dimensional vectors.
+
+    `options` go to the backend, e.g. `nprobe=16` (faiss IVF), `device="cuda"` (torch, faiss),
+    `database_block=16384` (numpy, torch); an option the backend does not take is an error.
+    """
+    if not spec:
+        raise UserInputError(f"empty searcher spec; known backends: {', '.join(SEARCHERS.names())} "
+                             "or a faiss factory string such as IVF1024,PQ32")
+    backend, argument = parse_spec(spec)
+    if argument:
+        key = SPEC_ARGUMENTS.get(backend)
+        if key is None:
+            raise UserInputError(f"searcher spec {spec!r}: the {backend} searcher takes nothing after ':'")
+        if options.get(key, argument) != argument:
+            raise UserInputError(f"searcher spec {spec!r} sets {key} {argument!r} but the options say {options[key]!r}")
+        options = {**options, key: argument}
+    return SEARCHERS.create(backend, dim=dim, **options)
+
+
+def index_database(searcher: Searcher, read_rows: Callable[[np.ndarray], np.ndarray], count: int,
+                   block_rows: int = 65536, seed: int = 0, progress: bool = True) -> Searcher:
+    """Train `searcher` if it needs to, then add database rows `0 .. count - 1` in blocks.
+
+    `read_rows(rows)` returns the vectors of the database rows `rows` (sorted int64). A trainable
+    index learns from `min(count, searcher.train_size)` rows drawn without replacement by a
+    generator seeded with `seed`, so the same database and seed give the same index.
+    """
+    count = positive_int("database rows", count)
+    block_rows = positive_int("block_rows", block_rows)
+    if searcher.needs_training:
+        size = min(count, searcher.train_size)
+        sample = np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
+        searcher.train(read_rows(sample))
+    with tqdm(total=count, desc="index database", unit="vec", disable=not progress) as bar:
+        for start in range(0, count, block_rows):
+            stop = min(start + block_rows, count)
+            searcher.add(read_rows(np.arange(start, stop)))
+            bar.update(stop - start)
+    return searcher

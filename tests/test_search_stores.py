@@ -1,0 +1,149 @@
+"""`search_stores` on embedding stores (subsets, resume, refusal), `lmkcomp search` and
+`lmkcomp bench search`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_search import one_faiss_thread  # noqa: F401  (autouse: faiss k-means on one thread)
+
+from lmkcomp import cli
+from lmkcomp.errors import UserInputError
+from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter
+from lmkcomp.search import KnnTable, exact_search, search_stores
+from lmkcomp.search.knn_table import KnnTableWriter
+
+
+def make_ids(count: int, offset: int = 0) -> list[str]:
+    return [f"{i + offset:016x}" for i in range(count)]
+
+
+def write_store(directory, ids, data, shard_size=16) -> EmbeddingStore:
+    writer = EmbeddingWriter(directory, ids, data.shape[1], dtype="float32", shard_size=shard_size)
+    for k, rows in writer.pending_shards():
+        writer.write_shard(k, data[rows])
+    writer.finish()
+    return EmbeddingStore(directory)
+
+
+@pytest.fixture
+def stores(tmp_path):
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((23, 8)).astype(np.float32)
+    database = rng.standard_normal((70, 8)).astype(np.float32)
+    return (write_store(tmp_path / "test", make_ids(23), queries),
+            write_store(tmp_path / "train", make_ids(70, offset=1000), database), queries, database)
+
+
+@pytest.mark.parametrize("spec", ["Flat", "numpy", "torch:cpu"])
+def test_search_stores_equals_exact_search(tmp_path, stores, spec):
+    query_store, database_store, queries, database = stores
+    table = search_stores(query_store, database_store, tmp_path / "knn", k=5, spec=spec, query_block=4, shard_size=10,
+                          progress=False)
+    expected_scores, expected = exact_search(queries, database, 5)
+    np.testing.assert_array_equal(table.indices(), expected)
+    np.testing.assert_allclose(table.scores(), expected_scores, rtol=1e-5, atol=1e-6)
+    assert table.query_ids == query_store.ids and table.database_ids == database_store.ids
+    assert table.meta["spec"] == spec
+    assert table.meta["database"] == str((tmp_path / "train").resolve())
+    assert table.meta["queries"] == str((tmp_path / "test").resolve())
+    assert table.neighbour_ids(0) == [database_store.ids[i] for i in expected[0]]
+
+
+def test_database_and_query_subsets_keep_store_order(tmp_path, stores):
+    query_store, database_store, queries, database = stores
+    chosen = [database_store.ids[i] for i in (41, 3, 17, 60, 8, 33, 2)]
+    table = search_stores(query_store, database_store, tmp_path / "knn", k=3, query_ids=query_store.ids[5:1:-1],
+                          database_ids=chosen, progress=False)
+    rows = np.array(sorted([41, 3, 17, 60, 8, 33, 2]))
+    assert table.database_ids == [database_store.ids[i] for i in rows]
+    assert table.query_ids == query_store.ids[2:6]
+    _, expected = exact_search(queries[2:6], database[rows], 3)
+    np.testing.assert_array_equal(table.indices(), expected)
+
+
+def test_k_is_cut_to_the_database_size(tmp_path, stores):
+    query_store, database_store, _, _ = stores
+    table = search_stores(query_store, database_store, tmp_path / "knn", k=100, database_ids=database_store.ids[:4],
+                          progress=False)
+    assert table.k == 4 and sorted(table.indices()[0]) == [0, 1, 2, 3]
+
+
+def test_a_killed_search_resumes_with_the_pending_shards(tmp_path, stores, monkeypatch):
+    query_store, database_store, queries, database = stores
+    written = []
+    write_shard = KnnTableWriter.write_shard
+
+    def dying_write_shard(self, s, scores, indices):
+        if len(written) == 1:
+            raise KeyboardInterrupt
+        written.append(s)
+        write_shard(self, s, scores, indices)
+
+    monkeypatch.setattr(KnnTableWriter, "write_shard", dying_write_shard)
+    with pytest.raises(KeyboardInterrupt):
+        search_stores(query_store, database_store, tmp_path / "knn", k=4, shard_size=10, progress=False)
+    with pytest.raises(UserInputError, match="incomplete kNN table"):
+        KnnTable(tmp_path / "knn")
+
+    written.clear()
+    monkeypatch.setattr(KnnTableWriter, "write_shard", lambda self, s, *arrays: (written.append(s),
+                                                                                 write_shard(self, s, *arrays)))
+    table = search_stores(query_store, database_store, tmp_path / "knn", k=4, shard_size=10, progress=False)
+    assert written == [1, 2]
+    np.testing.assert_array_equal(table.indices(), exact_search(queries, database, 4)[1])
+
+    with pytest.raises(UserInputError, match="meta 'searcher': .*'Flat'.* on disk vs .*'numpy'.* requested"):
+        search_stores(query_store, database_store, tmp_path / "knn", k=4, spec="numpy", shard_size=10, progress=False)
+
+
+def test_stores_of_other_dimensions_are_refused(tmp_path, stores):
+    query_store, _, _, _ = stores
+    other = write_store(tmp_path / "other", make_ids(5, 500), np.ones((5, 4), dtype=np.float32))
+    with pytest.raises(UserInputError, match="8-d embeddings but .* 4-d ones"):
+        search_stores(query_store, other, tmp_path / "knn", progress=False)
+    with pytest.raises(UserInputError, match="1 ids not in the store"):
+        search_stores(query_store, query_store, tmp_path / "knn", database_ids=make_ids(1, 9999), progress=False)
+
+
+def test_cli_search_with_a_database_subset_csv(tmp_path, stores, capsys):
+    _, database_store, queries, database = stores
+    labelled = tmp_path / "train.csv"
+    labelled.write_text("id,url,landmark_id\n" + "".join(f"{i},,7\n" for i in database_store.ids[10:40]))
+    code = cli.main(["search", "--queries", str(tmp_path / "test"), "--database", str(tmp_path / "train"),
+                     "--out", str(tmp_path / "knn"), "--k", "6", "--index", "IVF4,Flat", "--nprobe", "4",
+                     "--database-ids", str(labelled), "--quiet"])
+    assert code == 0
+    assert "23 queries x 6 neighbours among 30 database images" in capsys.readouterr().out
+    table = KnnTable(tmp_path / "knn")
+    assert table.meta["searcher"] == {"backend": "faiss", "factory": "IVF4,Flat", "nprobe": 4, "train_size": 32768}
+    # nprobe = nlist scans every list: the exact neighbours
+    np.testing.assert_array_equal(table.indices(), exact_search(queries, database[10:40], 6)[1])
+
+
+def test_cli_search_bad_index_is_exit_2(tmp_path, stores, capsys):
+    code = cli.main(["search", "--queries", str(tmp_path / "test"), "--database", str(tmp_path / "train"),
+                     "--out", str(tmp_path / "knn"), "--index", "Flat", "--nprobe", "3", "--quiet"])
+    assert code == 2
+    assert "lmkcomp: error: nprobe applies to IVF indexes only" in capsys.readouterr().err
+
+
+def test_bench_search_writes_json(tmp_path, monkeypatch, capsys):
+    # the variants run in subprocesses, which inherit this: no busy-waiting OpenMP threads
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    out = tmp_path / "search.json"
+    code = cli.main(["bench", "search", "--sizes", "600", "--queries", "20", "--k", "5", "--dim", "16",
+                     "--variants", "flat,ivf-flat", "--nprobe", "2", "--project-to", "6000", "--out", str(out)])
+    assert code == 0
+    assert "flat (projected)" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["size"], row["variant"]) for row in rows] == [(600, "flat"), (600, "ivf-flat"), (6000, "flat (projected)")]
+    assert all("error" not in row for row in rows)
+    # the exact reference against itself, then IVF scanning 2 of 32 lists
+    assert rows[0]["recall"] == 1.0 and 0.0 < rows[1]["recall"] < 1.0
+    assert rows[1]["spec"] == "IVF32,Flat" and rows[1]["options"] == {"nprobe": 2}
+    assert rows[2]["projected"] and not rows[0]["projected"] and "recall" not in rows[2]
+    assert rows[2]["queries_per_s"] == pytest.approx(rows[0]["queries_per_s"] / 10)
+    assert rows[2]["build_s"] == pytest.approx(rows[0]["build_s"] * 10)
