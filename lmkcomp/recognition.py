@@ -1,14 +1,28 @@
-"""Landmark recognition from nearest neighbours.
+"""Landmark recognition from nearest neighbours or from a classifier head: array-level functions.
 
-Soft voting (2019 retrieval winner, seed 001): the query's top-k train neighbours each vote for
-their landmark with weight (similarity) + (inlier term) where the inlier term is
-min(inliers, cap) / cap when spatial verification counted inliers for that pair, else 0. The
-predicted landmark has the largest total; the total is the confidence.
+Every function here works on in-memory arrays of one block of queries (or of all predictions)
+and states its exact definition; `lmkcomp.inference` runs them over embedding stores and kNN
+tables of any size.
+
+- Soft voting (2019 retrieval winner, seed 001): the query's top-k train neighbours each vote
+  for their landmark with weight (similarity) + (inlier term), where the inlier term is
+  min(inliers, cap) / cap when spatial verification counted inliers for that pair, else 0. The
+  predicted landmark has the largest total; the total is the confidence. With k = 1 and no
+  inliers this is the plain nearest-neighbour baseline (label and similarity of the nearest
+  train image).
+- Distractor demotion (seed 001): landmarks predicted for unusually many test images are
+  demoted below all the others.
+- Non-landmark penalty (2020/2021 recognition winners): a neighbour's similarity minus how
+  much the train image, and the query, look like a bank of non-landmark pictures.
+- Classifier head: argmax of the head's class scores, computed in class blocks.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from lmkcomp.errors import UserInputError
 
 
 def soft_voting(
@@ -35,3 +49,144 @@ def soft_voting(
     best = totals.argmax(axis=1)  # first maximum = best-ranked neighbour among tied labels
     rows = np.arange(len(labels))
     return labels[rows, best], totals[rows, best]
+
+
+# --------------------------------------------------------------------------------------------
+# Distractor demotion
+
+
+def demote_frequent_labels(
+    labels: ArrayLike, confidences: ArrayLike, max_predictions: int = 30, factor: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Confidences with the predictions of over-predicted landmarks demoted (seed 001).
+
+    Test sets are mostly non-landmark pictures, and those tend to vote for the same few
+    "distractor" landmarks (train classes full of generic scenes). A landmark predicted for
+    more than `max_predictions` rows is treated as one. With `c` the confidences, `D` the rows
+    predicting such a landmark and `K` the other rows:
+
+    - `factor` None (push below): `c'[D] = c[D] - (max c[D] - min c[K]) - 1`, so every demoted
+      prediction ranks below every kept one while the order and gaps within `D` are unchanged;
+      when `K` is empty nothing changes (there is nothing to rank below).
+    - `factor` given: `c'[D] = factor * c[D]` (meant for non-negative confidences).
+
+    Rows in `K` keep their confidence. Returns (new confidences as float64, boolean mask of `D`).
+    """
+    labels = np.asarray(labels)
+    confidences = np.asarray(confidences, dtype=np.float64)
+    if labels.shape != confidences.shape or labels.ndim != 1:
+        raise ValueError(f"labels {labels.shape} and confidences {confidences.shape} must be equal-length vectors")
+    if max_predictions < 0:
+        raise UserInputError(f"max_predictions must be >= 0, got {max_predictions}")
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    demoted = counts[inverse] > max_predictions
+    result = confidences.copy()
+    if not demoted.any():
+        return result, demoted
+    if factor is not None:
+        result[demoted] *= factor
+    elif not demoted.all():
+        result[demoted] -= confidences[demoted].max() - confidences[~demoted].min() + 1.0
+    return result, demoted
+
+
+# --------------------------------------------------------------------------------------------
+# Non-landmark bank
+
+
+def mean_top_similarity(bank_scores: ArrayLike, n: int) -> np.ndarray:
+    """Mean of the first `n` columns of kNN scores against a non-landmark bank, per row.
+
+    `bank_scores` is (rows, >= n), best first (a kNN table's scores), so this is the mean
+    similarity of each row to its `n` most similar non-landmark pictures.
+    """
+    bank_scores = np.asarray(bank_scores, dtype=np.float64)
+    if bank_scores.ndim != 2 or bank_scores.shape[1] < n or n < 1:
+        raise UserInputError(f"the mean of the top {n} bank similarities needs at least {n} neighbours per row; "
+                             f"got a kNN table of width {bank_scores.shape[-1]}")
+    return bank_scores[:, :n].mean(axis=1)
+
+
+def nonlandmark_penalized_scores(
+    neighbour_scores: ArrayLike, neighbour_bank_similarity: ArrayLike, query_bank_similarity: ArrayLike
+) -> np.ndarray:
+    """A - B - C per (query, neighbour) (2020/2021 recognition winners).
+
+    A = `neighbour_scores[i, j]`, the similarity of query i to its j-th train neighbour;
+    B = `neighbour_bank_similarity[i, j]`, that train image's mean top-5 similarity to the
+    non-landmark bank; C = `query_bank_similarity[i]`, the query's mean top-10 similarity to
+    the bank (both from `mean_top_similarity`). A train image or a query that looks like
+    generic non-landmark scenes loses weight, so such test images end low in the GAP ranking.
+    """
+    a = np.asarray(neighbour_scores, dtype=np.float64)
+    b = np.asarray(neighbour_bank_similarity, dtype=np.float64)
+    c = np.asarray(query_bank_similarity, dtype=np.float64)
+    if a.shape != b.shape or c.shape != a.shape[:1]:
+        raise ValueError(f"shapes A {a.shape}, B {b.shape}, C {c.shape}: expected (n, k), (n, k), (n,)")
+    return a - b - c[:, None]
+
+
+# --------------------------------------------------------------------------------------------
+# Classifier head
+
+
+def _normalize_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def classifier_predictions(
+    embeddings: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    cosine: bool = True,
+    subcenters: int = 1,
+    class_block: int = 16384,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(class index, confidence) per embedding row from a classifier head's weights.
+
+    Cosine heads (`cosine=True`: ArcFace, CosFace, AdaCos, sub-centre ArcFace): rows
+    `j*subcenters .. j*subcenters + subcenters - 1` of `weight` are class j's sub-centres;
+    the score of class j is the largest cosine between the L2-normalised embedding and its
+    L2-normalised sub-centres (the head's logits without scale and margin); the prediction is
+    the class with the largest score (the lowest index among ties) and the confidence is that
+    cosine. Softmax head (`cosine=False`): logits `e W^T + b` on the embeddings as given; the
+    prediction is the argmax logit and the confidence its softmax probability,
+    `exp(max logit - logsumexp(logits))`.
+
+    Classes are scored `class_block` at a time, so memory is about
+    rows x class_block x subcenters floats whatever the number of classes.
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    weight = np.asarray(weight)
+    if weight.ndim != 2 or embeddings.ndim != 2 or weight.shape[1] != embeddings.shape[1]:
+        raise ValueError(f"embeddings {embeddings.shape} and head weight {weight.shape} do not match")
+    if subcenters < 1 or weight.shape[0] % subcenters:
+        raise ValueError(f"{weight.shape[0]} weight rows are not a whole number of classes of {subcenters} sub-centres")
+    if not cosine and subcenters != 1:
+        raise ValueError("a softmax head has no sub-centres")
+    num_classes = weight.shape[0] // subcenters
+    n = embeddings.shape[0]
+    if cosine:
+        embeddings = _normalize_rows(embeddings)
+    best = np.full(n, -np.inf, dtype=np.float64)
+    best_class = np.zeros(n, dtype=np.int64)
+    log_total = np.full(n, -np.inf, dtype=np.float64)  # running logsumexp of the logits (softmax)
+    for start in range(0, num_classes, class_block):
+        stop = min(start + class_block, num_classes)
+        block = np.asarray(weight[start * subcenters:stop * subcenters], dtype=np.float32)
+        if cosine:
+            scores = (embeddings @ _normalize_rows(block).T).reshape(n, stop - start, subcenters).max(axis=2)
+        else:
+            scores = embeddings @ block.T
+            if bias is not None:
+                scores += np.asarray(bias[start:stop], dtype=np.float32)
+        scores = scores.astype(np.float64)
+        block_best = scores.argmax(axis=1)
+        block_max = scores[np.arange(n), block_best]
+        if not cosine:
+            log_total = np.logaddexp(log_total, block_max + np.log(np.exp(scores - block_max[:, None]).sum(axis=1)))
+        better = block_max > best  # strict: an earlier class keeps a tie
+        best_class[better] = start + block_best[better]
+        best[better] = block_max[better]
+    confidence = best if cosine else np.exp(best - log_total)
+    return best_class, confidence

@@ -1,0 +1,132 @@
+"""`lmkcomp recognize` and `lmkcomp retrieve`: Kaggle submissions from embedding stores
+(`lmkcomp.inference`), validated and, when the dataset has a solution, scored."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from lmkcomp.commands.args import positive_int
+
+
+def _recognition_config(args: argparse.Namespace, **fields):
+    """The voting options shared by both commands, plus `fields` (those only `recognize` has)."""
+    from lmkcomp.inference import RecognitionConfig
+
+    return RecognitionConfig(method=args.method, k=args.k, labels=args.labels, index=args.index_spec,
+                             neighbours=args.neighbours, nonlandmark_bank=args.nonlandmark_bank,
+                             checkpoint=args.checkpoint, **fields)
+
+
+def _print_result(result: dict, extra: str) -> None:
+    print(f"{result['csv']}: valid submission{extra}")
+    if result["scores"] is not None:
+        print(json.dumps(result["scores"]))
+
+
+def _cmd_recognize(args: argparse.Namespace) -> int:
+    from lmkcomp.data.layout import LandmarkData
+    from lmkcomp.features.store import EmbeddingStore
+    from lmkcomp.inference import recognize, write_recognition_pairs
+
+    data = LandmarkData(args.data, args.layout)
+    config = _recognition_config(args, inliers=args.inliers, inlier_cap=args.inlier_cap,
+                                 demote_over=args.demote_over, demote_factor=args.demote_factor)
+    test = EmbeddingStore(args.test)
+    train = EmbeddingStore(args.train) if args.train else None
+    if args.pairs_out:
+        count = write_recognition_pairs(test, train, data, args.pairs_out, config, args.workdir, not args.quiet)
+        print(f"{args.pairs_out}: {count} (test, train) pairs to verify")
+        return 0
+    result = recognize(data, test, train, args.name, config, args.workdir, args.submissions, args.split,
+                       progress=not args.quiet)
+    _print_result(result, f", {result['predicted']} predictions, {result['demoted']} demoted as distractors")
+    return 0
+
+
+def _cmd_retrieve(args: argparse.Namespace) -> int:
+    from lmkcomp.data.layout import LandmarkData
+    from lmkcomp.features.store import EmbeddingStore
+    from lmkcomp.inference import RetrievalConfig, retrieve, write_retrieval_pairs
+
+    data = LandmarkData(args.data, args.layout)
+    recognition = _recognition_config(args)
+    config = RetrievalConfig(
+        index=args.index_spec, dba_n=args.dba_n, dba_alpha=args.dba_alpha, qe_n=args.qe_n, qe_alpha=args.qe_alpha,
+        inliers=args.inliers, verify_top=args.verify_top, rerank=args.rerank,
+        insert_threshold=None if args.no_insert else args.insert_threshold, recognition=recognition,
+    )
+    test, index = EmbeddingStore(args.test), EmbeddingStore(args.index)
+    if args.pairs_out:
+        count = write_retrieval_pairs(test, index, args.pairs_out, config, args.workdir, not args.quiet)
+        print(f"{args.pairs_out}: {count} (test, index) pairs to verify")
+        return 0
+    train = EmbeddingStore(args.train) if args.train else None
+    result = retrieve(data, test, index, args.name, config, train, args.workdir, args.submissions, args.split,
+                      progress=not args.quiet)
+    _print_result(result, "")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser, task: str) -> None:
+    from lmkcomp.data.layout import LAYOUTS
+    from lmkcomp.search.run import DEFAULT_SPEC
+
+    parser.add_argument("--test", required=True, help="embedding store of the test split")
+    parser.add_argument("--data", required=True, help="dataset root: test ids, train labels, solutions")
+    parser.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
+    parser.add_argument("--name", required=True, help=f"submission name: SUBMISSIONS/{task}_<name>.csv")
+    parser.add_argument("--submissions", default="submissions")
+    parser.add_argument("--workdir", default="runs/inference", help="kNN tables and expanded stores (reused on reruns)")
+    parser.add_argument("--index-spec", default=DEFAULT_SPEC, help="search spec: Flat, numpy, torch, IVF1024,PQ32, ...")
+    parser.add_argument("--split", choices=("all", "public", "private"), default="all", help="solution rows scored")
+    parser.add_argument("--pairs-out", metavar="CSV", help="only write the pairs whose inliers this command reads "
+                        "(a pair list for lmkcomp verify --pairs) and stop")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def _voting(parser: argparse.ArgumentParser) -> None:
+    """Options of the landmark predictions: recognize's output, retrieve's re-ranking input."""
+    parser.add_argument("--train", help="embedding store of the train split")
+    parser.add_argument("--labels", default="train", help="train labels: train, train_clean, or a train_clean-format CSV")
+    parser.add_argument("--method", choices=("soft-voting", "nearest", "classifier"), default="soft-voting")
+    parser.add_argument("--k", type=positive_int, default=3, help="soft voting: train neighbours that vote")
+    parser.add_argument("--neighbours", type=positive_int, default=10,
+                        help="train neighbours searched and cached per image (>= k)")
+    parser.add_argument("--checkpoint", help="classifier: the trained model whose head predicts")
+    parser.add_argument("--nonlandmark-bank", metavar="STORE",
+                        help="embedding store of non-landmark pictures: neighbour weight A - B - C")
+
+
+def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+    recognize = commands.add_parser("recognize", help="recognition submission from embedding stores: soft voting "
+                                    "(inliers, non-landmark bank), nearest neighbour or classifier head")
+    _common(recognize, "recognition")
+    _voting(recognize)
+    recognize.add_argument("--inliers", metavar="PAIR_TABLE",
+                           help="pair table (lmkcomp verify) of test images and their train neighbours: inlier term")
+    recognize.add_argument("--inlier-cap", type=float, default=70.0, help="inlier term min(inliers, cap) / cap")
+    recognize.add_argument("--demote-over", type=int, metavar="N",
+                           help="demote landmarks predicted for more than N test images (seed 001: 30)")
+    recognize.add_argument("--demote-factor", type=float,
+                           help="multiply demoted confidences by this instead of ranking them below all others")
+    recognize.set_defaults(run=_cmd_recognize)
+
+    retrieve = commands.add_parser("retrieve", help="retrieval submission from embedding stores, with DBA, "
+                                   "alpha-QE, spatial and discriminative re-ranking")
+    _common(retrieve, "retrieval")
+    retrieve.add_argument("--index", required=True, metavar="STORE", help="embedding store of the index split")
+    retrieve.add_argument("--dba-n", type=positive_int, help="database-side augmentation with the top N index neighbours")
+    retrieve.add_argument("--dba-alpha", type=float, default=3.0)
+    retrieve.add_argument("--qe-n", type=positive_int, help="alpha query expansion with the top N results")
+    retrieve.add_argument("--qe-alpha", type=float, default=3.0)
+    retrieve.add_argument("--inliers", metavar="PAIR_TABLE",
+                          help="pair table (lmkcomp verify) of test and index images: spatial re-ranking")
+    retrieve.add_argument("--verify-top", type=positive_int, default=100, help="results re-ordered by inliers")
+    retrieve.add_argument("--rerank", action="store_true",
+                          help="discriminative re-ranking by the landmarks predicted for test and index images")
+    retrieve.add_argument("--insert-threshold", type=float, default=0.6,
+                          help="insert unretrieved same-landmark images when the two confidences sum above this")
+    retrieve.add_argument("--no-insert", action="store_true", help="re-rank by moving only, never insert")
+    _voting(retrieve)
+    retrieve.set_defaults(run=_cmd_retrieve)
