@@ -37,6 +37,8 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
         changes["long_side"] = args.long_side
     if args.noise_fraction is not None:
         changes["noise_fraction"] = args.noise_fraction
+    if args.train_distractor_ratio is not None:
+        changes["train_distractor_ratio"] = args.train_distractor_ratio
     config = synthetic.preset_config(args.preset, **changes)
     manifest = synthetic.generate(args.out, config, seed=args.seed, workers=args.workers, progress=not args.quiet)
     print(f"{args.out}: {synthetic.describe(manifest)}")
@@ -89,7 +91,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from lmkcomp.demo import run_demo
 
     run_demo(args.preset, args.seed, args.workdir, args.submissions, workers=args.workers,
-             train_config="" if args.no_train else args.train_config, progress=not args.quiet)
+             train_config="" if args.no_train else args.train_config, progress=not args.quiet, force=args.force,
+             report=not args.no_report)
     return 0
 
 
@@ -318,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--long-side", type=positive_int, help="image long side in pixels (synthetic default 256; import: downscale to this)")
     make.add_argument("--noise-fraction", type=fraction, help="fraction of train images with a wrong label (default 0.2)")
+    make.add_argument("--train-distractor-ratio", type=float, metavar="RATIO",
+                      help="non-landmark train images (train_nonlandmark.csv) per landmark train image (default 0.1)")
     make.add_argument("--workers", type=positive_int, default=1, help="rendering processes")
     make.add_argument("--from-folders", metavar="SRC", help="import SRC/<landmark>/<photos> instead of generating")
     make.add_argument("--non-landmark-folder", default="_non_landmark", help="SRC subfolder of non-landmark photos")
@@ -506,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=positive_int, default=2)
     demo.add_argument("--train-config", default="cpu-small", help="descriptor config trained in the demo")
     demo.add_argument("--no-train", action="store_true", help="skip training (dataset and baselines only)")
+    demo.add_argument("--force", action="store_true", help="rerun every stage after the dataset instead of reusing them")
+    demo.add_argument("--no-report", action="store_true", help="skip the HTML report (SUBMISSIONS/report/index.html)")
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(run=_cmd_demo)
     return parser

@@ -54,7 +54,13 @@ def test_every_listed_image_exists_and_loads(tiny):
     sample = load_image_rgb(data.image_path("train", train_ids[0]))
     assert sample.dtype == np.uint8 and sample.ndim == 3 and max(sample.shape[:2]) == TINY.long_side
     files = sum(1 for _ in tiny.glob("*/*/*/*/*.jpg"))
-    assert files == len(train_ids) + len(data.split_ids("index")) + len(data.split_ids("test"))
+    # the preset's non-landmark train images (the bank) are files in train/ but not in train.csv
+    bank = gldv2.read_id_column(tiny / "train_nonlandmark.csv")
+    assert len(bank) == round(TINY.train_distractor_ratio * len(train_ids)) > 0
+    assert not set(bank) & set(train_ids)
+    for image_id in bank:
+        assert data.image_path("train", image_id).is_file()
+    assert files == len(train_ids) + len(bank) + len(data.split_ids("index")) + len(data.split_ids("test"))
 
 
 def test_solutions_agree_with_splits(tiny):

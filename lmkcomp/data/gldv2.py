@@ -243,12 +243,17 @@ def read_retrieval_solution(path: str | Path) -> Solution:
     return Solution("retrieval", answers, dict(zip(frame["id"], frame["Usage"])))
 
 
-def read_sample_submission(path: str | Path) -> list[str]:
-    """Test ids listed in a Kaggle `sample_submission.csv` (recognition or retrieval format)."""
+def read_id_column(path: str | Path) -> list[str]:
+    """The ids of a CSV's `id` column, checked (valid and unique), in file order."""
     path = Path(path)
     frame = _read_csv(path, ["id"])
     _check_ids(path, frame["id"])
     return frame["id"].tolist()
+
+
+def read_sample_submission(path: str | Path) -> list[str]:
+    """Test ids listed in a Kaggle `sample_submission.csv` (recognition or retrieval format)."""
+    return read_id_column(path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,14 @@ What makes it a fair stand-in for GLDv2 (see `lmkcomp.data.scenes` for the pictu
 - a `train_clean.csv` that, like GLDv2-clean, is an imperfect cleaned subset (it misses some good
   images and keeps a little noise), so it is a baseline for cleaning, not an oracle;
 - regions, cities and coordinates per landmark (`landmark_metadata.csv`) and per image
-  (`image_metadata.csv`) for the centroid method's curriculum and geo checks.
+  (`image_metadata.csv`) for the centroid method's curriculum and geo checks;
+- optionally (``train_distractor_ratio > 0``), non-landmark train images for the centroid
+  method's non-landmark class: ``round(ratio * landmark train images)`` distractors rendered
+  into the ``train/`` folder and listed (column ``id``) in ``train_nonlandmark.csv``, never
+  in ``train.csv``, ``train_clean.csv`` or ``noise_truth.csv``. Their ids and pixels come from
+  a random stream of their own, so every other file is the same as without them. With the
+  default ratio 0 nothing of this exists and a dataset is byte-identical to one made before
+  the option.
 
 Every image is rendered from its own seed (derived from the dataset seed and the image's
 position in the plan), so the same seed gives byte-identical files whatever the number of
@@ -66,6 +73,8 @@ class SyntheticConfig:
     #: share of non-landmark images among test images, and among index images
     test_distractor_fraction: float = 0.7
     index_distractor_fraction: float = 0.25
+    #: non-landmark train images (`train_nonlandmark.csv`) per landmark train image
+    train_distractor_ratio: float = 0.0
     #: test rows: share Ignored, then the rest is split Public / Private like GLDv2 v2.1
     ignored_fraction: float = 0.05
     public_fraction: float = 0.33
@@ -79,9 +88,11 @@ class SyntheticConfig:
 
 
 PRESETS: dict[str, SyntheticConfig] = {
-    "tiny": SyntheticConfig(num_landmarks=16, max_train_per_landmark=14, num_regions=2, cities_per_region=2),
-    "small": SyntheticConfig(num_landmarks=240, max_train_per_landmark=120),
-    "medium": SyntheticConfig(num_landmarks=2400, max_train_per_landmark=400, num_regions=6, cities_per_region=4),
+    "tiny": SyntheticConfig(num_landmarks=16, max_train_per_landmark=14, num_regions=2, cities_per_region=2,
+                            train_distractor_ratio=0.1),
+    "small": SyntheticConfig(num_landmarks=240, max_train_per_landmark=120, train_distractor_ratio=0.1),
+    "medium": SyntheticConfig(num_landmarks=2400, max_train_per_landmark=400, num_regions=6, cities_per_region=4,
+                              train_distractor_ratio=0.1),
 }
 
 
@@ -139,12 +150,13 @@ def _place_name(rng: np.random.Generator) -> str:
     return "".join(parts).capitalize()
 
 
-def _unique_hex_ids(rng: np.random.Generator, count: int) -> list[str]:
+def _unique_hex_ids(rng: np.random.Generator, count: int, taken: frozenset[str] = frozenset()) -> list[str]:
+    """`count` distinct 16-hex-digit ids, none of them in `taken`."""
     ids: list[str] = []
     seen: set[str] = set()
     while len(ids) < count:
         candidate = rng.bytes(8).hex()
-        if candidate not in seen:
+        if candidate not in seen and candidate not in taken:
             seen.add(candidate)
             ids.append(candidate)
     return ids
@@ -243,7 +255,20 @@ def make_plan(config: SyntheticConfig, seed: int) -> Plan:
         else:
             lat, lon = rng.uniform(-50, 60), rng.uniform(-170, 170)
         images.append(PlannedImage(image_id, split, label, source, noise, int(image_seed), round(lat, 6), round(lon, 6)))
+    if config.train_distractor_ratio < 0:
+        raise UserInputError(f"train_distractor_ratio must be >= 0, got {config.train_distractor_ratio}")
+    count = round(config.train_distractor_ratio * int(train_counts.sum()))
+    images.extend(_train_distractors(np.random.default_rng([seed, 0x7D15]), count, frozenset(ids)))
     return Plan(config, seed, landmarks, images)
+
+
+def _train_distractors(rng: np.random.Generator, count: int, taken: frozenset[str]) -> list[PlannedImage]:
+    """`count` non-landmark train images, drawn from their own stream `rng` (ids not in `taken`)."""
+    ids = _unique_hex_ids(rng, count, taken)
+    seeds = rng.integers(0, 2**63 - 1, size=count)
+    return [PlannedImage(image_id, "train", -1, -1, NOISE_NONE, int(image_seed),
+                         round(rng.uniform(-50, 60), 6), round(rng.uniform(-170, 170), 6))
+            for image_id, image_seed in zip(ids, seeds)]
 
 
 def _distractor_rows(split: str, landmark_images: int, fraction: float) -> list[tuple[str, int, int, str]]:
@@ -317,12 +342,16 @@ def _tasks(plan: Plan, root: Path, distractor_chunk: int = 64) -> Iterator[Rende
 
 
 def _manifest(plan: Plan, complete: bool) -> dict:
+    config = dataclasses.asdict(plan.config)
+    if not config["train_distractor_ratio"]:
+        # datasets made before the option existed have no such key: keep them resumable and identical
+        del config["train_distractor_ratio"]
     return {
         "generator": "lmkcomp.synthetic",
         "generator_version": GENERATOR_VERSION,
         "seed": plan.seed,
         # through JSON so that it compares equal to a manifest read back from disk (tuples -> lists)
-        "config": json.loads(json.dumps(dataclasses.asdict(plan.config))),
+        "config": json.loads(json.dumps(config)),
         "complete": complete,
         "counts": _counts(plan),
     }
@@ -397,13 +426,16 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def write_csvs(out: Path, plan: Plan) -> None:
-    """Every CSV of the GLDv2 layout plus the kit's ground-truth and metadata files."""
+    """Every CSV of the GLDv2 layout plus the kit's ground-truth and metadata files (and
+    `train_nonlandmark.csv` when the plan has non-landmark train images)."""
     config = plan.config
     rng = np.random.default_rng([plan.seed, 0xC5F])
     by_split: dict[str, list[PlannedImage]] = defaultdict(list)
     for image in plan.images:
         by_split[image.split].append(image)
-    train, index, test = by_split["train"], by_split["index"], by_split["test"]
+    index, test = by_split["index"], by_split["test"]
+    train = [image for image in by_split["train"] if image.label >= 0]
+    train_nonlandmark = [image for image in by_split["train"] if image.label < 0]
 
     gldv2.write_train_csv(
         out / "train.csv", [i.image_id for i in train], [i.label for i in train],
@@ -443,6 +475,8 @@ def write_csvs(out: Path, plan: Plan) -> None:
                              gldv2.Solution("retrieval", retrieval_answers, retrieval_usage))
     gldv2.write_sample_submission(out / "sample_submission.csv", [i.image_id for i in test])
 
+    if train_nonlandmark:
+        gldv2.write_csv_rows(out / "train_nonlandmark.csv", ["id"], ((i.image_id,) for i in train_nonlandmark))
     _write_noise_truth(out / "noise_truth.csv", plan, train)
     _write_landmark_metadata(out / "landmark_metadata.csv", plan.landmarks)
     _write_image_metadata(out / "image_metadata.csv", plan.images)
@@ -473,8 +507,10 @@ def describe(manifest: dict) -> str:
     for split in ("train", "index", "test"):
         parts.append(f"{split} {counts.get(f'{split}_images', 0)} images")
     noisy = counts.get("train_noisy", 0)
-    train = max(counts.get("train_images", 0), 1)
+    train = max(counts.get("train_images", 0) - counts.get("train_distractors", 0), 1)
     parts.append(f"{noisy} noisy train labels ({100.0 * noisy / train:.1f} %)")
     parts.append(f"test distractors {counts.get('test_distractors', 0)}")
+    if counts.get("train_distractors"):
+        parts.append(f"non-landmark train images {counts['train_distractors']}")
     return ", ".join(parts)
 

@@ -61,7 +61,11 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def load_trained_model(path: str | Path):
-    """(model in eval mode, its TrainConfig, landmark ids by class index) from a checkpoint."""
+    """(model in eval mode, its TrainConfig, landmark ids by class index) from a checkpoint.
+
+    Logit ``i < len(landmark_ids)`` is landmark ``landmark_ids[i]``; a model trained with
+    non-landmark images has one more logit, the non-landmark class, at ``len(landmark_ids)``.
+    """
     from lmkcomp.config import from_dict
     from lmkcomp.models import create_model
     from lmkcomp.train.config import TrainConfig
@@ -71,6 +75,8 @@ def load_trained_model(path: str | Path):
     # the backbone's initial weights are replaced by the checkpoint's: do not reload them
     config.model.pretrained = None
     landmark_ids = list(checkpoint["landmark_ids"])
-    model = create_model(config.model, len(landmark_ids), class_counts=torch.as_tensor(checkpoint["class_counts"]))
+    # checkpoints written before non-landmark classes existed have no such key
+    num_classes = len(landmark_ids) + (checkpoint.get("non_landmark_class") is not None)
+    model = create_model(config.model, num_classes, class_counts=torch.as_tensor(checkpoint["class_counts"]))
     model.load_state_dict(checkpoint["model"])
     return model.eval(), config, landmark_ids

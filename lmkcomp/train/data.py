@@ -1,8 +1,10 @@
-"""Training data: labels, the held-out validation part, label mapping and bucketed images."""
+"""Training data: labels, the held-out validation part, label mapping, non-landmark images and
+bucketed images."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,31 @@ def split_for_training(labels: pd.DataFrame, min_images: int, val_fraction: floa
         train["id"].tolist(), train["landmark_id"].map(to_class).to_numpy(np.int64),
         val["id"].tolist(), val["landmark_id"].map(to_class).to_numpy(np.int64), landmark_ids,
     )
+
+
+def restrict_split(split: TrainingSplit, landmark_ids: Collection[int]) -> tuple[TrainingSplit, np.ndarray, np.ndarray]:
+    """The part of `split` on the landmarks in `landmark_ids`, and the positions of its train and
+    val images in `split`.
+
+    Classes are renumbered over the kept landmarks (sorted, as in `split_for_training`), so class
+    ``i`` of the result is landmark ``result.landmark_ids[i]``.
+    """
+    kept = np.isin(np.asarray(split.landmark_ids, dtype=np.int64), np.fromiter(landmark_ids, dtype=np.int64))
+    new_class = np.cumsum(kept) - 1  # old class -> new class, where kept
+    train_positions = np.flatnonzero(kept[split.train_classes])
+    val_positions = np.flatnonzero(kept[split.val_classes])
+    restricted = TrainingSplit(
+        [split.train_ids[i] for i in train_positions], new_class[split.train_classes[train_positions]],
+        [split.val_ids[i] for i in val_positions], new_class[split.val_classes[val_positions]],
+        [landmark for landmark, keep in zip(split.landmark_ids, kept) if keep],
+    )
+    return restricted, train_positions, val_positions
+
+
+def data_file(root: str | Path, name: str) -> Path:
+    """`name` if it is an absolute path, else the file of that relative path inside `root`."""
+    path = Path(name)
+    return path if path.is_absolute() else Path(root) / path
 
 
 def image_sizes(data: LandmarkData, split: str, ids: list[str], cache: Path | None = None,

@@ -8,6 +8,7 @@ batch, so R processes see together exactly the batches one process would.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -46,6 +47,13 @@ class BucketBatchSampler:
 
     ``balance="class"`` draws each epoch's samples with probability proportional to
     1/n_class (as many draws as images), so rare landmarks are seen as often as common ones.
+
+    Items marked in `non_landmark` are not visited once per epoch like the others: each epoch
+    takes ``round(non_landmark_ratio * L)`` of them, ``L`` being the epoch's landmark samples,
+    without replacement (cycling through fresh permutations of the pool when it is smaller),
+    and shuffles them in. So an epoch holds non-landmark and landmark samples in the
+    proportion `non_landmark_ratio` (the centroid method's 0.4), up to the incomplete
+    batches dropped per bucket. Class balance applies to the landmark samples only.
     """
 
     def __init__(
@@ -60,6 +68,8 @@ class BucketBatchSampler:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = True,
+        non_landmark: np.ndarray | None = None,
+        non_landmark_ratio: float = 0.0,
     ):
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} is not divisible by {world_size} processes")
@@ -74,6 +84,12 @@ class BucketBatchSampler:
         self.rank = rank
         self.world_size = world_size
         self.drop_last = drop_last
+        self.non_landmark = np.zeros(len(self.labels), dtype=bool) if non_landmark is None else np.asarray(non_landmark, dtype=bool)
+        if self.non_landmark.shape != self.labels.shape:
+            raise ValueError(f"non_landmark mask of shape {self.non_landmark.shape} for {len(self.labels)} items")
+        if non_landmark_ratio < 0:
+            raise ValueError(f"non_landmark_ratio must be >= 0, not {non_landmark_ratio}")
+        self.non_landmark_ratio = non_landmark_ratio
         self.epoch = 0
         self.start_batch = 0
 
@@ -85,13 +101,19 @@ class BucketBatchSampler:
     def global_batches(self, epoch: int) -> list[np.ndarray]:
         """Every batch of `epoch` (all ranks together), in order."""
         rng = np.random.default_rng([self.seed, epoch, 0xBA7C])
-        n = len(self.labels)
+        landmarks = np.flatnonzero(~self.non_landmark)
+        n = len(landmarks)
         if self.balance == "class":
-            _, inverse, counts = np.unique(self.labels, return_inverse=True, return_counts=True)
+            _, inverse, counts = np.unique(self.labels[landmarks], return_inverse=True, return_counts=True)
             weights = 1.0 / counts[inverse]
-            order = rng.choice(n, size=n, replace=True, p=weights / weights.sum())
+            order = landmarks[rng.choice(n, size=n, replace=True, p=weights / weights.sum())]
         else:
-            order = rng.permutation(n)
+            order = landmarks[rng.permutation(n)]
+        pool = np.flatnonzero(self.non_landmark)
+        wanted = round(self.non_landmark_ratio * n) if len(pool) else 0
+        if wanted:
+            cycles = np.concatenate([rng.permutation(pool) for _ in range(math.ceil(wanted / len(pool)))])
+            order = rng.permutation(np.concatenate([order, cycles[:wanted]]))
         batches = []
         for bucket in np.unique(self.buckets):
             members = order[self.buckets[order] == bucket]

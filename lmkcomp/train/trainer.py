@@ -1,50 +1,74 @@
 """The training loop: GeM + margin-head descriptors on a GLDv2-layout dataset.
 
 One process, or several under torchrun (DDP). Per epoch: bucketed, augmented batches; AMP,
-gradient accumulation and clipping; cosine annealing with warm-up (per optimizer step); the
-final `finetune_epochs` at a larger resolution with BatchNorm frozen; validation (kNN
-mAP@100 and soft-voting GAP of held-out train images against the training images); an atomic
-checkpoint that `resume` continues from exactly (model, optimizer, scheduler, scaler, RNG
-states, and the position in the epoch's deterministic batch order).
+gradient accumulation and clipping; a learning rate per model part with warm-up and cosine or
+step decay (per optimizer step); the final `finetune_epochs` at a larger resolution with
+BatchNorm frozen; validation (kNN mAP@100 and soft-voting GAP of held-out train images against
+the training images); an atomic checkpoint that `resume` continues from exactly (model, loss,
+optimizer, scheduler, scaler, RNG states, and the position in the epoch's deterministic batch
+order).
+
+The centroid method's options (Boiarov & Tyantov 2019): ``loss.name: center`` (softmax + the
+modified Center loss), ``data.non_landmarks`` (an extra non-landmark class, sampled at
+``data.non_landmark_ratio`` images per landmark image), and a ``curriculum`` section that
+trains stage by stage over regions (see `lmkcomp.train.curriculum`): each stage runs the whole
+epoch schedule, ends with ``checkpoint-stage<k>.pt``, and a killed run resumes in the stage and
+epoch it stopped in. ``checkpoint-last.pt`` always holds the current stage's model.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
-import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lmkcomp import metrics
 from lmkcomp.config import from_dict, to_dict
+from lmkcomp.data import gldv2
 from lmkcomp.data.dataset import collate_skipping
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.extract import autocast_context, embed_dataset
 from lmkcomp.models import class_weights_inverse_log, create_loss, create_model, freeze_batchnorm
+from lmkcomp.models.losses import loss_options
+from lmkcomp.models.model import LandmarkModel
 from lmkcomp.recognition import soft_voting
 from lmkcomp.search import exact_search
 from lmkcomp.train import distributed
 from lmkcomp.train.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from lmkcomp.train.config import TrainConfig
-from lmkcomp.train.data import BucketedImageDataset, TrainingSplit, image_sizes, read_labels, split_for_training
+from lmkcomp.train.curriculum import Stage, carry_over, curriculum_stages, read_regions, stage_seed
+from lmkcomp.train.data import (
+    BucketedImageDataset,
+    TrainingSplit,
+    data_file,
+    image_sizes,
+    read_labels,
+    restrict_split,
+    split_for_training,
+)
+from lmkcomp.train.optim import create_optimizer, create_scheduler, part_learning_rates
 from lmkcomp.train.samplers import BucketBatchSampler, assign_buckets, ordered_batches
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint-last.pt"
 METRICS_CSV = "metrics.csv"
-METRIC_COLUMNS = ["epoch", "phase", "image_size", "train_loss", "lr", "val_map@100", "val_gap", "seconds", "images_per_s"]
+METRIC_COLUMNS = ["epoch", "phase", "image_size", "train_loss", "lr", "val_map@100", "val_gap", "seconds", "images_per_s",
+                  "stage"]
 
 
 def select_device(name: str) -> torch.device:
@@ -55,20 +79,31 @@ def select_device(name: str) -> torch.device:
 
 @dataclass
 class TrainingState:
+    #: epoch within the stage
     epoch: int = 0
     #: next global batch of `epoch` to train on
     batch: int = 0
+    #: optimizer steps within the stage
     optimizer_step: int = 0
+    #: curriculum stage, from 1 (always 1 without a curriculum)
+    stage: int = 1
 
 
-def _lr_lambda(warmup_steps: int, total_steps: int, min_ratio: float):
-    def factor(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+class LossNetwork(nn.Module):
+    """The model and its loss in one module: ``(images, labels) -> loss``.
 
-    return factor
+    One module so that DDP all-reduces the loss's own parameters (the Center loss's centers)
+    together with the model's.
+    """
+
+    def __init__(self, model: LandmarkModel, loss: nn.Module):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, images: Tensor, labels: Tensor) -> Tensor:
+        outputs = self.model(images, labels)
+        return self.loss(outputs["logits"].float(), labels, outputs["embedding"].float())
 
 
 class Trainer:
@@ -83,47 +118,21 @@ class Trainer:
         if self.context.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.context.local_rank)
         checkpoint = self._existing_checkpoint(resume)
-        torch.manual_seed(config.seed)
 
-        data = LandmarkData(config.data.root, config.data.layout)
-        self.split = split_for_training(
-            read_labels(data, config.data.labels), config.data.min_images_per_class, config.data.val_fraction, config.seed
+        self.data = LandmarkData(config.data.root, config.data.layout)
+        labels = read_labels(self.data, config.data.labels)
+        #: every landmark of the run; a curriculum stage trains on a part of it
+        self.full_split = split_for_training(
+            labels, config.data.min_images_per_class, config.data.val_fraction, config.seed
         )
-        self.buckets = self._buckets(data, self.split.train_ids)
-        self.val_buckets = self._buckets(data, self.split.val_ids)
-        common = dict(max_side=config.data.max_side, on_error=config.data.on_error, seed=config.seed)
-        self.train_images = BucketedImageDataset(data, "train", self.split.train_ids, self.split.train_classes,
-                                                 augment=config.augment, **common)
-        self.eval_train_images = BucketedImageDataset(data, "train", self.split.train_ids, augment="none", **common)
-        self.eval_val_images = BucketedImageDataset(data, "train", self.split.val_ids, augment="none", **common)
-
-        counts = torch.as_tensor(self.split.class_counts)
-        self.model = create_model(config.model, len(self.split.landmark_ids), class_counts=counts).to(self.device)
-        if config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.criterion = create_loss(
-            "ce", class_weights=class_weights_inverse_log(counts).to(self.device) if config.class_weights else None,
-            label_smoothing=config.label_smoothing,
-        )
-        self.optimizer = self._optimizer()
-        steps = [self._steps_in_epoch(epoch) for epoch in range(config.total_epochs)]
-        warmup = int(round(config.optim.warmup_epochs * steps[0]))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(warmup, sum(steps), config.optim.min_lr_ratio)
-        )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16" and self.device.type == "cuda")
-        self.state = TrainingState()
+        self.non_landmark_ids = self._non_landmark_ids(labels)
+        self.stages = self._plan_stages()
+        # bucket of every train image of the run: the landmark ones, then the non-landmark ones
+        self.full_buckets = self._buckets(self.full_split.train_ids + self.non_landmark_ids)
+        self.full_val_buckets = self._buckets(self.full_split.val_ids)
+        self._build_stage(checkpoint["state"].get("stage", 1) if checkpoint is not None else 1)
         if checkpoint is not None:
             self._restore(checkpoint)
-        self.network = self.model
-        if self.context.enabled:
-            # frozen batch-norm parameters in the fine-tune epochs receive no gradient
-            self.network = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=config.finetune_epochs > 0,
-            )
-        if config.compile:
-            self.network = torch.compile(self.network)
 
     # ---------------------------------------------------------------- setup helpers
 
@@ -146,21 +155,107 @@ class Trainer:
             raise UserInputError(f"{self.run_dir} already holds a training run; pass --resume or choose another folder")
         return None
 
-    def _buckets(self, data: LandmarkData, ids: list[str]) -> np.ndarray:
+    def _buckets(self, ids: list[str]) -> np.ndarray:
         if not self.config.aspect_buckets:
             return np.full(len(ids), 2)  # the square bucket
         cache = self.run_dir / "image_sizes.csv" if self.context.is_main else None
-        return assign_buckets(image_sizes(data, "train", ids, cache, progress=self.progress and self.context.is_main))
+        return assign_buckets(image_sizes(self.data, "train", ids, cache, progress=self.progress and self.context.is_main))
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        optim = self.config.optim
-        head = list(self.model.head.parameters())
-        head_ids = {id(p) for p in head}
-        body = [p for p in self.model.parameters() if id(p) not in head_ids]
-        groups = [{"params": body, "lr": optim.lr}, {"params": head, "lr": optim.lr * optim.head_lr_scale}]
-        if optim.name == "sgd":
-            return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay, nesterov=True)
-        return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+    def _non_landmark_ids(self, labels: pd.DataFrame) -> list[str]:
+        """Ids of ``data.non_landmarks`` (none without it); none of them may carry a landmark label."""
+        if self.config.data.non_landmarks is None:
+            return []
+        path = data_file(self.data.root, self.config.data.non_landmarks)
+        ids = gldv2.read_id_column(path)
+        if not ids:
+            raise UserInputError(f"{path}: lists no non-landmark image")
+        labelled = set(ids).intersection(labels["id"])
+        if labelled:
+            raise UserInputError(f"{path}: {len(labelled)} non-landmark images have a landmark label too "
+                                 f"(e.g. {min(labelled)})")
+        return ids
+
+    def _plan_stages(self) -> list[Stage]:
+        curriculum = self.config.curriculum
+        if curriculum is None:
+            return [Stage(1, (), tuple(self.full_split.landmark_ids))]
+        regions = read_regions(data_file(self.data.root, curriculum.regions_csv), curriculum.region_column)
+        return curriculum_stages(self.full_split.landmark_ids, regions, curriculum.parts)
+
+    def _build_stage(self, number: int, carry_from: LandmarkModel | None = None) -> None:
+        """Data, model, loss, optimizer and schedule of curriculum stage `number` (1 without one).
+
+        The model, its head and the loss are freshly initialised from a seed of the stage; with
+        `carry_from`, what a curriculum keeps (:func:`lmkcomp.train.curriculum.carry_over`)
+        is then copied from that model.
+        """
+        config = self.config
+        self.stage = self.stages[number - 1]
+        self.split, train_positions, val_positions = restrict_split(self.full_split, self.stage.landmark_ids)
+        landmarks = len(self.split.landmark_ids)
+        self.non_landmark_class = landmarks if self.non_landmark_ids else None
+        self.buckets = self.full_buckets[train_positions]
+        self.val_buckets = self.full_val_buckets[val_positions]
+        # what the sampler draws from: the stage's landmark images, then every non-landmark image
+        non_landmark_positions = len(self.full_split.train_ids) + np.arange(len(self.non_landmark_ids))
+        self.sample_buckets = self.full_buckets[np.concatenate([train_positions, non_landmark_positions])]
+        self.sample_classes = np.concatenate([self.split.train_classes,
+                                              np.full(len(self.non_landmark_ids), landmarks, dtype=np.int64)])
+        num_classes = landmarks + (self.non_landmark_class is not None)
+        self.class_counts = np.bincount(self.sample_classes, minlength=num_classes)
+
+        common = dict(max_side=config.data.max_side, on_error=config.data.on_error, seed=config.seed)
+        self.train_images = BucketedImageDataset(self.data, "train", self.split.train_ids + self.non_landmark_ids,
+                                                 self.sample_classes, augment=config.augment, **common)
+        self.eval_train_images = BucketedImageDataset(self.data, "train", self.split.train_ids, augment="none", **common)
+        self.eval_val_images = BucketedImageDataset(self.data, "train", self.split.val_ids, augment="none", **common)
+
+        # stage 1 seeds like a run without a curriculum
+        torch.manual_seed(config.seed if number == 1 else stage_seed(config.seed, number))
+        counts = torch.as_tensor(self.class_counts)
+        self.model = create_model(config.model, num_classes, class_counts=counts)
+        if carry_from is not None:
+            carry_over(carry_from, self.model)
+        self.model = self.model.to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        options = {"num_centers": landmarks, "embedding_size": config.model.embedding_size,
+                   "center_weight": config.loss.center_weight}
+        accepted = loss_options(config.loss.name)
+        self.criterion = create_loss(
+            config.loss.name,
+            class_weights=class_weights_inverse_log(counts) if config.class_weights else None,
+            label_smoothing=config.label_smoothing,
+            **{key: value for key, value in options.items() if key in accepted},
+        ).to(self.device)
+
+        later = config.curriculum.later_lr if number > 1 else None
+        self.optimizer = create_optimizer(config.optim, self.model, self.criterion,
+                                          part_learning_rates(config.optim, later))
+        self.state = TrainingState(stage=number)
+        steps = [self._steps_in_epoch(epoch) for epoch in range(config.total_epochs)]
+        warmup = int(round(config.optim.warmup_epochs * steps[0]))
+        self.scheduler = create_scheduler(self.optimizer, config.optim, warmup, sum(steps))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16" and self.device.type == "cuda")
+
+        self.network = LossNetwork(self.model, self.criterion)
+        if self.context.enabled:
+            # frozen batch-norm parameters in the fine-tune epochs receive no gradient
+            self.network = DistributedDataParallel(
+                self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=config.finetune_epochs > 0,
+            )
+        if config.compile:
+            self.network = torch.compile(self.network)
+
+    def advance_stage(self) -> None:
+        """Enter the next curriculum stage (Algorithm 1, step 2): the backbone, pooling and neck
+        linear layer carry over; the neck's batch norm, the classifier (over the grown set of
+        classes) and the centers start afresh; optimizer and schedule restart at
+        ``curriculum.later_lr``."""
+        if self.state.stage >= len(self.stages):
+            raise ValueError(f"stage {self.state.stage} is the last one")
+        self._build_stage(self.state.stage + 1, carry_from=self.model)
 
     def _phase(self, epoch: int) -> tuple[str, int]:
         if epoch >= self.config.epochs:
@@ -169,13 +264,20 @@ class Trainer:
 
     def _sampler(self, epoch: int) -> BucketBatchSampler:
         _, size = self._phase(epoch)
+        non_landmark = None if self.non_landmark_class is None else self.sample_classes == self.non_landmark_class
         return BucketBatchSampler(
-            self.buckets, self.split.train_classes, self.config.batch_size, size, balance=self.config.balance,
+            self.sample_buckets, self.sample_classes, self.config.batch_size, size, balance=self.config.balance,
             seed=self.config.seed, rank=self.context.rank, world_size=self.context.world_size,
+            non_landmark=non_landmark, non_landmark_ratio=self.config.data.non_landmark_ratio,
         )
 
+    def _sample_epoch(self, epoch: int) -> int:
+        """Epoch number that seeds the batch order and the augmentation: counted across stages, so
+        that every stage draws its own."""
+        return (self.stage.number - 1) * self.config.total_epochs + epoch
+
     def _steps_in_epoch(self, epoch: int) -> int:
-        batches = len(self._sampler(epoch).global_batches(epoch))
+        batches = len(self._sampler(epoch).global_batches(self._sample_epoch(epoch)))
         return max(1, batches // self.config.optim.grad_accum)
 
     # ---------------------------------------------------------------- checkpoints
@@ -183,25 +285,36 @@ class Trainer:
     def _payload(self) -> dict:
         return {
             "model": self.model.state_dict(),
+            "loss": self.criterion.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "state": vars(self.state).copy(),
             "rng": rng_states(),
             "config": to_dict(self.config),
+            # class index -> landmark id; the class after them, if any, is the non-landmark one
             "landmark_ids": list(self.split.landmark_ids),
-            "class_counts": self.split.class_counts.tolist(),
+            "non_landmark_class": self.non_landmark_class,
+            # training images per class (the non-landmark class: every non-landmark image)
+            "class_counts": self.class_counts.tolist(),
+            "stages": len(self.stages),
+            "regions": list(self.stage.regions),
         }
 
-    def _save(self) -> None:
+    def _save(self, name: str = CHECKPOINT) -> None:
         if self.context.is_main:
-            save_checkpoint(self.run_dir / CHECKPOINT, self._payload())
+            save_checkpoint(self.run_dir / name, self._payload())
         distributed.barrier(self.context)
 
     def _restore(self, checkpoint: dict) -> None:
-        if checkpoint["landmark_ids"] != list(self.split.landmark_ids):
+        if (checkpoint["landmark_ids"] != list(self.split.landmark_ids)
+                or checkpoint["class_counts"] != self.class_counts.tolist()):
             raise UserInputError("the training labels changed since the checkpoint was written; cannot resume")
+        if "loss" not in checkpoint:
+            raise UserInputError("the checkpoint was written by an older lmkcomp whose optimizer had other parameter "
+                                 "groups; it cannot be resumed, start a new run")
         self.model.load_state_dict(checkpoint["model"])
+        self.criterion.load_state_dict(checkpoint["loss"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
@@ -218,14 +331,22 @@ class Trainer:
         writer = self._tensorboard()
         rows = []
         try:
-            while self.state.epoch < self.config.total_epochs:
-                row = self._train_epoch()
-                row.update(self.validate())
-                rows.append(row)
-                self.state = TrainingState(self.state.epoch + 1, 0, self.state.optimizer_step)
-                self._save()
-                if self.context.is_main:
-                    self._log_row(row, writer)
+            while True:
+                while self.state.epoch < self.config.total_epochs:
+                    row = self._train_epoch()
+                    row.update(self.validate())
+                    rows.append(row)
+                    self.state = dataclasses.replace(self.state, epoch=self.state.epoch + 1, batch=0)
+                    self._save()
+                    if self.context.is_main:
+                        self._log_row(row, writer)
+                if self.config.curriculum is None:
+                    break
+                # rewritten if a resumed run finds its stage finished: same payload
+                self._save(f"checkpoint-stage{self.state.stage}.pt")
+                if self.state.stage == len(self.stages):
+                    break
+                self.advance_stage()
         finally:
             if writer is not None:
                 writer.close()
@@ -241,7 +362,7 @@ class Trainer:
         epoch, config = self.state.epoch, self.config
         phase, size = self._phase(epoch)
         sampler = self._sampler(epoch)
-        sampler.set_epoch(epoch, self.state.batch)
+        sampler.set_epoch(self._sample_epoch(epoch), self.state.batch)
         loader = DataLoader(self.train_images, batch_sampler=sampler, num_workers=config.workers,
                             collate_fn=collate_skipping, pin_memory=self.device.type == "cuda")
         self.network.train()
@@ -251,7 +372,8 @@ class Trainer:
             freeze_batchnorm(self.model)
         accum = config.optim.grad_accum
         started, seen, loss_sum, loss_count = time.perf_counter(), 0, 0.0, 0
-        bar = tqdm(total=len(sampler), desc=f"epoch {epoch + 1}/{config.total_epochs} {phase} {size}px",
+        stage = f"stage {self.stage.number}/{len(self.stages)} " if config.curriculum is not None else ""
+        bar = tqdm(total=len(sampler), desc=f"{stage}epoch {epoch + 1}/{config.total_epochs} {phase} {size}px",
                    unit="batch", disable=not (self.progress and self.context.is_main))
         for batch_number, batch in enumerate(loader, start=self.state.batch):
             if batch["image"] is None:
@@ -262,8 +384,7 @@ class Trainer:
             if config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast_context(self.device, config.amp):
-                logits = self.network(images, labels)["logits"]
-                loss = self.criterion(logits.float(), labels)
+                loss = self.network(images, labels)
             self.scaler.scale(loss / accum).backward()
             loss_sum += float(loss.detach())
             loss_count += 1
@@ -281,7 +402,7 @@ class Trainer:
         return {
             "epoch": epoch + 1, "phase": phase, "image_size": size, "train_loss": mean_loss,
             "lr": self.scheduler.get_last_lr()[0], "seconds": elapsed,
-            "images_per_s": seen * self.context.world_size / max(elapsed, 1e-9),
+            "images_per_s": seen * self.context.world_size / max(elapsed, 1e-9), "stage": self.stage.number,
         }
 
     def _optimizer_step(self) -> None:
@@ -317,16 +438,23 @@ class Trainer:
             if new:
                 out.writeheader()
             out.writerow(row)
+        # epochs counted across curriculum stages, so the curves of the stages follow each other
+        step = self._sample_epoch(row["epoch"])
         for key in ("train_loss", "lr", "val_map@100", "val_gap", "images_per_s"):
-            writer.add_scalar(key, row[key], row["epoch"])
+            writer.add_scalar(key, row[key], step)
         writer.flush()
-        log.info("epoch %d: %s", row["epoch"], row)
+        log.info("stage %d epoch %d: %s", row["stage"], row["epoch"], row)
 
 
 def run_is_finished(run_dir: str | Path, config: TrainConfig) -> bool:
-    """True when `run_dir` holds a checkpoint that completed every epoch of `config`."""
+    """True when `run_dir` holds a checkpoint that completed every epoch (of every stage) of `config`."""
     path = Path(run_dir) / CHECKPOINT
-    return path.is_file() and load_checkpoint(path)["state"]["epoch"] >= config.total_epochs
+    if not path.is_file():
+        return False
+    checkpoint = load_checkpoint(path)
+    state = checkpoint["state"]
+    # checkpoints written before curricula existed have no stage: they had a single one
+    return state["epoch"] >= config.total_epochs and state.get("stage", 1) >= checkpoint.get("stages", 1)
 
 
 def summary_writer(path: Path):
