@@ -72,7 +72,12 @@ class TorchDelf(nn.Module):
                                               pretrained=False)
         except RuntimeError as err:
             raise UserInputError(f"cannot build backbone {settings.backbone!r}: {err}") from err
-        # out_indices=(3,) is layer3 for ResNets; other families number their stages otherwise
+        # out_indices=(3,) is layer3 for ResNets; other families number their stages otherwise,
+        # and some (ViT) take one input size only, where DELF feeds an image pyramid
+        stage = self.backbone.feature_info.module_name()[0]
+        if stage != "layer3":
+            raise UserInputError(f"backbone {settings.backbone!r}: feature index 3 is {stage!r}, not a ResNet's "
+                                 "'layer3' (use a ResNet, e.g. resnet50)")
         stride = self.backbone.feature_info.reduction()[0]
         if stride != FEATURE_STRIDE:
             raise UserInputError(f"backbone {settings.backbone!r}: feature index 3 has stride {stride}, "
@@ -167,10 +172,11 @@ def extract_multiscale(model: TorchDelf, image_rgb: np.ndarray, scales: Sequence
 
 
 def load_delf(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[TorchDelf, dict[str, Any]]:
-    """(model in eval mode on `device`, checkpoint payload) from a `train_delf` checkpoint."""
+    """(model in eval mode on `device`, checkpoint payload) from a checkpoint written by
+    `delf_baseline.train.DelfTrainer` (`lmkcomp train-delf`)."""
     payload = load_checkpoint(checkpoint)
     if "delf" not in payload:
-        raise UserInputError(f"{checkpoint}: not a DELF checkpoint (written by delf_baseline.train)")
+        raise UserInputError(f"{checkpoint}: not a DELF checkpoint (written by lmkcomp train-delf)")
     model = TorchDelf(DelfSettings(**payload["delf"]))
     model.load_state_dict(payload["model"])
     return model.to(device).eval(), payload
@@ -180,10 +186,12 @@ def load_delf(checkpoint: str | Path, device: torch.device | str = "cpu") -> tup
 class DelfTorchExtractor:
     """The `delf-torch` local extractor: `extract_multiscale` with a trained `TorchDelf`.
 
-    - `checkpoint`: a `delf_baseline.train.train_delf` checkpoint, loaded (weights only) on
-      first use in each process, so the extractor pickles to workers without its model.
-    - `pca`: optional PCA file (`.npz` from `fit_pca`, or the official folder), all its
-      directions used; `scales`, `max_features`, `score_threshold`: see `extract_multiscale`.
+    - `checkpoint`: a `delf_baseline.train.DelfTrainer` checkpoint (`lmkcomp train-delf`),
+      loaded (weights only) on first use in each process, so the extractor pickles to
+      workers without its model.
+    - `pca`: optional PCA file (`.npz` from `lmkcomp fit-delf-pca` / `fit_pca`, or the
+      official folder), all its directions used.
+    - `scales`, `max_features`, `score_threshold`: see `extract_multiscale`.
     - `device`: where the model runs; not a setting (it does not change the features beyond
       floating-point rounding).
     """
