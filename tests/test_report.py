@@ -70,9 +70,11 @@ def test_query_strip_frames_results_by_correctness(tmp_path):
 def test_match_image_draws_lines_between_points(tmp_path):
     a = _solid_image(tmp_path / "a.png", (0, 0, 0), size=(100, 50))
     b = _solid_image(tmp_path / "b.png", (0, 0, 0), size=(200, 100))
-    out = gallery.match_image(a, b, np.array([[10.0, 25.0]]), np.array([[20.0, 50.0]]), tmp_path / "m.jpg", height=100)
+    out = gallery.match_image(a, b, np.array([[10.0, 25.0], [10.0, 5.0], [10.0, 45.0]]),
+                              np.array([[20.0, 50.0], [20.0, 10.0], [20.0, 90.0]]), tmp_path / "m.jpg", height=100)
     canvas = cv2.imread(str(out))
     assert canvas.shape[:2] == (100, 200 + 200)  # a scaled x2, b x1
-    # the line from (20, 50) to (220, 50) crosses the join between the panels
-    assert canvas[48:53, 195:205].max() > 100
-    assert canvas[5:20, 300:320].max() < 40  # far from the line stays black
+    # each match is a horizontal line from (20, y) to (220, y) across the join of the panels
+    for y in (50, 10, 90):
+        assert canvas[y - 2:y + 3, 195:205].max() > 100
+    assert canvas[25:35, 300:320].max() < 40  # between the lines stays black

@@ -1,23 +1,34 @@
-"""`lmkcomp demo`: the kit end to end on the synthetic mini-GLDv2.
+"""`lmkcomp demo`: the kit end to end on the synthetic mini-GLDv2, from nothing to scored
+submissions and an HTML report.
 
-The parts that exist so far: make (or reuse) the synthetic dataset; run every baseline for both
-tasks; train the built-in CPU descriptor (GeM + ArcFace, `cpu-small`) and score it with kNN
-retrieval and soft-voting recognition; validate and score every submission; print one table.
-Finished stages are reused on a rerun (a killed training resumes).
+Setup stages: make the dataset; train the CPU descriptor; extract global embeddings of every
+split (and of the non-landmark train images, the bank); extract SIFT local features; clean the
+train labels by spatial verification (seed 001). Then the inference stages are switched on one
+at a time, each row of the ablation table adding one step to the row above:
+
+recognition (GAP)                           retrieval (mAP@100)
+  soft voting over 3 train neighbours         kNN of the index
+  + cleaned train labels as the database      + DBA and alpha-query expansion
+  + inlier term from SIFT verification        + discriminative re-ranking
+  + distractor handling (demotion + bank)     + spatial verification of the top 20
+
+Every stage leaves its artifacts under `workdir/run-<preset>-seed<seed>/` and a record in its
+`stages/` folder; a rerun reuses finished stages (a killed training resumes) unless `force`.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from lmkcomp.baseline import BASELINES, run_baseline
 from lmkcomp.config import load_config
 from lmkcomp.data import synthetic
 from lmkcomp.data.layout import LandmarkData
-from lmkcomp.evaluate import evaluate_checkpoint
 from lmkcomp.fileio import atomic_write
 from lmkcomp.submission import (
     read_submission,
@@ -27,13 +38,46 @@ from lmkcomp.submission import (
     write_retrieval_submission,
 )
 
+#: the demo's descriptor: `cpu-small` with the softmax head, which beats the margin heads when
+#: training from scratch on a CPU (README, "Heads compared")
+DEFAULT_TRAIN_OVERRIDES = {"model.head": "softmax"}
+#: verified inliers (SIFT) that make a neighbour count in cleaning, and the images a landmark
+#: keeps; `min_verified` 0 (one verified neighbour suffices) because the synthetic long tail has
+#: many landmarks with 2-4 train images, where "more than 2" would remove every image
+CLEAN_SETTINGS = {"inlier_threshold": 8, "min_verified": 0, "min_images": 2}
+VERIFY_TOP = 20
+DEMOTE_OVER = 30
+
 
 @dataclass(frozen=True)
 class DemoRow:
+    """One row of the table; `gap` / `map100` are None for setup stages."""
+
     stage: str
-    gap: float
-    map100: float
+    gap: float | None
+    map100: float | None
     seconds: float
+    note: str = ""
+
+
+class Stages:
+    """Runs each named stage once: its result (a JSON object) is kept in `directory/<name>.json`
+    and returned as is on a rerun, with `reused` set."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def run(self, name: str, compute: Callable[[], dict]) -> dict:
+        path = self.directory / f"{name}.json"
+        if path.is_file():
+            return {**json.loads(path.read_text(encoding="utf-8")), "reused": True}
+        started = time.perf_counter()
+        result = compute()
+        result["seconds"] = time.perf_counter() - started
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=1)
+        return result
 
 
 def run_demo(
@@ -44,58 +88,70 @@ def run_demo(
     workers: int = 1,
     train_config: str = "cpu-small",
     progress: bool = True,
+    force: bool = False,
+    report: bool = True,
 ) -> list[DemoRow]:
-    """Run the demo; return the table rows (also written to `workdir/demo.json`)."""
+    """Run the demo; return the table rows (also written to `workdir/demo.json`).
+
+    `train_config` "" stops after the dataset and the baselines. `force` reruns every stage
+    after the dataset (which is deterministic, so it is always reused)."""
     workdir, submissions = Path(workdir), Path(submissions)
     data_root = workdir / f"data-{preset}-seed{seed}"
+    run_dir = workdir / f"run-{preset}-seed{seed}"
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
     started = time.perf_counter()
     manifest = synthetic.generate(data_root, synthetic.preset_config(preset), seed, workers=workers, progress=progress)
-    print(f"dataset {data_root}: {synthetic.describe(manifest)} ({time.perf_counter() - started:.1f} s)")
-
+    rows = [DemoRow("dataset", None, None, time.perf_counter() - started, synthetic.describe(manifest))]
+    print(f"dataset {data_root}: {rows[0].note} ({rows[0].seconds:.1f} s)")
     data = LandmarkData(data_root, "gldv2")
-    rows = []
+    stages = Stages(run_dir / "stages")
     for method in BASELINES:
-        started = time.perf_counter()
-        result = run_baseline(data, method, progress=progress)
-        recognition_csv = submissions / f"recognition_baseline-{method}.csv"
-        retrieval_csv = submissions / f"retrieval_baseline-{method}.csv"
-        write_recognition_submission(recognition_csv, result.test_ids, result.recognition)
-        write_retrieval_submission(retrieval_csv, result.test_ids, result.retrieval)
-        elapsed = time.perf_counter() - started
-        validate_submission(recognition_csv, "recognition", result.test_ids)
-        validate_submission(retrieval_csv, "retrieval", result.test_ids)
-        recognition = score_submission(read_submission(recognition_csv, "recognition"), data.recognition_solution)
-        retrieval = score_submission(read_submission(retrieval_csv, "retrieval"), data.retrieval_solution)
-        rows.append(DemoRow(f"baseline {method}", recognition["gap"], retrieval["map@100"], elapsed))
-
+        result = stages.run(f"baseline-{method}", lambda: _baseline(data, method, submissions, progress))
+        rows.append(DemoRow(f"baseline {method}", result["gap"], result["map100"], result["seconds"]))
     if train_config:
-        rows.append(_trained_descriptor(data, train_config, workdir, submissions, progress))
+        from lmkcomp.demo.pipeline import run_pipeline
 
+        rows += run_pipeline(data, run_dir, stages, submissions, train_config, workers, progress)
     print(format_table(rows))
     with atomic_write(workdir / "demo.json", "w", encoding="utf-8") as handle:
         json.dump({"preset": preset, "seed": seed, "rows": [row.__dict__ for row in rows]}, handle, indent=2)
         handle.write("\n")
+    if report and train_config:
+        from lmkcomp.demo.report import write_demo_report
+
+        page = write_demo_report(data, run_dir, rows, submissions, preset, seed)
+        print(f"report: {page}")
     return rows
 
 
-def _trained_descriptor(data: LandmarkData, config_name: str, workdir: Path, submissions: Path, progress: bool) -> DemoRow:
-    """Train (or reuse) the descriptor of `config_name` on the demo data and score it."""
-    from lmkcomp.train.config import TrainConfig, resolve_config_path
-    from lmkcomp.train.trainer import CHECKPOINT, Trainer, run_is_finished
+def _baseline(data: LandmarkData, method: str, submissions: Path, progress: bool) -> dict:
+    result = run_baseline(data, method, progress=progress)
+    recognition_csv = submissions / f"recognition_baseline-{method}.csv"
+    retrieval_csv = submissions / f"retrieval_baseline-{method}.csv"
+    write_recognition_submission(recognition_csv, result.test_ids, result.recognition)
+    write_retrieval_submission(retrieval_csv, result.test_ids, result.retrieval)
+    validate_submission(recognition_csv, "recognition", result.test_ids)
+    validate_submission(retrieval_csv, "retrieval", result.test_ids)
+    recognition = score_submission(read_submission(recognition_csv, "recognition"), data.recognition_solution)
+    retrieval = score_submission(read_submission(retrieval_csv, "retrieval"), data.retrieval_solution)
+    return {"gap": recognition["gap"], "map100": retrieval["map@100"]}
 
-    config = load_config(resolve_config_path(config_name), TrainConfig, {"data.root": str(data.root)})
-    run = workdir / f"train-{config_name}"
-    started = time.perf_counter()
-    if not run_is_finished(run, config):
-        Trainer(config, run, resume=(run / CHECKPOINT).is_file(), progress=progress).fit()
-    name = f"{config.model.pooling}-{config.model.head}-{config_name}"
-    scores = evaluate_checkpoint(run / CHECKPOINT, data, run / "features", name, submissions=submissions,
-                                 device=config.device, workers=config.workers, progress=progress)
-    return DemoRow(f"{config.model.head} ({config_name})", scores["gap"], scores["map@100"], time.perf_counter() - started)
+
+def train_config_for(data: LandmarkData, config_name: str):
+    """The demo's training config: `config_name` with `DEFAULT_TRAIN_OVERRIDES`, on `data`."""
+    from lmkcomp.train.config import TrainConfig, resolve_config_path
+
+    return load_config(resolve_config_path(config_name), TrainConfig,
+                       {**DEFAULT_TRAIN_OVERRIDES, "data.root": str(data.root)})
 
 
 def format_table(rows: list[DemoRow]) -> str:
-    """A plain-text table: stage, GAP, mAP@100, seconds."""
-    lines = [f"{'stage':<24} {'GAP':>8} {'mAP@100':>8} {'time s':>8}", "-" * 51]
-    lines += [f"{row.stage:<24} {row.gap:>8.4f} {row.map100:>8.4f} {row.seconds:>8.1f}" for row in rows]
+    """A plain-text table: stage, GAP, mAP@100, seconds (a dash where a stage scores nothing)."""
+    def metric(value: float | None) -> str:
+        return f"{'-':>8}" if value is None else f"{value:>8.4f}"
+
+    width = max(32, *(len(row.stage) for row in rows))
+    lines = [f"{'stage':<{width}} {'GAP':>8} {'mAP@100':>8} {'time s':>8}", "-" * (width + 27)]
+    lines += [f"{row.stage:<{width}} {metric(row.gap)} {metric(row.map100)} {row.seconds:>8.1f}" for row in rows]
     return "\n".join(lines)

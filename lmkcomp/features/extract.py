@@ -110,9 +110,10 @@ def extract_split(
     shard_size: int = 50_000,
     on_error: str = "raise",
     progress: bool = True,
+    ids: Sequence[str] | None = None,
 ):
-    """Embed every image of `split` into an id-aligned, sharded store at `out` (resumable:
-    finished shards are kept, the rest are computed)."""
+    """Embed every image of `split` (or only `ids`, in that order) into an id-aligned, sharded
+    store at `out` (resumable: finished shards are kept, the rest are computed)."""
     from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter
     from lmkcomp.train.checkpoint import load_trained_model
     from lmkcomp.train.data import BucketedImageDataset, image_sizes
@@ -124,7 +125,7 @@ def extract_split(
     model = model.to(torch_device)
     if image_size is None:
         image_size = config.finetune_image_size if config.finetune_epochs else config.image_size
-    ids = data.split_ids(split)
+    ids = data.split_ids(split) if ids is None else list(ids)
     meta = {"checkpoint": str(checkpoint), "split": split, "scales": list(scales), "flip": flip,
             "image_size": image_size, "backbone": config.model.backbone}
     writer = EmbeddingWriter(out, ids, config.model.embedding_size, dtype=dtype, shard_size=shard_size, meta=meta)

@@ -79,7 +79,7 @@ def match_image(image_a: Path, image_b: Path, points_a: np.ndarray, points_b: np
         scales.append(scale)
     canvas = np.ascontiguousarray(np.hstack(panels))
     offset = panels[0].shape[1]
-    colours = cv2.applyColorMap(np.linspace(0, 255, max(len(points_a), 1)).astype(np.uint8), cv2.COLORMAP_HSV)[:, 0]
+    colours = cv2.applyColorMap(np.linspace(0, 255, max(len(points_a), 1)).astype(np.uint8), cv2.COLORMAP_HSV).reshape(-1, 3)
     for (xa, ya), (xb, yb), colour in zip(points_a, points_b, colours):
         start = (int(round(xa * scales[0])), int(round(ya * scales[0])))
         end = (int(round(xb * scales[1])) + offset, int(round(yb * scales[1])))
