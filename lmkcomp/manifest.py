@@ -32,10 +32,10 @@ def read_manifest(directory: Path, filename: str, format_name: str, version: int
     return manifest
 
 
-def check_store_fields(manifest: dict, path: Path) -> None:
-    """The fields every sharded store's manifest has: positive `dim`, `count`, `shard_size`,
-    a `meta` object and a `complete` flag."""
-    for key in ("dim", "count", "shard_size"):
+def check_store_fields(manifest: dict, path: Path, sizes: Sequence[str] = ("dim", "count", "shard_size")) -> None:
+    """The fields every sharded store's manifest has: the positive integers `sizes`, a `meta`
+    object and a `complete` flag."""
+    for key in sizes:
         value = manifest.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserInputError(f"{path}: {key} must be a positive integer, got {value!r}")

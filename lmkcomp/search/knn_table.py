@@ -33,6 +33,7 @@ from lmkcomp.manifest import (
     IDS_NAME,
     MANIFEST_NAME,
     check_ids,
+    check_store_fields,
     create_store,
     describe_store_difference,
     first_difference,
@@ -79,16 +80,9 @@ def _read_manifest(directory: Path) -> dict:
     """The manifest of the table in `directory`, every field checked."""
     manifest = read_manifest(directory, MANIFEST_NAME, FORMAT, FORMAT_VERSION, "a kNN table")
     path = directory / MANIFEST_NAME
-    for key in ("k", "count", "database_count", "shard_size"):
-        value = manifest.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserInputError(f"{path}: {key} must be a positive integer, got {value!r}")
+    check_store_fields(manifest, path, ("k", "count", "database_count", "shard_size"))
     if manifest["k"] > manifest["database_count"]:
         raise UserInputError(f"{path}: k {manifest['k']} exceeds the {manifest['database_count']} database ids")
-    if not isinstance(manifest.get("meta"), dict):
-        raise UserInputError(f"{path}: 'meta' must be a JSON object")
-    if not isinstance(manifest.get("complete"), bool):
-        raise UserInputError(f"{path}: 'complete' must be true or false")
     if manifest.get("shards") != _planned_shards(manifest["count"], manifest["shard_size"]):
         raise UserInputError(f"{path}: 'shards' do not cut {manifest['count']} rows every {manifest['shard_size']} rows")
     return manifest
