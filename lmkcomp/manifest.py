@@ -113,3 +113,14 @@ def describe_store_difference(found: dict, wanted: dict, keys: Sequence[str], fo
     found_id = found_ids[row] if row < len(found_ids) else "no id"
     wanted_id = wanted_ids[row] if row < len(wanted_ids) else "no id"
     return f"row {row}: id {found_id} on disk vs {wanted_id} requested"
+
+
+def first_setting_difference(found: object, wanted: object, key: str = "") -> str | None:
+    """`KEY: VALUE on disk vs VALUE requested` for the first differing (nested) key, or None."""
+    if isinstance(found, dict) and isinstance(wanted, dict):
+        for name in [*wanted, *(name for name in found if name not in wanted)]:
+            problem = first_setting_difference(found.get(name), wanted.get(name), f"{key}.{name}" if key else name)
+            if problem is not None:
+                return problem
+        return None
+    return None if found == wanted else f"{key}: {found!r} on disk vs {wanted!r} requested"

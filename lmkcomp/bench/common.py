@@ -8,10 +8,13 @@ import json
 import platform
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
+import cv2
 import torch
+from threadpoolctl import threadpool_limits
 
 from lmkcomp.fileio import atomic_write
 
@@ -61,3 +64,19 @@ def report(title: str, rows: Sequence[dict], columns: Sequence[tuple[str, str]],
         json.dump({"benchmark": title, "machine": machine(), "rows": list(rows)}, handle, indent=2)
         handle.write("\n")
     return "\n".join(lines)
+
+
+@contextmanager
+def one_core() -> Iterator[None]:
+    """OpenCV, every BLAS / OpenMP pool (faiss's too) and torch limited to one thread, then
+    restored: per-core rates and per-query latencies that threads contending on a shared
+    machine cannot distort."""
+    previous_cv2, previous_torch = cv2.getNumThreads(), torch.get_num_threads()
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        cv2.setNumThreads(previous_cv2)
+        torch.set_num_threads(previous_torch)

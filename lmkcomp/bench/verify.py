@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-import cv2
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
-from threadpoolctl import threadpool_limits
 
-from lmkcomp.bench.common import report
+from lmkcomp.bench.common import one_core, report
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import positive_int
@@ -98,18 +94,6 @@ def _in_memory(store: LocalFeatureStore, image_id: str) -> LocalFeatures:
     return LocalFeatures(*(np.array(x) for x in (record.locations, record.descriptors, record.scales, record.scores)))
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """OpenCV and every BLAS / OpenMP pool of this process limited to one thread, then restored."""
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        cv2.setNumThreads(previous)
-
-
 def measure_preset(pairs: list[tuple[LocalFeatures, LocalFeatures]], preset: str) -> tuple[float, np.ndarray]:
     """`(pairs per second, inliers of each pair)` of verifying `pairs` with `preset`, in this thread."""
     config = VERIFY_PRESETS[preset]
@@ -141,7 +125,7 @@ def run_verify_benchmark(data: LandmarkData, pairs: int = 300, method: str = "si
     features = [(records[a], records[b]) for a, b in zip(chosen["a"], chosen["b"])]
     same = chosen["same"].to_numpy()
     rows = []
-    with _one_thread():
+    with one_core():
         for preset in PRESETS:
             pairs_per_s, inliers = measure_preset(features, preset)
             rows.append({

@@ -64,7 +64,7 @@ def scan_split_ids(root: str | Path, split: str) -> list[str]:
 # Reading CSVs
 
 
-def _read_csv(path: str | Path, required: Sequence[str]) -> pd.DataFrame:
+def read_csv_columns(path: str | Path, required: Sequence[str]) -> pd.DataFrame:
     """Read a CSV as strings, check the required columns are present."""
     path = Path(path)
     if not path.is_file():
@@ -125,7 +125,7 @@ def read_train_csv(path: str | Path) -> pd.DataFrame:
     Returns a frame with columns `id` (str) and `landmark_id` (int64), in file order.
     """
     path = Path(path)
-    frame = _read_csv(path, ["id", "landmark_id"])
+    frame = read_csv_columns(path, ["id", "landmark_id"])
     _check_ids(path, frame["id"])
     labels = _parse_landmark_ids(path, frame["landmark_id"], "landmark_id")
     return pd.DataFrame({"id": frame["id"].to_numpy(), "landmark_id": labels})
@@ -142,7 +142,7 @@ def read_train_clean_csv(path: str | Path) -> pd.DataFrame:
     An image listed twice (in one landmark or two) is an error, as is a landmark listed twice.
     """
     path = Path(path)
-    frame = _read_csv(path, ["landmark_id", "images"])
+    frame = read_csv_columns(path, ["landmark_id", "images"])
     labels = _parse_landmark_ids(path, frame["landmark_id"], "landmark_id")
     duplicated = pd.Series(labels).duplicated().to_numpy()
     if duplicated.any():
@@ -173,7 +173,7 @@ def read_train_clean_csv(path: str | Path) -> pd.DataFrame:
 def read_category_csv(path: str | Path) -> pd.DataFrame:
     """`train_label_to_category.csv` (`landmark_id,category`)."""
     path = Path(path)
-    frame = _read_csv(path, ["landmark_id", "category"])
+    frame = read_csv_columns(path, ["landmark_id", "category"])
     labels = _parse_landmark_ids(path, frame["landmark_id"], "landmark_id")
     return pd.DataFrame({"landmark_id": labels, "category": frame["category"].to_numpy()})
 
@@ -212,7 +212,7 @@ def read_recognition_solution(path: str | Path) -> Solution:
     """`recognition_solution_v2.1.csv` (`id,landmarks,Usage`; landmarks space-separated ints,
     empty for a non-landmark image)."""
     path = Path(path)
-    frame = _read_csv(path, ["id", "landmarks", "Usage"])
+    frame = read_csv_columns(path, ["id", "landmarks", "Usage"])
     _check_ids(path, frame["id"])
     _check_usage(path, frame["Usage"])
     answers: dict[str, list] = {}
@@ -228,7 +228,7 @@ def read_retrieval_solution(path: str | Path) -> Solution:
     """`retrieval_solution_v2.1.csv` (`id,images,Usage`; images space-separated index ids,
     `None` for an Ignored query)."""
     path = Path(path)
-    frame = _read_csv(path, ["id", "images", "Usage"])
+    frame = read_csv_columns(path, ["id", "images", "Usage"])
     _check_ids(path, frame["id"])
     _check_usage(path, frame["Usage"])
     answers: dict[str, list] = {}
@@ -246,7 +246,7 @@ def read_retrieval_solution(path: str | Path) -> Solution:
 def read_id_column(path: str | Path) -> list[str]:
     """The ids of a CSV's `id` column, checked (valid and unique), in file order."""
     path = Path(path)
-    frame = _read_csv(path, ["id"])
+    frame = read_csv_columns(path, ["id"])
     _check_ids(path, frame["id"])
     return frame["id"].tolist()
 

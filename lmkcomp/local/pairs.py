@@ -48,7 +48,7 @@ from lmkcomp.features.store import positive_int
 from lmkcomp.fileio import atomic_write
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig, create_verifier, verify_pair
-from lmkcomp.manifest import MANIFEST_NAME, read_manifest
+from lmkcomp.manifest import MANIFEST_NAME, first_setting_difference, read_manifest
 from lmkcomp.search import exact_search
 
 FORMAT = "lmkcomp-pair-table"
@@ -192,21 +192,10 @@ def _read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def _first_difference(found: object, wanted: object, key: str = "") -> str | None:
-    """`KEY: VALUE on disk vs VALUE requested` for the first differing (nested) key, or None."""
-    if isinstance(found, dict) and isinstance(wanted, dict):
-        for name in [*wanted, *(name for name in found if name not in wanted)]:
-            problem = _first_difference(found.get(name), wanted.get(name), f"{key}.{name}" if key else name)
-            if problem is not None:
-                return problem
-        return None
-    return None if found == wanted else f"{key}: {found!r} on disk vs {wanted!r} requested"
-
-
 def _open_table(directory: Path, wanted: dict) -> None:
     """Create the pair table's manifest, or check that the one there describes the same run."""
     if (directory / MANIFEST_NAME).exists():
-        problem = _first_difference(_read_manifest(directory), wanted)
+        problem = first_setting_difference(_read_manifest(directory), wanted)
         if problem is not None:
             raise UserInputError(f"{directory}: already holds another pair table ({problem}); "
                                  "choose another folder or delete this one")
