@@ -1,0 +1,550 @@
+"""The local-feature database index of DELF recognition: every local descriptor of every
+database image in one nearest-neighbour index, each indexed feature mapped back to its image.
+
+Feature indexes (the `FEATURE_INDEXES` registry), all searched with Euclidean distances:
+
+- `flat`: faiss `IndexFlatL2`, exact search over the raw descriptors (4 D bytes a feature).
+- `pq`: faiss IVF-PQ, product quantisation as in DELF's own index (seed 002: PQ combined
+  with a tree-structured coarse search): factory string `IVF{nlist},PQ{m}x{nbits}`, trained
+  on the sample (coarse k-means, then PQ codebooks on the residuals), searched in `nprobe`
+  lists. Defaults: `nlist` = the power of two nearest (in ratio) to 4 sqrt(N) for N indexed
+  features, halved while the sample holds fewer than 39 training points a list (faiss's
+  minimum); `m` = the largest divisor of D up to D / 4 (32 bytes a SIFT code, 10 a 40-d
+  DELF code); `nbits` 8; `nprobe` 16.
+- `pca10-kdtree`: seed 002's index: PCA of the sample to `components` = 10 dimensions (the
+  mean and the strongest right singular vectors of the centred sample), each projection
+  L2-normalised again as official DELF does after its own PCA, and a `scipy.spatial.cKDTree`
+  (exact search, `leafsize` 16, queried with `workers` threads, default all cores).
+
+A `DatabaseIndex` joins a feature index to `image_rows` (int32, feature -> position in `ids`)
+and saves to / loads from a folder:
+
+- `manifest.json` (written last; its absence means an unfinished save): `format`, `version`,
+  `request` (what was asked: kind, options, seed, train_size, the database store's method,
+  meta and dim, and the SHA-256 of the indexed ids), `settings` (the feature index's
+  resolved options, e.g. the `nlist` used), `features` and `images` (counts);
+- `ids.txt`, `image_rows.npy`, and the feature index's own files (`faiss.index`, or
+  `pca.npz` + `points.npy`).
+
+Memory (`memory_bytes`) is what searching holds in RAM, stated per kind in each class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator, Protocol, Sequence
+
+import faiss
+import numpy as np
+from scipy.spatial import cKDTree
+from tqdm import tqdm
+
+from delf_baseline.pca import PcaProjection
+from lmkcomp.errors import UserInputError
+from lmkcomp.features.store import l2_normalize, positive_int
+from lmkcomp.fileio import atomic_write, atomic_write_bytes
+from lmkcomp.local.store import LocalFeatureStore
+from lmkcomp.manifest import IDS_NAME, MANIFEST_NAME, check_ids, read_ids, read_manifest, write_manifest
+from lmkcomp.registry import Registry
+
+FORMAT = "lmkcomp-delf-index"
+FORMAT_VERSION = 1
+IMAGE_ROWS_NAME = "image_rows.npy"
+#: Features gathered per `add` call while building: bounds the float32 block (1 GiB at 1024-d).
+ADD_BLOCK = 1 << 18
+#: faiss's minimum of training points per k-means centroid (below it, it warns).
+MIN_POINTS_PER_CENTROID = 39
+
+
+def _as_float32(descriptors: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(descriptors, dtype=np.float32)
+
+
+class FeatureIndex(Protocol):
+    """Nearest neighbours among the indexed descriptors, by position in insertion order."""
+
+    #: the registry name
+    kind: ClassVar[str]
+    #: D, the dimension of the descriptors it indexes and is queried with
+    dim: int
+
+    @property
+    def size(self) -> int:
+        """Number of indexed features."""
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved options (JSON), enough to describe the index."""
+        ...
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """`(distances, positions)`, both Q x k, nearest first: Euclidean distances (in the
+        index's space: approximate for `pq`, after PCA for `pca10-kdtree`) and positions of
+        indexed features; where fewer than k were found, position -1 and distance inf."""
+        ...
+
+    def memory_bytes(self) -> int:
+        """Bytes held in RAM for searching (each class states what it counts)."""
+        ...
+
+    def save(self, directory: Path) -> None:
+        """Write the index's own files into `directory`, each atomically."""
+        ...
+
+    @classmethod
+    def build(cls, dim: int, sample: np.ndarray, blocks: Iterable[np.ndarray], count: int, seed: int = 0,
+              **options: Any) -> FeatureIndex:
+        """Train on `sample` (descriptors drawn from the database) and index every block of
+        `blocks` (`count` descriptors in all, in database order), with the kind's `options`."""
+        ...
+
+    @classmethod
+    def load(cls, directory: Path, settings: dict[str, Any]) -> FeatureIndex:
+        """The index saved in `directory` by `save`, with the resolved `settings()` it had."""
+        ...
+
+
+#: name -> a `FeatureIndex` class
+FEATURE_INDEXES: Registry[type] = Registry("feature index")
+
+
+@contextlib.contextmanager
+def _blas_distances() -> Iterator[None]:
+    """Let faiss compute exact L2 distances with BLAS while in the block.
+
+    Recent faiss (1.15 here) switches to BLAS only when queries x dimension >= 128000, a
+    threshold tuned for many threads (faiss pull request 5109 reports the regression with
+    few threads). A query image's 200-1000 SIFT descriptors fall below it, and on this kit's
+    2-core machine the per-query path was 18 times slower (11.5 s against 0.65 s for 200
+    queries on 531 K features). 20 means BLAS from 20 queries under the older rule and
+    always under the newer one; the previous value is restored on leaving.
+    """
+    previous = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 20
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = previous
+
+
+def _faiss_results(distances: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's squared L2 distances and -1 labels -> Euclidean distances, inf where missing."""
+    missing = positions < 0
+    distances = np.sqrt(np.maximum(distances, 0.0))
+    distances[missing] = np.inf
+    return distances, positions.astype(np.int64)
+
+
+class _FaissIndex:
+    """A faiss index saved as `faiss.index` (its `faiss.serialize_index` bytes).
+
+    `memory_bytes` is the length of the serialized index (for `flat` the N x D float32
+    vectors; for `pq` the codes, the int64 ids of the inverted lists, the coarse centroids
+    and the PQ codebooks) plus what faiss computes on loading and does not serialize (see
+    `IvfPqIndex`).
+    """
+
+    FILE: ClassVar[str] = "faiss.index"
+
+    def __init__(self, index: faiss.Index, options: dict[str, Any]):
+        self.index = index
+        self.dim = index.d
+        self._options = options
+        self._serialized_bytes: int | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self._options)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # For pq, this speeds up the coarse quantizer's exact search the same way.
+        with _blas_distances():
+            return _faiss_results(*self.index.search(_as_float32(queries), k))
+
+    def memory_bytes(self) -> int:
+        # The index does not change once built: serialise once.
+        if self._serialized_bytes is None:
+            self._serialized_bytes = len(faiss.serialize_index(self.index))
+        return self._serialized_bytes + self._unserialized_bytes()
+
+    def _unserialized_bytes(self) -> int:
+        return 0
+
+    def save(self, directory: Path) -> None:
+        data = faiss.serialize_index(self.index)
+        self._serialized_bytes = len(data)
+        atomic_write_bytes(directory / self.FILE, data.tobytes())
+
+    @classmethod
+    def _read(cls, directory: Path) -> faiss.Index:
+        path = directory / cls.FILE
+        try:
+            return faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
+        except (OSError, RuntimeError) as exc:
+            raise UserInputError(f"{path}: unreadable faiss index: {exc}") from None
+
+
+@FEATURE_INDEXES.register("flat")
+class FlatIndex(_FaissIndex):
+    """Exact search: faiss `IndexFlatL2` over the float32 descriptors. No options."""
+
+    kind: ClassVar[str] = "flat"
+
+    @classmethod
+    def build(cls, dim: int, sample: np.ndarray, blocks: Iterable[np.ndarray], count: int,
+              seed: int = 0) -> FlatIndex:
+        """Index every block; `sample`, `count` and `seed` are not needed by exact search."""
+        index = faiss.IndexFlatL2(dim)
+        for block in blocks:
+            index.add(_as_float32(block))
+        return cls(index, {})
+
+    @classmethod
+    def load(cls, directory: Path, settings: dict[str, Any]) -> FlatIndex:
+        return cls(cls._read(directory), settings)
+
+
+def default_nlist(count: int, sample_size: int) -> int:
+    """The power of two nearest (in ratio, i.e. rounding log2) to 4 sqrt(count), halved
+    while `sample_size` gives fewer than 39 training points a list; at least 1."""
+    nlist = 2 ** max(0, round(math.log2(4 * math.sqrt(max(count, 1)))))
+    while nlist > 1 and sample_size < MIN_POINTS_PER_CENTROID * nlist:
+        nlist //= 2
+    return nlist
+
+
+def default_pq_m(dim: int) -> int:
+    """The largest divisor of `dim` that is at most dim / 4 (1 when dim < 4)."""
+    return next(m for m in range(max(1, dim // 4), 0, -1) if dim % m == 0)
+
+
+@FEATURE_INDEXES.register("pq")
+class IvfPqIndex(_FaissIndex):
+    """faiss IVF-PQ `IVF{nlist},PQ{m}x{nbits}`, searched in `nprobe` lists (see the module).
+
+    faiss speeds up its residual encoding with a precomputed float32 table of nlist x m x
+    2^nbits terms (when under 2 GB), built on training and again on loading: `memory_bytes`
+    counts it on top of the serialized index. It does not grow with the database, but on a
+    small one it can outweigh the codes (2048 x 32 x 256 floats = 64 MiB for SIFT at
+    nlist 2048).
+    """
+
+    kind: ClassVar[str] = "pq"
+
+    @classmethod
+    def build(cls, dim: int, sample: np.ndarray, blocks: Iterable[np.ndarray], count: int, seed: int = 0,
+              nlist: int | None = None, m: int | None = None, nbits: int = 8, nprobe: int = 16) -> IvfPqIndex:
+        """Train on `sample` (at least 2^nbits descriptors), then add every block."""
+        nlist = default_nlist(count, len(sample)) if nlist is None else positive_int("nlist", nlist)
+        m = default_pq_m(dim) if m is None else positive_int("m", m)
+        nbits, nprobe = positive_int("nbits", nbits), positive_int("nprobe", nprobe)
+        if dim % m:
+            raise UserInputError(f"pq index: m = {m} does not divide the descriptor dimension {dim}")
+        if len(sample) < max(nlist, 2 ** nbits):
+            raise UserInputError(f"pq index: {len(sample)} training descriptors; nlist {nlist} and "
+                                 f"nbits {nbits} need at least {max(nlist, 2 ** nbits)}")
+        index = faiss.index_factory(dim, f"IVF{nlist},PQ{m}x{nbits}")
+        ivf = faiss.downcast_index(index)
+        # index_factory turns on polysemous training, a reordering of the PQ centroids that
+        # only Hamming-filtered search uses, not this one; it took seconds per sub-quantizer
+        # here (45 s instead of 0.4 s to train 8 sub-quantizers on 1500 descriptors).
+        ivf.do_polysemous_training = False
+        # faiss's k-means draws its initial centroids from these seeds.
+        ivf.cp.seed = seed
+        ivf.pq.cp.seed = seed
+        index.train(_as_float32(sample))
+        for block in blocks:
+            index.add(_as_float32(block))
+        ivf.nprobe = nprobe
+        return cls(index, {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": nprobe})
+
+    def _unserialized_bytes(self) -> int:
+        return faiss.downcast_index(self.index).precomputed_table.size() * np.dtype(np.float32).itemsize
+
+    @classmethod
+    def load(cls, directory: Path, settings: dict[str, Any]) -> IvfPqIndex:
+        index = cls._read(directory)
+        faiss.extract_index_ivf(index).nprobe = settings["nprobe"]
+        return cls(index, settings)
+
+
+def fit_pca_projection(sample: np.ndarray, components: int) -> PcaProjection:
+    """PCA of `sample` (N x D): its mean and the `components` right singular vectors of the
+    centred sample with the largest singular values, strongest first, one per row."""
+    sample = np.asarray(sample, dtype=np.float64)
+    if not 1 <= components <= min(sample.shape):
+        raise UserInputError(f"PCA to {components} dimensions needs at least {components} training "
+                             f"descriptors of dimension >= {components}; got {sample.shape[0]} of {sample.shape[1]}")
+    mean = sample.mean(axis=0)
+    _, _, directions = np.linalg.svd(sample - mean, full_matrices=False)
+    return PcaProjection(mean, directions[:components])
+
+
+def project_normalised(pca: PcaProjection, descriptors: np.ndarray) -> np.ndarray:
+    """N x D descriptors -> their L2-normalised N x K projections, float32."""
+    return l2_normalize(pca.apply(descriptors)).astype(np.float32)
+
+
+# Bytes of one node of scipy's k-d tree (`ckdtreenode`: split_dim, children, split, start_idx,
+# end_idx, two child pointers and their two indices: nine 8-byte fields).
+_KDTREE_NODE_BYTES = 72
+
+
+@FEATURE_INDEXES.register("pca10-kdtree")
+class PcaKdTreeIndex:
+    """Seed 002's index: PCA to `components` (10) dimensions, L2-normalised, in a k-d tree.
+
+    The projected points are rounded to float32 (as saved) before the tree (float64) is
+    built, so a loaded index answers exactly as the one built. Saved as `pca.npz` (`mean`,
+    `projection`) and `points.npy` (N x components float32); the tree is rebuilt on load.
+    `memory_bytes` = the tree's float64 points + its int64 permutation + its nodes
+    (`tree.size` x 72 bytes) + the PCA's mean and projection.
+    """
+
+    kind: ClassVar[str] = "pca10-kdtree"
+    PCA_FILE: ClassVar[str] = "pca.npz"
+    POINTS_FILE: ClassVar[str] = "points.npy"
+
+    def __init__(self, pca: PcaProjection, points: np.ndarray, leafsize: int = 16, workers: int = -1):
+        self.pca = pca
+        self.dim = pca.input_dim
+        self.points = np.asarray(points, dtype=np.float32)
+        self.leafsize = positive_int("leafsize", leafsize)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers == 0 or workers < -1:
+            raise UserInputError(f"kd-tree workers must be a positive integer or -1 (all cores), got {workers!r}")
+        self.workers = workers
+        self.tree = cKDTree(self.points.astype(np.float64), leafsize=self.leafsize)
+
+    @property
+    def size(self) -> int:
+        return len(self.points)
+
+    def settings(self) -> dict[str, Any]:
+        return {"components": self.pca.dim, "leafsize": self.leafsize, "workers": self.workers}
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        projected = project_normalised(self.pca, queries).astype(np.float64)
+        distances, positions = self.tree.query(projected, k=k, workers=self.workers)
+        distances = np.asarray(distances, dtype=np.float32).reshape(len(projected), k)
+        positions = np.asarray(positions, dtype=np.int64).reshape(len(projected), k)
+        # scipy marks missing neighbours with position n (and distance inf).
+        positions[positions >= self.size] = -1
+        return distances, positions
+
+    def memory_bytes(self) -> int:
+        return (self.tree.data.nbytes + self.tree.indices.nbytes + self.tree.size * _KDTREE_NODE_BYTES
+                + self.pca.mean.nbytes + self.pca.projection.nbytes)
+
+    def save(self, directory: Path) -> None:
+        with atomic_write(directory / self.PCA_FILE, "wb") as handle:
+            np.savez(handle, mean=self.pca.mean, projection=self.pca.projection)
+        with atomic_write(directory / self.POINTS_FILE, "wb") as handle:
+            np.save(handle, self.points, allow_pickle=False)
+
+    @classmethod
+    def build(cls, dim: int, sample: np.ndarray, blocks: Iterable[np.ndarray], count: int, seed: int = 0,
+              components: int = 10, leafsize: int = 16, workers: int = -1) -> PcaKdTreeIndex:
+        """Fit the PCA on `sample`, project every block, build the tree (exact; no seed needed)."""
+        pca = fit_pca_projection(sample, positive_int("components", components))
+        projections = [project_normalised(pca, block) for block in blocks]
+        points = np.concatenate(projections) if projections else np.zeros((0, pca.dim), np.float32)
+        return cls(pca, points, leafsize, workers)
+
+    @classmethod
+    def load(cls, directory: Path, settings: dict[str, Any]) -> PcaKdTreeIndex:
+        try:
+            with np.load(directory / cls.PCA_FILE, allow_pickle=False) as arrays:
+                pca = PcaProjection(arrays["mean"], arrays["projection"])
+            points = np.load(directory / cls.POINTS_FILE, allow_pickle=False)
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserInputError(f"{directory}: unreadable pca10-kdtree index files: {exc}") from None
+        if points.ndim != 2 or points.shape[1] != pca.dim:
+            raise UserInputError(f"{directory / cls.POINTS_FILE}: shape {points.shape}, expected N x {pca.dim}")
+        return cls(pca, points, settings["leafsize"], settings["workers"])
+
+
+# --------------------------------------------------------------------------------------------
+# The database index
+
+
+def ids_sha256(ids: Sequence[str]) -> str:
+    """SHA-256 of an id list, one id a line, in order: names the list in a manifest."""
+    return hashlib.sha256("".join(f"{i}\n" for i in ids).encode("ascii")).hexdigest()
+
+
+def _request(store: LocalFeatureStore, kind: str, ids: Sequence[str], seed: int, train_size: int,
+             options: dict[str, Any]) -> dict[str, Any]:
+    """What an index build is asked for, as its manifest keeps it (through JSON: tuples become
+    lists), so that a request and a saved index compare equal when they describe the same build."""
+    request = {"kind": kind, "options": options, "seed": seed, "train_size": train_size,
+               "database": {"method": store.method, "meta": store.meta, "dim": store.dim},
+               "ids_sha256": ids_sha256(ids)}
+    return json.loads(json.dumps(request))
+
+
+@dataclass(frozen=True, eq=False)
+class DatabaseIndex:
+    """Every local feature of the database images `ids` in one `FeatureIndex`.
+
+    `image_rows[p]` (int32) is the position in `ids` of the image that indexed feature `p`
+    belongs to; features are indexed image by image in `ids` order. `request` is what was
+    asked for (see the module docstring); images without features are in `ids` but own no row.
+    """
+
+    features: FeatureIndex
+    image_rows: np.ndarray
+    ids: list[str]
+    request: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.features.kind
+
+    @property
+    def dim(self) -> int:
+        return self.features.dim
+
+    def memory_bytes(self) -> int:
+        """The feature index's `memory_bytes` plus `image_rows` (4 bytes a feature). The id
+        list is left out: every recognition method keeps one of its database."""
+        return self.features.memory_bytes() + self.image_rows.nbytes
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the index into `directory` (see the module docstring); returns it as a Path.
+
+        An existing manifest is removed first and the new one written last, so a save that is
+        killed leaves a folder that `load_database_index` refuses, never a mixed one.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / MANIFEST_NAME).unlink(missing_ok=True)
+        atomic_write_bytes(directory / IDS_NAME, "".join(f"{i}\n" for i in self.ids).encode("ascii"))
+        with atomic_write(directory / IMAGE_ROWS_NAME, "wb") as handle:
+            np.save(handle, self.image_rows, allow_pickle=False)
+        self.features.save(directory)
+        write_manifest(directory, {
+            "format": FORMAT, "version": FORMAT_VERSION, "request": self.request,
+            "settings": {"kind": self.kind, **self.features.settings()},
+            "features": self.features.size, "images": len(self.ids),
+        })
+        return directory
+
+
+def disk_bytes(directory: str | Path) -> int:
+    """Total size in bytes of the files of a saved index folder."""
+    return sum(path.stat().st_size for path in Path(directory).iterdir() if path.is_file())
+
+
+def load_database_index(directory: str | Path) -> DatabaseIndex:
+    """The index saved in `directory`; a folder without a finished save is a UserInputError."""
+    directory = Path(directory)
+    manifest = read_manifest(directory, MANIFEST_NAME, FORMAT, FORMAT_VERSION, "a DELF database index")
+    settings = dict(manifest.get("settings") or {})
+    kind = settings.pop("kind", None)
+    features = FEATURE_INDEXES.get(kind).load(directory, settings)
+    ids = read_ids(directory)
+    try:
+        image_rows = np.load(directory / IMAGE_ROWS_NAME, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{directory / IMAGE_ROWS_NAME}: unreadable: {exc}") from None
+    if image_rows.dtype != np.int32 or image_rows.shape != (features.size,) or len(ids) != manifest.get("images"):
+        raise UserInputError(f"{directory}: image_rows ({image_rows.dtype}, {image_rows.shape}) or ids "
+                             f"({len(ids)}) do not match the {features.size} features and "
+                             f"{manifest.get('images')} images of its manifest")
+    return DatabaseIndex(features, image_rows, ids, manifest["request"])
+
+
+def _feature_blocks(store: LocalFeatureStore, rows: Sequence[int], progress: bool) -> Iterator[np.ndarray]:
+    """The descriptors of the store's `rows`, in order, concatenated into blocks of about ADD_BLOCK."""
+    pending: list[np.ndarray] = []
+    gathered = 0
+    for row in tqdm(rows, desc="index local features", unit="img", disable=not progress):
+        descriptors = store.read(row).descriptors
+        if len(descriptors):
+            pending.append(descriptors)
+            gathered += len(descriptors)
+        if gathered >= ADD_BLOCK:
+            yield _as_float32(np.concatenate(pending))
+            pending, gathered = [], 0
+    if pending:
+        yield _as_float32(np.concatenate(pending))
+
+
+def _training_sample(store: LocalFeatureStore, rows: Sequence[int], counts: np.ndarray, size: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """`size` descriptors (all when fewer): whole images with features drawn in a seeded random
+    order until they hold `size` features, then `size` of those features drawn uniformly.
+    `counts` (features per row) must hold at least one feature."""
+    order = rng.permutation(np.flatnonzero(counts))
+    needed = int(np.searchsorted(np.cumsum(counts[order]), size)) + 1
+    chosen = np.sort(order[:needed])
+    sample = np.concatenate([store.read(rows[i]).descriptors for i in chosen])
+    if len(sample) > size:
+        sample = sample[np.sort(rng.choice(len(sample), size, replace=False))]
+    return _as_float32(sample)
+
+
+def build_database_index(store: LocalFeatureStore, kind: str, ids: Sequence[str] | None = None, seed: int = 0,
+                         train_size: int = 100_000, progress: bool = True, **options: Any) -> DatabaseIndex:
+    """Index the local features of `ids` (default: every image of `store`) with the feature
+    index `kind` (a `FEATURE_INDEXES` name) and its `options`.
+
+    Trained (PQ codebooks, PCA) on a sample of `train_size` descriptors drawn with `seed`
+    (see `_training_sample`); the same store, ids, kind, options and seed give the same index.
+    An id missing from the store is a UserInputError.
+    """
+    index_class = FEATURE_INDEXES.get(kind)
+    ids = list(store.ids if ids is None else ids)
+    check_ids(ids)
+    missing = [image_id for image_id in ids if image_id not in store]
+    if missing:
+        raise UserInputError(f"{store.directory}: {len(missing)} database image(s) have no local features, "
+                             f"first: {missing[0]}")
+    positions = {image_id: row for row, image_id in enumerate(store.ids)}
+    rows = [positions[image_id] for image_id in ids]
+    counts = np.array([len(store.read(row)) for row in rows], dtype=np.int64)
+    if counts.sum() == 0:
+        raise UserInputError(f"{store.directory}: the {len(ids)} database images have no local features")
+    rng = np.random.default_rng(seed)
+    sample = _training_sample(store, rows, counts, positive_int("train_size", train_size), rng)
+    try:
+        features = index_class.build(store.dim, sample, _feature_blocks(store, rows, progress), int(counts.sum()),
+                                     seed=seed, **options)
+    except TypeError as exc:  # an option this kind does not take
+        raise UserInputError(f"{kind} index: {exc}") from None
+    image_rows = np.repeat(np.arange(len(ids), dtype=np.int32), counts)
+    return DatabaseIndex(features, image_rows, ids, _request(store, kind, ids, seed, train_size, options))
+
+
+def open_database_index(directory: str | Path, store: LocalFeatureStore, kind: str, ids: Sequence[str] | None = None,
+                        seed: int = 0, train_size: int = 100_000, progress: bool = True,
+                        **options: Any) -> DatabaseIndex:
+    """The index of `build_database_index(store, kind, ids, seed, train_size, **options)`,
+    loaded from `directory` when it holds that one, else built and saved there.
+
+    A folder holding a finished index built with other arguments is a UserInputError (the
+    first difference named), so a changed option never silently reuses a stale index.
+    """
+    directory = Path(directory)
+    ids = list(store.ids if ids is None else ids)
+    if (directory / MANIFEST_NAME).is_file():
+        index = load_database_index(directory)
+        wanted = _request(store, kind, ids, seed, train_size, options)
+        different = [key for key in wanted if index.request.get(key) != wanted[key]]
+        if different:
+            key = different[0]
+            raise UserInputError(f"{directory}: holds a DELF index built with another {key} "
+                                 f"({index.request.get(key)!r} vs {wanted[key]!r} requested); "
+                                 "choose another folder or delete this one")
+        return index
+    index = build_database_index(store, kind, ids, seed, train_size, progress, **options)
+    index.save(directory)
+    return index

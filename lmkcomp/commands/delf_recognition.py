@@ -1,0 +1,116 @@
+"""`lmkcomp delf-recognize`: DELF recognition (local-feature votes + RANSAC) of a dataset's test
+split against a labelled database, written as a validated, scored Kaggle submission."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lmkcomp.commands.args import overrides, positive_int
+from lmkcomp.errors import UserInputError
+
+
+def _database_labels(data, source: str):
+    """`id, landmark_id` of the database: train, train_clean, index, or a CSV with those columns."""
+    from lmkcomp.data import gldv2
+
+    if source in ("train", "train_clean"):
+        return data.train_labels(clean=source == "train_clean")
+    if source == "index":
+        return data.index_labels
+    return gldv2.read_train_csv(source)
+
+
+def _cmd_delf_recognize(args: argparse.Namespace) -> int:
+    from delf_baseline.index import disk_bytes, open_database_index
+    from delf_baseline.recognition import (
+        DelfRecognizer,
+        default_inlier_threshold,
+        default_verify_preset,
+        latency_summary,
+        run_recognition,
+        submission_predictions,
+    )
+    from lmkcomp.data.layout import LandmarkData
+    from lmkcomp.local.store import LocalFeatureStore
+    from lmkcomp.local.verify import verify_config
+    from lmkcomp.metrics import sensitivity_specificity
+    from lmkcomp.submission import score_submission, validate_submission, write_recognition_submission
+
+    data = LandmarkData(args.data, args.layout)
+    database = LocalFeatureStore(args.database_features)
+    queries = LocalFeatureStore(args.query_features)
+    frame = _database_labels(data, args.labels)
+    labels = dict(zip(frame["id"].tolist(), frame["landmark_id"].tolist()))
+    absent = [image_id for image_id in labels if image_id not in database]
+    if absent:
+        raise UserInputError(f"{args.database_features}: {len(absent)} labelled database image(s) of --labels "
+                             f"{args.labels} have no local features, first: {absent[0]}")
+    # Store order, so that indexing reads the store's shards in sequence.
+    database_ids = [image_id for image_id in database.ids if image_id in labels]
+    work = Path(args.workdir) / args.name
+    index_dir = Path(args.index_dir) if args.index_dir else work / f"index-{args.index}"
+    index = open_database_index(index_dir, database, args.index, database_ids, seed=args.seed,
+                                train_size=args.train_size, progress=not args.quiet, **overrides(args.index_option))
+    preset = args.preset or default_verify_preset(database.method)
+    config = verify_config(preset, seed=args.seed, **overrides(args.set))
+    threshold = args.inlier_threshold or default_inlier_threshold(database.method, preset)
+    recognizer = DelfRecognizer(index, labels, database, inlier_threshold=threshold, candidates=args.candidates,
+                                neighbours=args.neighbours, max_distance=args.max_distance, verify=config)
+    test_ids = data.split_ids("test")
+    predictions = run_recognition(recognizer, queries, work / "predictions", test_ids, chunk_size=args.chunk_size,
+                                  progress=not args.quiet)
+    submission_csv = Path(args.submissions) / f"recognition_{args.name}.csv"
+    found = submission_predictions(predictions)
+    write_recognition_submission(submission_csv, test_ids, found)
+    submission = validate_submission(submission_csv, "recognition", test_ids)
+    result = {"submission": str(submission_csv), "index": args.index, "preset": preset, "inlier_threshold": threshold,
+              "candidates": args.candidates, "predicted": len(found), **latency_summary(predictions),
+              "index_memory_bytes": index.memory_bytes(), "index_disk_bytes": disk_bytes(index_dir)}
+    if data.has("recognition_solution"):
+        solution = data.recognition_solution
+        scores = score_submission(submission, solution)
+        rates = sensitivity_specificity(found, solution.scored("all"), threshold)
+        result.update(gap=scores["gap"], top1_accuracy=scores["top1_accuracy"], sensitivity=rates.sensitivity,
+                      specificity=rates.specificity)
+    print(json.dumps(result))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+    from lmkcomp.data.layout import LAYOUTS
+
+    parser = commands.add_parser(
+        "delf-recognize", help="DELF recognition of the test split: each local feature's nearest database features "
+                               "vote for their images, the top candidates are verified with RANSAC")
+    parser.add_argument("--database-features", required=True, metavar="STORE",
+                        help="local feature store of the database images (lmkcomp extract-local)")
+    parser.add_argument("--labels", default="train", help="database labels: train, train_clean, index, or a CSV "
+                                                          "with columns id,landmark_id (only labelled images are indexed)")
+    parser.add_argument("--data", required=True, help="dataset root (labels, test ids, solution when present)")
+    parser.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
+    parser.add_argument("--query-features", required=True, metavar="STORE", help="local feature store of the test split")
+    parser.add_argument("--index", default="pq", help="feature index: flat, pq or pca10-kdtree")
+    parser.add_argument("--index-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a feature index option, e.g. nprobe=32 or nlist=4096 (pq), leafsize=32 (pca10-kdtree)")
+    parser.add_argument("--index-dir", help="where the index is saved / reused (default WORKDIR/NAME/index-INDEX)")
+    parser.add_argument("--train-size", type=positive_int, default=100_000,
+                        help="descriptors sampled to train the index (PQ codebooks, PCA)")
+    parser.add_argument("--candidates", type=positive_int, default=20, help="top images by votes verified with RANSAC")
+    parser.add_argument("--neighbours", type=positive_int, default=60, help="nearest database features per query feature")
+    parser.add_argument("--max-distance", type=float, help="ignore neighbours at this distance or more (index space)")
+    parser.add_argument("--inlier-threshold", type=positive_int,
+                        help="inliers the best candidate needs for a prediction "
+                             "(default by feature and preset, where measured: sift with fast 20)")
+    parser.add_argument("--preset", help="verification preset, fast or official-delf (default: fast for sift and "
+                                         "rootsift, official-delf otherwise)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a verification preset field, e.g. residual=4")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the index training sample and of RANSAC")
+    parser.add_argument("--name", required=True, help="submission name: SUBMISSIONS/recognition_<NAME>.csv")
+    parser.add_argument("--workdir", default="runs/delf-recognition", help="index and resumable predictions go in WORKDIR/NAME")
+    parser.add_argument("--submissions", default="submissions")
+    parser.add_argument("--chunk-size", type=positive_int, default=256, help="queries per resumable chunk")
+    parser.add_argument("--quiet", action="store_true")
+    parser.set_defaults(run=_cmd_delf_recognize)

@@ -1,0 +1,286 @@
+"""DELF recognition: the feature indexes, votes, the shortlist, the threshold rule, save/load,
+and `lmkcomp delf-recognize` end to end on the tiny synthetic dataset with SIFT."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from delf_baseline.index import (
+    FEATURE_INDEXES,
+    PcaKdTreeIndex,
+    build_database_index,
+    default_nlist,
+    default_pq_m,
+    disk_bytes,
+    load_database_index,
+    open_database_index,
+)
+from delf_baseline.recognition import (
+    NO_LANDMARK,
+    DelfRecognizer,
+    predictions_frame,
+    recognize_store,
+    run_recognition,
+    submission_predictions,
+    vote,
+)
+from lmkcomp.cli import main
+from lmkcomp.data import synthetic
+from lmkcomp.data.layout import LandmarkData
+from lmkcomp.errors import UserInputError
+from lmkcomp.local.record import LocalFeatures
+from lmkcomp.local.store import LocalFeatureStore, LocalFeatureWriter
+from lmkcomp.submission import validate_submission
+
+DIM = 32
+FEATURES_PER_IMAGE = 300
+DATABASE_IDS = [f"{i:016x}" for i in range(1, 6)]
+LABELS = {image_id: 100 + i for i, image_id in enumerate(DATABASE_IDS)}
+KINDS = ("flat", "pq", "pca10-kdtree")
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def make_images(seed: int = 0) -> list[LocalFeatures]:
+    """Image j: features around its own axis e_j (descriptor unit(e_j + 0.5 u) with u a random
+    unit vector per feature), so each image is a distinct cluster of distinct descriptors;
+    locations spread over a 200 x 200 image."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for j in range(len(DATABASE_IDS)):
+        centre = np.zeros(DIM)
+        centre[j] = 1.0
+        descriptors = unit(centre + 0.5 * unit(rng.standard_normal((FEATURES_PER_IMAGE, DIM))))
+        locations = rng.uniform(0, 200, (FEATURES_PER_IMAGE, 2))
+        images.append(LocalFeatures(locations, descriptors, np.ones(FEATURES_PER_IMAGE), np.ones(FEATURES_PER_IMAGE)))
+    return images
+
+
+def write_store(directory, ids, records) -> LocalFeatureStore:
+    writer = LocalFeatureWriter(directory, ids, DIM, "handmade", shard_size=2)
+    for k, rows in writer.pending_shards():
+        writer.write_shard(k, records[rows])
+    writer.finish()
+    return LocalFeatureStore(directory)
+
+
+def query_from(image: LocalFeatures, rows: np.ndarray, shift=(7.0, -4.0), seed: int = 1) -> LocalFeatures:
+    """Features `rows` of `image`, shifted by `shift` px with slightly perturbed descriptors:
+    the same scene seen again, so every feature should verify as an inlier."""
+    rng = np.random.default_rng(seed)
+    descriptors = unit(image.descriptors[rows] + 0.01 * rng.standard_normal((len(rows), DIM)))
+    return LocalFeatures(image.locations[rows] + np.asarray(shift), descriptors, np.ones(len(rows)), np.ones(len(rows)))
+
+
+@pytest.fixture(scope="module")
+def images() -> list[LocalFeatures]:
+    return make_images()
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory, images) -> LocalFeatureStore:
+    return write_store(tmp_path_factory.mktemp("database"), DATABASE_IDS, images)
+
+
+@pytest.fixture(scope="module")
+def indexes(database) -> dict:
+    # pq: 4 lists, so that its precomputed table (4 x 8 x 256 floats) stays below the flat
+    # index of these 1500 features, as it does at scale
+    options = {"pq": {"nlist": 4}}
+    return {kind: build_database_index(database, kind, progress=False, **options.get(kind, {})) for kind in KINDS}
+
+
+def test_vote_counts_one_vote_per_feature_and_image():
+    neighbour_images = np.array([[2, 2, 1],   # feature 0: images 2 and 1, once each
+                                 [0, -1, 2],  # feature 1: images 0 and 2 (-1: no neighbour)
+                                 [1, 1, 1]])  # feature 2: image 1 once
+    images, votes = vote(neighbour_images)
+    # votes: image 1: 2, image 2: 2, image 0: 1; the tie goes to the lower image
+    assert images.tolist() == [1, 2, 0] and votes.tolist() == [2, 2, 1]
+    valid = np.array([[True, False, False], [True, True, True], [True, True, True]])
+    images, votes = vote(neighbour_images, valid)
+    assert dict(zip(images.tolist(), votes.tolist())) == {2: 2, 0: 1, 1: 1}
+    assert images.tolist() == [2, 0, 1]
+
+
+def test_query_near_one_image_votes_for_it_with_hand_counted_votes(indexes, database, images):
+    # 30 features near image 2's and 10 near image 0's; each of their 60 nearest database
+    # features lie in that same cluster (300 features a cluster), so each votes exactly once
+    query_2 = query_from(images[2], np.arange(30))
+    query_0 = query_from(images[0], np.arange(10), seed=2)
+    query = LocalFeatures(np.vstack([query_2.locations, query_0.locations]),
+                          np.vstack([query_2.descriptors, query_0.descriptors]), np.ones(40), np.ones(40))
+    recognizer = DelfRecognizer(indexes["flat"], LABELS, database, inlier_threshold=5, verify="fast")
+    shortlisted, votes = recognizer.shortlist(query)
+    assert shortlisted.tolist() == [2, 0] and votes.tolist() == [30, 10]
+    prediction = recognizer.recognize(query)
+    assert prediction.landmark_id == LABELS[DATABASE_IDS[2]]
+    assert [(c.image_id, c.votes) for c in prediction.candidates] == [(DATABASE_IDS[2], 30), (DATABASE_IDS[0], 10)]
+    # the 30 shifted features of image 2 all verify; confidence = the best inlier count
+    assert prediction.candidates[0].inliers == 30 and prediction.score == 30.0
+    assert prediction.timings.knn_seconds > 0 and prediction.timings.ransac_seconds > 0
+    # each query feature lies about 0.05 from its source feature: a 0.01 distance limit
+    # leaves no neighbour to vote, so no candidate and no prediction
+    strict = DelfRecognizer(indexes["flat"], LABELS, database, inlier_threshold=5, verify="fast", max_distance=0.01)
+    assert strict.shortlist(query)[0].size == 0 and strict.recognize(query).landmark_id is None
+    loose = DelfRecognizer(indexes["flat"], LABELS, database, inlier_threshold=5, verify="fast", max_distance=0.3)
+    assert loose.shortlist(query)[1].tolist() == [30, 10]
+
+
+def test_shortlist_keeps_the_top_c_images(indexes, database, images):
+    # 5, 4, 3, 2 and 1 features near images 0..4: votes 5, 4, 3, 2, 1
+    parts = [query_from(images[j], np.arange(5 - j), seed=10 + j) for j in range(5)]
+    query = LocalFeatures(np.vstack([p.locations for p in parts]), np.vstack([p.descriptors for p in parts]),
+                          np.ones(15), np.ones(15))
+    recognizer = DelfRecognizer(indexes["flat"], LABELS, database, inlier_threshold=1, candidates=3, verify="fast")
+    images_, votes = recognizer.shortlist(query)
+    assert images_.tolist() == [0, 1, 2] and votes.tolist() == [5, 4, 3]
+    assert len(recognizer.recognize(query).candidates) == 3
+
+
+def test_below_the_inlier_threshold_is_a_non_landmark(indexes, database, images):
+    query = query_from(images[3], np.arange(25))
+    passing = DelfRecognizer(indexes["flat"], LABELS, database, inlier_threshold=25, verify="fast").recognize(query)
+    failing = DelfRecognizer(indexes["flat"], LABELS, database, inlier_threshold=26, verify="fast").recognize(query)
+    assert passing.landmark_id == LABELS[DATABASE_IDS[3]] and passing.score == 25.0
+    assert failing.landmark_id is None and failing.score == 25.0
+    assert failing.best.image_id == DATABASE_IDS[3]
+    frame = predictions_frame({"a" * 16: passing, "b" * 16: failing})
+    assert frame["landmark_id"].tolist() == [LABELS[DATABASE_IDS[3]], NO_LANDMARK]
+    assert submission_predictions(frame) == {"a" * 16: (LABELS[DATABASE_IDS[3]], 25.0)}
+
+
+def test_query_without_features_gets_no_candidates(indexes, database):
+    recognizer = DelfRecognizer(indexes["pq"], LABELS, database, inlier_threshold=1)
+    prediction = recognizer.recognize(LocalFeatures.empty(DIM))
+    assert prediction.landmark_id is None and prediction.candidates == () and prediction.score == 0.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_index_kind_finds_the_right_image(kind, indexes, database, images):
+    query = query_from(images[4], np.arange(0, 300, 10))
+    recognizer = DelfRecognizer(indexes[kind], LABELS, database, inlier_threshold=10, candidates=2, verify="fast")
+    prediction = recognizer.recognize(query)
+    assert prediction.candidates[0].image_id == DATABASE_IDS[4]
+    assert prediction.landmark_id == LABELS[DATABASE_IDS[4]]
+    index = indexes[kind]
+    assert index.features.size == len(index.image_rows) == len(DATABASE_IDS) * FEATURES_PER_IMAGE
+    np.testing.assert_array_equal(index.image_rows, np.repeat(np.arange(5, dtype=np.int32), FEATURES_PER_IMAGE))
+
+
+def test_pca10_kdtree_works_in_ten_dimensions(indexes):
+    features = indexes["pca10-kdtree"].features
+    assert isinstance(features, PcaKdTreeIndex)
+    assert features.dim == DIM and features.pca.projection.shape == (10, DIM)
+    assert features.points.shape == (len(DATABASE_IDS) * FEATURES_PER_IMAGE, 10) and features.tree.m == 10
+    np.testing.assert_allclose(np.linalg.norm(features.points, axis=1), 1.0, atol=1e-5)
+
+
+def test_memory_is_positive_and_pq_smaller_than_flat(indexes):
+    memory = {kind: index.memory_bytes() for kind, index in indexes.items()}
+    assert all(value > 0 for value in memory.values())
+    # flat holds 1500 x 32 float32 values plus the 1500 int32 image rows
+    assert memory["flat"] >= 1500 * DIM * 4 + 1500 * 4
+    # pq counts its codes (8 bytes a feature) and its precomputed table (4 x 8 x 256 floats)
+    assert 1500 * 8 + 4 * 8 * 256 * 4 < memory["pq"] < memory["flat"]
+
+
+def test_pq_defaults():
+    # 4 sqrt(531000) = 2915 -> 4096, halved to 2048 so that 100000 samples give >= 39 a list
+    assert default_nlist(531_000, 100_000) == 2048
+    # 4 sqrt(1500) = 155 -> 128 -> 64 -> 32 (39 x 32 = 1248 <= 1500)
+    assert default_nlist(1500, 1500) == 32
+    assert (default_pq_m(128), default_pq_m(40), default_pq_m(30), default_pq_m(3)) == (32, 10, 6, 1)
+
+
+def test_pq_index_is_reproducible_for_a_seed(database, images):
+    query = query_from(images[1], np.arange(20)).descriptors
+    first = build_database_index(database, "pq", seed=3, progress=False, nlist=4).features.search(query, 60)
+    second = build_database_index(database, "pq", seed=3, progress=False, nlist=4).features.search(query, 60)
+    np.testing.assert_array_equal(first[1], second[1])
+    np.testing.assert_array_equal(first[0], second[0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_and_load_round_trip(kind, indexes, images, tmp_path):
+    index = indexes[kind]
+    index.save(tmp_path / kind)
+    loaded = load_database_index(tmp_path / kind)
+    query = query_from(images[0], np.arange(50)).descriptors
+    for (d1, p1), (d2, p2) in [(index.features.search(query, 60), loaded.features.search(query, 60))]:
+        np.testing.assert_array_equal(p1, p2)
+        np.testing.assert_allclose(d1, d2, rtol=1e-6)
+    np.testing.assert_array_equal(loaded.image_rows, index.image_rows)
+    assert loaded.ids == index.ids and loaded.request == index.request
+    assert loaded.memory_bytes() == index.memory_bytes() and disk_bytes(tmp_path / kind) > 0
+
+
+def test_open_database_index_reuses_and_refuses(database, tmp_path):
+    folder = tmp_path / "index"
+    built = open_database_index(folder, database, "pca10-kdtree", progress=False)
+    reused = open_database_index(folder, database, "pca10-kdtree", progress=False)
+    np.testing.assert_array_equal(reused.features.points, built.features.points)
+    with pytest.raises(UserInputError, match="another kind"):
+        open_database_index(folder, database, "flat", progress=False)
+    with pytest.raises(UserInputError, match="another options"):
+        open_database_index(folder, database, "pca10-kdtree", progress=False, leafsize=8)
+    # a save killed before its manifest leaves a folder that is refused, not half-read
+    (folder / "manifest.json").unlink()
+    with pytest.raises(UserInputError, match="not a DELF database index"):
+        load_database_index(folder)
+
+
+def test_bad_index_name_and_option_are_user_errors(database):
+    with pytest.raises(UserInputError, match="known: flat, pca10-kdtree, pq"):
+        build_database_index(database, "hnsw", progress=False)
+    with pytest.raises(UserInputError, match="pq index"):
+        build_database_index(database, "pq", progress=False, nprobes=3)
+    assert FEATURE_INDEXES.names() == ["flat", "pca10-kdtree", "pq"]
+
+
+def test_run_recognition_resumes_with_the_same_predictions(indexes, database, images, tmp_path):
+    query_ids = [f"{i:016x}" for i in range(100, 104)]
+    records = [query_from(images[j], np.arange(20), seed=j) for j in (0, 1, 2, 3)]
+    queries = write_store(tmp_path / "queries", query_ids, records)
+    recognizer = DelfRecognizer(indexes["flat"], LABELS, database, inlier_threshold=10, candidates=2, verify="fast")
+    frame = run_recognition(recognizer, queries, tmp_path / "run", chunk_size=3, progress=False)
+    assert frame["landmark_id"].tolist() == [LABELS[DATABASE_IDS[j]] for j in (0, 1, 2, 3)]
+    (tmp_path / "run" / "chunk-00001.parquet").unlink()
+    again = run_recognition(recognizer, queries, tmp_path / "run", chunk_size=3, progress=False)
+    assert again[["id", "landmark_id", "score"]].equals(frame[["id", "landmark_id", "score"]])
+    in_memory = recognize_store(recognizer, queries, progress=False)
+    assert [p.landmark_id for p in in_memory.values()] == frame["landmark_id"].tolist()
+    other = DelfRecognizer(indexes["flat"], LABELS, database, inlier_threshold=11, candidates=2, verify="fast")
+    with pytest.raises(UserInputError, match="another recognizer"):
+        run_recognition(other, queries, tmp_path / "run", chunk_size=3, progress=False)
+
+
+def test_delf_recognize_cli_on_tiny_sift(tmp_path, capsys):
+    root = tmp_path / "data"
+    synthetic.generate(root, synthetic.preset_config("tiny"), 0, workers=1, progress=False)
+    stores = {}
+    for split in ("train", "test"):
+        assert main(["extract-local", "--method", "sift", "--data", str(root), "--split", split, "--max-features", "300",
+                     "--out", str(tmp_path / split), "--quiet"]) == 0
+        stores[split] = str(tmp_path / split)
+    capsys.readouterr()
+    argv = ["delf-recognize", "--database-features", stores["train"], "--data", str(root),
+            "--query-features", stores["test"], "--index", "pca10-kdtree", "--candidates", "5", "--name", "tiny",
+            "--workdir", str(tmp_path / "work"), "--submissions", str(tmp_path / "subs"), "--quiet"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    test_ids = LandmarkData(root).split_ids("test")
+    submission = validate_submission(tmp_path / "subs" / "recognition_tiny.csv", "recognition", test_ids)
+    assert result["predicted"] == sum(1 for value in submission.predictions.values() if value) > 0
+    # landmark test images are found: better than no correct prediction at all
+    assert result["gap"] > 0 and result["sensitivity"] > 0
+    assert result["index_memory_bytes"] > 0 and result["index_disk_bytes"] > 0
+    assert result["mean_total_seconds"] > 0
+    # bad option: a user error naming the index kinds, exit code 2
+    assert main([*argv[:7], "--index", "hnsw", *argv[9:]]) == 2
+    assert "known: flat, pca10-kdtree, pq" in capsys.readouterr().err
