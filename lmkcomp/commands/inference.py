@@ -45,6 +45,8 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from lmkcomp.data.layout import LandmarkData
     from lmkcomp.features.store import EmbeddingStore
     from lmkcomp.inference import RetrievalConfig, retrieve, write_retrieval_pairs
@@ -54,7 +56,8 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     config = RetrievalConfig(
         index=args.index_spec, dba_n=args.dba_n, dba_alpha=args.dba_alpha, qe_n=args.qe_n, qe_alpha=args.qe_alpha,
         inliers=args.inliers, verify_top=args.verify_top, rerank=args.rerank,
-        insert_threshold=None if args.no_insert else args.insert_threshold, recognition=recognition,
+        insert_threshold=None if args.no_insert else args.insert_threshold,
+        recognition=replace(recognition, inliers=args.label_inliers), index_inliers=args.index_label_inliers,
     )
     test, index = EmbeddingStore(args.test), EmbeddingStore(args.index)
     if args.pairs_out:
@@ -128,5 +131,9 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     retrieve.add_argument("--insert-threshold", type=float, default=0.6,
                           help="insert unretrieved same-landmark images when the two confidences sum above this")
     retrieve.add_argument("--no-insert", action="store_true", help="re-rank by moving only, never insert")
+    retrieve.add_argument("--label-inliers", metavar="PAIRS", help="re-ranking labels: pair table of the test images "
+                          "against their voting train neighbours (recognize --pairs-out, then lmkcomp verify)")
+    retrieve.add_argument("--index-label-inliers", metavar="PAIRS",
+                          help="re-ranking labels: the same for the index images")
     _voting(retrieve)
     retrieve.set_defaults(run=_cmd_retrieve)

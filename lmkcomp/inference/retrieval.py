@@ -18,7 +18,7 @@ kNN tables and expanded stores are cached in the work folder, named by what made
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,9 @@ class RetrievalConfig:
     `verify_top`: how many of the top results spatial re-ranking re-orders. `insert_threshold`:
     the confidence sum above which discriminative re-ranking inserts unretrieved images (None:
     move only). `recognition`: how test and index images get the landmark that re-ranking
-    compares (soft voting against the train labels by default).
+    compares (soft voting against the train labels by default); `index_inliers`: a pair table
+    of index images against their voting train neighbours, whose inliers enter the index
+    images' votes (`recognition.inliers` is the test images' table).
     """
 
     index: str = DEFAULT_SPEC
@@ -73,6 +75,7 @@ class RetrievalConfig:
     rerank: bool = False
     insert_threshold: float | None = 0.6
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    index_inliers: str | None = None
 
 
 def expanded_store(source: EmbeddingStore, database: EmbeddingStore, table: KnnTable, n: int, alpha: float,
@@ -157,7 +160,8 @@ def retrieve(
     lookup = inlier_lookup(config.inliers) if config.inliers else None
     if config.rerank:
         queries = predict_landmarks(test, train, data, config.recognition, workdir, progress)
-        database = predict_landmarks(index, train, data, config.recognition, workdir, progress)
+        database = predict_landmarks(index, train, data, replace(config.recognition, inliers=config.index_inliers),
+                                     workdir, progress)
         # an index image without a prediction gets -1, which no query's landmark id equals
         database_labels = np.where(database.valid, database.labels, -1)
     database_ids = padded_database_ids(table)
