@@ -62,9 +62,15 @@ def check_ids(ids: Sequence[str]) -> None:
         seen[image_id] = row
 
 
-def read_ids(directory: Path) -> list[str]:
-    """The ids of a store, one per line of `directory/ids.txt`, in row order."""
-    path = directory / IDS_NAME
+def new_store_manifest(format_name: str, version: int, fields: dict, shards: list, meta: dict) -> dict:
+    """The manifest of a sharded store not yet written: its format, `fields` (sizes, dtype,
+    method...), the planned `shards`, `complete` false and the free-form `meta`."""
+    return {"format": format_name, "version": version, **fields, "shards": shards, "complete": False, "meta": meta}
+
+
+def read_ids(directory: Path, name: str = IDS_NAME) -> list[str]:
+    """The ids of a store, one per line of `directory/name` (default `ids.txt`), in row order."""
+    path = directory / name
     try:
         return path.read_text(encoding="ascii").splitlines()
     except (OSError, UnicodeDecodeError) as exc:

@@ -33,6 +33,7 @@ from lmkcomp.manifest import (
     create_store,
     describe_store_difference,
     first_difference,
+    new_store_manifest,
     read_ids,
     read_manifest,
     write_manifest,
@@ -104,17 +105,8 @@ def _planned_shards(count: int, shard_size: int) -> list[dict]:
 
 
 def _new_manifest(dim: int, dtype: str, count: int, shard_size: int, meta: dict) -> dict:
-    return {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "dim": dim,
-        "dtype": dtype,
-        "count": count,
-        "shard_size": shard_size,
-        "shards": _planned_shards(count, shard_size),
-        "complete": False,
-        "meta": meta,
-    }
+    return new_store_manifest(FORMAT, FORMAT_VERSION, {"dim": dim, "dtype": dtype, "count": count, "shard_size": shard_size},
+                              _planned_shards(count, shard_size), meta)
 
 
 def _read_manifest(directory: Path) -> dict:

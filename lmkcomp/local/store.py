@@ -46,6 +46,7 @@ from lmkcomp.manifest import (
     check_store_fields,
     create_store,
     describe_store_difference,
+    new_store_manifest,
     read_ids,
     read_manifest,
     write_manifest,
@@ -68,17 +69,9 @@ def shard_file(array: str, k: int) -> str:
 
 
 def _new_manifest(method: str, dim: int, count: int, shard_size: int, meta: dict) -> dict:
-    return {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "method": method,
-        "dim": dim,
-        "count": count,
-        "shard_size": shard_size,
-        "shards": shard_rows(count, shard_size),
-        "complete": False,
-        "meta": meta,
-    }
+    return new_store_manifest(FORMAT, FORMAT_VERSION, {"method": method, "dim": dim, "count": count,
+                                                       "shard_size": shard_size},
+                              shard_rows(count, shard_size), meta)
 
 
 def _read_manifest(directory: Path) -> dict:

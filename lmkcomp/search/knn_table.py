@@ -37,6 +37,7 @@ from lmkcomp.manifest import (
     create_store,
     describe_store_difference,
     first_difference,
+    new_store_manifest,
     read_ids,
     read_manifest,
     write_manifest,
@@ -63,17 +64,9 @@ def _planned_shards(count: int, shard_size: int) -> list[dict]:
 
 
 def _new_manifest(k: int, count: int, database_count: int, shard_size: int, meta: dict) -> dict:
-    return {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "k": k,
-        "count": count,
-        "database_count": database_count,
-        "shard_size": shard_size,
-        "shards": _planned_shards(count, shard_size),
-        "complete": False,
-        "meta": meta,
-    }
+    return new_store_manifest(FORMAT, FORMAT_VERSION, {"k": k, "count": count, "database_count": database_count,
+                                                       "shard_size": shard_size},
+                              _planned_shards(count, shard_size), meta)
 
 
 def _read_manifest(directory: Path) -> dict:
@@ -89,11 +82,7 @@ def _read_manifest(directory: Path) -> dict:
 
 
 def _read_database_ids(directory: Path) -> list[str]:
-    path = directory / DATABASE_IDS_NAME
-    try:
-        return path.read_text(encoding="ascii").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: unreadable id list: {exc}") from None
+    return read_ids(directory, DATABASE_IDS_NAME)
 
 
 # --------------------------------------------------------------------------------------------
