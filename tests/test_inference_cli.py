@@ -9,6 +9,7 @@ submission is compared with the same pipeline recomputed here in plain numpy.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ import pytest
 from lmkcomp.cli import EXIT_USER_ERROR, main
 from lmkcomp.data import synthetic
 from lmkcomp.data.layout import LandmarkData
-from lmkcomp.features.store import EmbeddingWriter
+from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter
+from lmkcomp.inference import RecognitionConfig
 from lmkcomp.local.pairs import SCHEMA, chunk_file
 from lmkcomp.recognition import demote_frequent_labels, soft_voting
 from lmkcomp.retrieval import discriminative_rerank, spatial_rerank
@@ -282,3 +284,22 @@ def test_spatial_and_discriminative_reranking(world, tmp_path, capsys):
     # every step acted: spatial re-ordering, moves, and insertions of unretrieved images
     assert (spatial != order).any() and (expected != spatial).any()
     assert any(set(new) - set(old) for new, old in zip(expected.tolist(), order.tolist()))
+
+
+def test_reranking_labels_read_the_test_and_index_inlier_tables(world, tmp_path, monkeypatch):
+    from lmkcomp.inference import retrieval as retrieval_module
+
+    seen = []
+    real = retrieval_module.predict_landmarks
+
+    def recording(queries, train, data, config, workdir, progress=True):
+        seen.append((Path(queries.directory).name, config.inliers))
+        return real(queries, train, data, replace(config, inliers=None), workdir, progress)
+
+    monkeypatch.setattr(retrieval_module, "predict_landmarks", recording)
+    config = retrieval_module.RetrievalConfig(rerank=True, index_inliers="INDEX-TABLE",
+                                              recognition=RecognitionConfig(inliers="TEST-TABLE"))
+    stores = {name: EmbeddingStore(world.store(name)) for name in ("test", "index", "train")}
+    retrieval_module.retrieve(world.data, stores["test"], stores["index"], "labels", config, stores["train"],
+                              tmp_path / "work", tmp_path / "subs", progress=False)
+    assert seen == [("test", "TEST-TABLE"), ("index", "INDEX-TABLE")]
