@@ -117,17 +117,20 @@ def _clean(data: LandmarkData, paths: DemoArtifacts, workers: int, progress: boo
     return {"note": note, "pairs": len(table)}
 
 
-def _verify(pair_list: Path, query_split: str, candidate_split: str, out: Path,
+def _verify(name: str, write_pairs: Callable[[Path], int], query_split: str, candidate_split: str,
             paths: DemoArtifacts, workers: int, progress: bool) -> str:
-    """Verify the pairs of `pair_list` (query_split x candidate_split; SIFT, `fast` preset) into
-    the pair table `out` (resumable); return its folder."""
+    """Write the pair list `pairs/<name>.csv` with `write_pairs`, verify it (query_split x
+    candidate_split; SIFT, `fast` preset) into the pair table `pairs/<name>` (resumable);
+    return the table's folder."""
     from lmkcomp.local.pairs import verify_pairs
     from lmkcomp.local.store import LocalFeatureStore
     from lmkcomp.local.verify import verify_config
 
+    pair_list = paths.pairs / f"{name}.csv"
+    write_pairs(pair_list)
     return str(verify_pairs(pair_list, LocalFeatureStore(paths.local / query_split),
-                            LocalFeatureStore(paths.local / candidate_split), out, verify_config("fast"),
-                            workers=workers, progress=progress))
+                            LocalFeatureStore(paths.local / candidate_split), paths.pairs / name,
+                            verify_config("fast"), workers=workers, progress=progress))
 
 
 def _ablation(data: LandmarkData, paths: DemoArtifacts, stages: Stages, submissions: Path, workers: int,
@@ -161,9 +164,8 @@ def _ablation(data: LandmarkData, paths: DemoArtifacts, stages: Stages, submissi
     with_inliers = replace(voting, inliers=str(paths.pairs / "test-train"))
 
     def verify_voting_pairs() -> RecognitionConfig:
-        pair_list = paths.pairs / "test-train.csv"
-        write_recognition_pairs(test, train, data, pair_list, voting, workdir, progress)
-        _verify(pair_list, "test", "train", paths.pairs / "test-train", paths, workers, progress)
+        _verify("test-train", lambda out: write_recognition_pairs(test, train, data, out, voting, workdir, progress),
+                "test", "train", paths, workers, progress)
         return with_inliers
 
     gap, seconds = recognition("inliers", verify_voting_pairs)
@@ -171,11 +173,6 @@ def _ablation(data: LandmarkData, paths: DemoArtifacts, stages: Stages, submissi
 
     bank = str(paths.bank) if paths.bank.is_dir() else None
     voting = replace(with_inliers, demote_over=DEMOTE_OVER, nonlandmark_bank=bank)
-    if bank:
-        # a bank smaller than the REFERENCE's top 5 / top 10 (the tiny preset has 6 images) is averaged whole
-        size = len(EmbeddingStore(bank))
-        voting = replace(voting, bank_train_top=min(voting.bank_train_top, size),
-                         bank_query_top=min(voting.bank_query_top, size))
     gap, seconds = recognition("distractors", lambda: voting)
     rows.append(DemoRow(f"+ distractors: demote >{DEMOTE_OVER}" + (", bank A-B-C" if bank else ""), gap, map100,
                         seconds))
@@ -192,9 +189,9 @@ def _ablation(data: LandmarkData, paths: DemoArtifacts, stages: Stages, submissi
                        index_inliers=str(paths.pairs / "index-train"))
 
     def verify_index_labelling_pairs() -> RetrievalConfig:
-        pair_list = paths.pairs / "index-train.csv"
-        write_recognition_pairs(index, train, data, pair_list, labelling, workdir, progress)
-        _verify(pair_list, "index", "train", paths.pairs / "index-train", paths, workers, progress)
+        _verify("index-train",
+                lambda out: write_recognition_pairs(index, train, data, out, labelling, workdir, progress),
+                "index", "train", paths, workers, progress)
         return reranked
 
     map100, seconds = retrieval("rerank", verify_index_labelling_pairs)
@@ -203,9 +200,8 @@ def _ablation(data: LandmarkData, paths: DemoArtifacts, stages: Stages, submissi
     verify = replace(reranked, verify_top=VERIFY_TOP)
 
     def verify_top_results() -> RetrievalConfig:
-        pair_list = paths.pairs / "test-index.csv"
-        write_retrieval_pairs(test, index, pair_list, verify, workdir, progress)
-        table = _verify(pair_list, "test", "index", paths.pairs / "test-index", paths, workers, progress)
+        table = _verify("test-index", lambda out: write_retrieval_pairs(test, index, out, verify, workdir, progress),
+                        "test", "index", paths, workers, progress)
         return replace(verify, inliers=table)
 
     map100, seconds = retrieval("spatial", verify_top_results)

@@ -128,8 +128,9 @@ def _bank_terms(queries: EmbeddingStore, train: EmbeddingStore, table: KnnTable,
     # both tables list their query rows in store order, as the voting table lists its database
     if train_bank.query_ids != table.database_ids:
         raise UserInputError(f"{train_bank.directory}: its query rows are not the database of {table.directory}")
-    return (mean_top_similarity(train_bank.scores(), config.bank_train_top),
-            mean_top_similarity(query_bank.scores(), config.bank_query_top))
+    # a bank smaller than the top n (e.g. a handful of pictures) is averaged whole
+    return (mean_top_similarity(train_bank.scores(), min(config.bank_train_top, len(bank))),
+            mean_top_similarity(query_bank.scores(), min(config.bank_query_top, len(bank))))
 
 
 def _vote(queries: EmbeddingStore, train: EmbeddingStore, data: LandmarkData, config: RecognitionConfig,
