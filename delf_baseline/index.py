@@ -32,7 +32,6 @@ Memory (`memory_bytes`) is what searching holds in RAM, stated per kind in each 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -49,7 +48,15 @@ from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import l2_normalize, positive_int
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
 from lmkcomp.local.store import LocalFeatureStore
-from lmkcomp.manifest import IDS_NAME, MANIFEST_NAME, check_ids, read_ids, read_manifest, write_manifest
+from lmkcomp.manifest import (
+    IDS_NAME,
+    MANIFEST_NAME,
+    check_ids,
+    ids_sha256,
+    read_ids,
+    read_manifest,
+    write_manifest,
+)
 from lmkcomp.registry import Registry
 
 FORMAT = "lmkcomp-delf-index"
@@ -373,11 +380,6 @@ class PcaKdTreeIndex:
 
 # --------------------------------------------------------------------------------------------
 # The database index
-
-
-def ids_sha256(ids: Sequence[str]) -> str:
-    """SHA-256 of an id list, one id a line, in order: names the list in a manifest."""
-    return hashlib.sha256("".join(f"{i}\n" for i in ids).encode("ascii")).hexdigest()
 
 
 def _request(store: LocalFeatureStore, kind: str, ids: Sequence[str], seed: int, train_size: int,

@@ -41,14 +41,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from delf_baseline.index import DatabaseIndex, ids_sha256
+from delf_baseline.index import DatabaseIndex
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import positive_int
 from lmkcomp.fileio import atomic_write
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig, create_verifier, verify_config, verify_pair
-from lmkcomp.manifest import MANIFEST_NAME, check_ids, read_manifest, write_manifest
+from lmkcomp.manifest import MANIFEST_NAME, check_ids, ids_sha256, read_manifest, write_manifest
 
 FORMAT = "lmkcomp-delf-recognition"
 FORMAT_VERSION = 1

@@ -4,6 +4,7 @@ something else, or an artifact written by an incompatible version, with a clear 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -130,3 +131,15 @@ def first_setting_difference(found: object, wanted: object, key: str = "") -> st
                 return problem
         return None
     return None if found == wanted else f"{key}: {found!r} on disk vs {wanted!r} requested"
+
+
+def fingerprint(payload: object, digits: int = 10) -> str:
+    """The first `digits` hex digits of the SHA-256 of `payload` as sorted JSON (values JSON
+    cannot hold are written with str): a short, stable name for what a work folder holds."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:digits]
+
+
+def ids_sha256(ids: Sequence[str]) -> str:
+    """SHA-256 of an id list, one id a line, in order: names the list in a manifest."""
+    return hashlib.sha256("".join(f"{i}\n" for i in ids).encode("ascii")).hexdigest()

@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from lmkcomp.errors import UserInputError
+from lmkcomp.features.store import l2_normalize
 
 
 def soft_voting(
@@ -130,10 +131,6 @@ def nonlandmark_penalized_scores(
 # Classifier head
 
 
-def _normalize_rows(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def classifier_predictions(
     embeddings: ArrayLike,
     weight: ArrayLike,
@@ -167,7 +164,7 @@ def classifier_predictions(
     num_classes = weight.shape[0] // subcenters
     n = embeddings.shape[0]
     if cosine:
-        embeddings = _normalize_rows(embeddings)
+        embeddings = l2_normalize(embeddings)
     best = np.full(n, -np.inf, dtype=np.float64)
     best_class = np.zeros(n, dtype=np.int64)
     log_total = np.full(n, -np.inf, dtype=np.float64)  # running logsumexp of the logits (softmax)
@@ -175,7 +172,7 @@ def classifier_predictions(
         stop = min(start + class_block, num_classes)
         block = np.asarray(weight[start * subcenters:stop * subcenters], dtype=np.float32)
         if cosine:
-            scores = (embeddings @ _normalize_rows(block).T).reshape(n, stop - start, subcenters).max(axis=2)
+            scores = (embeddings @ l2_normalize(block).T).reshape(n, stop - start, subcenters).max(axis=2)
         else:
             scores = embeddings @ block.T
             if bias is not None:

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
 from lmkcomp.errors import UserInputError
+from lmkcomp.features.store import l2_normalize
 
 # --------------------------------------------------------------------------------------------
 # αQE and DBA
@@ -81,7 +82,7 @@ def expand_vectors(
         covered = max(covered, start + block.shape[0])
     if covered != weights.shape[1]:
         raise ValueError(f"the database blocks cover {covered} rows, the weights {weights.shape[1]}")
-    return result / np.maximum(np.linalg.norm(result, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(result)
 
 
 # --------------------------------------------------------------------------------------------

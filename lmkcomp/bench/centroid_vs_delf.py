@@ -56,7 +56,6 @@ at the paper's 2 M images against its 15x time and 133x memory.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import tempfile
@@ -75,6 +74,7 @@ from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import EmbeddingStore, l2_normalize
 from lmkcomp.fileio import atomic_write
+from lmkcomp.manifest import fingerprint
 from lmkcomp.metrics import global_average_precision, sensitivity_specificity, top1_accuracy
 
 #: the paper's figures (seed 000, section 6.2): 2 M database images, 15,250 centroids
@@ -182,16 +182,11 @@ def _embedding_stores(settings: BenchSettings, data: LandmarkData, checkpoint: C
     stores = {}
     for split, path in given.items():
         if path is None:
-            path = workdir / f"embeddings-{_key(str(checkpoint().resolve()))}" / split
+            path = workdir / f"embeddings-{fingerprint(str(checkpoint().resolve()), 8)}" / split
             extract_split(checkpoint(), data, split, path, scales=(1.0,), flip=False, dtype="float32",
                           workers=0, progress=progress)
         stores[split] = EmbeddingStore(path)
     return stores
-
-
-def _key(value: object) -> str:
-    """A short stable name for what a work folder holds (8 hex digits of a SHA-256)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def _local_extractor(settings: BenchSettings):
@@ -229,7 +224,7 @@ def _local_stores(settings: BenchSettings, data: LandmarkData, ids: dict[str, li
     for split, path in given.items():  # train first: the queries need its extractor
         if path is None:
             extractor = _local_extractor(settings) if split == "train" else store_extractor(stores["train"])
-            path = workdir / f"local-{extractor.method}-{_key(extractor.settings())}" / split
+            path = workdir / f"local-{extractor.method}-{fingerprint(extractor.settings(), 8)}" / split
             stores[split] = extract_local_split(data, split, path, extractor, ids=ids[split], workers=settings.workers,
                                                 progress=progress)
         else:
@@ -428,7 +423,8 @@ def _delf_rows(settings: BenchSettings, local: dict, labels, sets: dict[str, lis
     database_ids = labels["id"].tolist()
     label_of = dict(zip(database_ids, labels["landmark_id"].astype(int)))
     # one folder per database (features, images, labels) and index kind, so reruns reuse it
-    folder = workdir / "delf" / f"{settings.delf_index}-{_key([local['train'].meta, database_ids, label_of])}"
+    key = fingerprint([local["train"].meta, database_ids, label_of], 8)
+    folder = workdir / "delf" / f"{settings.delf_index}-{key}"
     index = open_database_index(folder / "index", local["train"], settings.delf_index, ids=database_ids,
                                 seed=settings.seed, progress=progress)
     verify = verify_preset(settings, local["train"])

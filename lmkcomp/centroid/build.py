@@ -37,7 +37,7 @@ from sklearn.cluster import AgglomerativeClustering
 from tqdm import tqdm
 
 from lmkcomp.centroid.index import DEFAULT_INDEX_SPEC, FORMAT, FORMAT_VERSION, CentroidIndex, load_centroids
-from lmkcomp.clean.embedding_methods import central_references
+from lmkcomp.clean.embedding_methods import central_references, landmark_groups
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import l2_normalize
 from lmkcomp.fileio import atomic_write
@@ -142,13 +142,6 @@ def _reference_rows(unit: np.ndarray, given: np.ndarray | None, k: int, rng: np.
     return central_references(unit, candidates, k)
 
 
-def _groups(landmark_ids: np.ndarray) -> dict[int, np.ndarray]:
-    """Landmark -> its rows, ascending (a stable sort by landmark keeps row order)."""
-    order = np.argsort(landmark_ids, kind="stable")
-    values, starts = np.unique(landmark_ids[order], return_index=True)
-    return {int(v): order[s:e] for v, s, e in zip(values, starts, [*starts[1:], len(order)])}
-
-
 def _local_references(references: Mapping[int, Sequence[int]],
                       groups: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
     """Given references (landmark -> rows of the embeddings) as positions in each landmark's
@@ -234,7 +227,7 @@ def build_centroids(landmark_ids: np.ndarray, embeddings: np.ndarray, config: Cl
         raise UserInputError(f"{len(landmark_ids)} labels for {len(embeddings)} embeddings")
     if isinstance(reference_k, bool) or not isinstance(reference_k, int) or reference_k < 0:
         raise UserInputError(f"reference_k must be a non-negative integer, got {reference_k!r}")
-    groups = _groups(landmark_ids)
+    groups = landmark_groups(landmark_ids)
     landmarks = sorted(groups)
     given = None if references is None else _local_references(references, groups)
     settings = {"clustering": dataclasses.asdict(config), "reference_k": reference_k,

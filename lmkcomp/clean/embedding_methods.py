@@ -12,7 +12,8 @@ from lmkcomp.clean.result import CleaningResult
 from lmkcomp.errors import UserInputError
 
 
-def _groups(landmark_ids: np.ndarray) -> dict[int, np.ndarray]:
+def landmark_groups(landmark_ids: np.ndarray) -> dict[int, np.ndarray]:
+    """Landmark -> its rows, ascending (a stable sort by landmark keeps row order)."""
     order = np.argsort(landmark_ids, kind="stable")
     values, starts = np.unique(landmark_ids[order], return_index=True)
     return {int(v): order[s:e] for v, s, e in zip(values, starts, [*starts[1:], len(order)])}
@@ -31,7 +32,7 @@ def clean_dbscan(ids: Sequence[str], landmark_ids: np.ndarray, embeddings: np.nd
     result = CleaningResult("dbscan", list(ids), landmark_ids, np.ones(len(ids), dtype=bool),
                             settings={"eps": eps, "min_samples": min_samples})
     radius = float(np.sqrt(2.0 * eps))
-    for _, members in _groups(landmark_ids).items():
+    for _, members in landmark_groups(landmark_ids).items():
         labels = DBSCAN(eps=radius, min_samples=min_samples).fit_predict(embeddings[members])
         clustered = labels[labels >= 0]
         if clustered.size == 0:
@@ -64,7 +65,7 @@ def clean_references(ids: Sequence[str], landmark_ids: np.ndarray, embeddings: n
     position = {image_id: i for i, image_id in enumerate(ids)}
     result = CleaningResult("references", list(ids), landmark_ids, np.ones(len(ids), dtype=bool),
                             settings={"gamma": gamma, "k": k, "given_references": references is not None})
-    for landmark, members in _groups(landmark_ids).items():
+    for landmark, members in landmark_groups(landmark_ids).items():
         if references is not None and landmark in references:
             unknown = [r for r in references[landmark] if r not in position]
             if unknown:

@@ -46,3 +46,11 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
     return value
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """Comma-separated integers >= 1, e.g. `5,20` or `10000,100000`."""
+    try:
+        return tuple(positive_int(part) for part in text.split(","))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive integers, e.g. 5,20") from None

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lmkcomp.commands.args import fraction, positive_int, scales
+from lmkcomp.commands.args import fraction, positive_int, positive_ints, scales
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -79,17 +79,6 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     if data is not None and data.has("recognition_solution"):
         print(json.dumps(score_submission(read_submission(out, "recognition"), data.recognition_solution, args.split)))
     return 0
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    """Comma-separated positive integers, e.g. `5,20`."""
-    try:
-        values = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 5,20") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers")
-    return values
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -182,7 +171,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument("--delf-checkpoint", help="delf-torch checkpoint: extract DELF features with it when no local "
                        "stores are given; its 7-scale extraction is timed either way")
     bench.add_argument("--delf-index", choices=("flat", "pq", "pca10-kdtree"), default="pq")
-    bench.add_argument("--delf-candidates", type=_ints, default=(5, 20), help="DELF settings: candidates verified")
+    bench.add_argument("--delf-candidates", type=positive_ints, default=(5, 20), help="DELF settings: candidates verified")
     bench.add_argument("--verify", help="DELF verification preset (default: official-delf for DELF features, "
                        "fast for SIFT)")
     bench.add_argument("--landmark-share", type=fraction, default=0.02, help="landmark share of the offline set")
@@ -194,9 +183,9 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument("--threshold", type=float, default=1.2, help="clustering distance threshold")
     bench.add_argument("--min-cluster-size", type=positive_int, default=10)
     bench.add_argument("--ablation-thresholds", type=scales, default=(0.8, 1.0, 1.4))
-    bench.add_argument("--ablation-min-sizes", type=_ints, default=(5, 25, 50))
-    bench.add_argument("--ablation-k", type=_ints, default=(3, 5), help="kNN votes over centroids")
-    bench.add_argument("--sweep-sizes", type=_ints, default=(1_000, 3_000, 10_000, 30_000, 100_000),
+    bench.add_argument("--ablation-min-sizes", type=positive_ints, default=(5, 25, 50))
+    bench.add_argument("--ablation-k", type=positive_ints, default=(3, 5), help="kNN votes over centroids")
+    bench.add_argument("--sweep-sizes", type=positive_ints, default=(1_000, 3_000, 10_000, 30_000, 100_000),
                        help="database images of the random-data sweep")
     bench.add_argument("--sweep-features", type=positive_int, default=100, help="DELF features per sweep image")
     bench.add_argument("--sweep-queries", type=positive_int, default=20)

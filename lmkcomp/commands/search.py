@@ -6,22 +6,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmkcomp.commands.args import positive_int
+from lmkcomp.commands.args import positive_int, positive_ints
 from lmkcomp.errors import UserInputError
 
 
 def read_id_list(path: str) -> list[str]:
     """Image ids from `path`: the `id` column of a CSV (e.g. train.csv), else one id per line."""
     if path.endswith(".csv"):
-        import pandas as pd
+        from lmkcomp.data.gldv2 import read_id_column
 
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (OSError, ValueError) as exc:
-            raise UserInputError(f"{path}: unreadable CSV: {exc}") from None
-        if "id" not in frame.columns:
-            raise UserInputError(f"{path}: no 'id' column (columns: {', '.join(frame.columns)})")
-        return frame["id"].tolist()
+        return read_id_column(path)
     try:
         return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
@@ -53,14 +47,6 @@ def _cmd_bench_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sizes(text: str) -> list[int]:
-    """Comma-separated positive integers, e.g. `10000,100000`."""
-    try:
-        return [positive_int(part) for part in text.split(",")]
-    except (ValueError, argparse.ArgumentTypeError):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive integers, e.g. 10000,100000") from None
-
-
 def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
     search = commands.add_parser("search", help="k nearest database images of every query image (embedding stores) "
                                  "into a resumable kNN table")
@@ -83,7 +69,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
 
     bench = benches.add_parser("search", help="queries/s, peak memory and recall of exact and approximate search "
                                "on random unit vectors")
-    bench.add_argument("--sizes", type=_sizes, default=[10_000, 100_000, 1_000_000], help="database sizes")
+    bench.add_argument("--sizes", type=positive_ints, default=[10_000, 100_000, 1_000_000], help="database sizes")
     bench.add_argument("--queries", type=positive_int, default=1000)
     bench.add_argument("--k", type=positive_int, default=100)
     bench.add_argument("--dim", type=positive_int, default=512)

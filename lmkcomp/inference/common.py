@@ -8,8 +8,6 @@ the same inputs reuses them and a changed input gets a new folder instead of an 
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pandas as pd
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.features.store import EmbeddingStore
 from lmkcomp.fileio import atomic_write
+from lmkcomp.manifest import fingerprint, ids_sha256
 from lmkcomp.search.knn_table import NO_NEIGHBOUR, KnnTable
 from lmkcomp.submission import score_submission, validate_submission
 
@@ -34,15 +33,6 @@ def test_ids(data: LandmarkData) -> list[str]:
 
         return read_sample_submission(data.file("sample_submission"))
     return data.split_ids("test")
-
-
-def digest(payload: dict) -> str:
-    """First 10 hex digits of the SHA-256 of `payload` as sorted JSON: a folder-name fingerprint."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def ids_digest(ids: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 def cached_search(
@@ -61,12 +51,12 @@ def cached_search(
     from lmkcomp.search import search_stores
 
     k = min(k, len(database) if database_ids is None else len(database_ids))
-    fingerprint = digest({
+    name = fingerprint({
         "queries": str(queries.directory.resolve()), "database": str(database.directory.resolve()), "k": k,
-        "spec": spec, "query_ids": None if query_ids is None else ids_digest(query_ids),
-        "database_ids": None if database_ids is None else ids_digest(database_ids),
+        "spec": spec, "query_ids": None if query_ids is None else ids_sha256(query_ids),
+        "database_ids": None if database_ids is None else ids_sha256(database_ids),
     })
-    out = Path(workdir) / "knn" / f"{queries.directory.name}-vs-{database.directory.name}-k{k}-{fingerprint}"
+    out = Path(workdir) / "knn" / f"{queries.directory.name}-vs-{database.directory.name}-k{k}-{name}"
     return search_stores(queries, database, out, k=k, spec=spec, query_ids=query_ids, database_ids=database_ids,
                          progress=progress)
 

@@ -31,7 +31,6 @@ from lmkcomp.inference.common import (
     BLOCK_ROWS,
     cached_search,
     check_and_score,
-    digest,
     inlier_counts,
     inlier_lookup,
     neighbour_ids,
@@ -40,6 +39,7 @@ from lmkcomp.inference.common import (
     write_pair_list,
 )
 from lmkcomp.inference.recognition import RecognitionConfig, predict_landmarks
+from lmkcomp.manifest import fingerprint
 from lmkcomp.retrieval import discriminative_rerank, expand_vectors, expansion_matrix, spatial_rerank
 from lmkcomp.search.knn_table import KnnTable
 from lmkcomp.search.run import DEFAULT_SPEC
@@ -92,9 +92,9 @@ def expanded_store(source: EmbeddingStore, database: EmbeddingStore, table: KnnT
         raise UserInputError(f"{table.directory} is not the kNN table of {source.directory} "
                              f"against {database.directory}")
     kind = "dba" if augment_database else "qe"
-    fingerprint = digest({"source": str(source.directory.resolve()), "database": str(database.directory.resolve()),
-                          "table": str(table.directory.resolve()), "n": n, "alpha": alpha, "kind": kind})
-    out = Path(workdir) / "expanded" / f"{source.directory.name}-{kind}-n{n}-a{alpha:g}-{fingerprint}"
+    name = fingerprint({"source": str(source.directory.resolve()), "database": str(database.directory.resolve()),
+                        "table": str(table.directory.resolve()), "n": n, "alpha": alpha, "kind": kind})
+    out = Path(workdir) / "expanded" / f"{source.directory.name}-{kind}-n{n}-a{alpha:g}-{name}"
     meta = {"expansion": kind, "n": n, "alpha": alpha, "source": str(source.directory.resolve()),
             "database": str(database.directory.resolve()), "knn": str(table.directory.resolve())}
     writer = EmbeddingWriter(out, source.ids, source.dim, "float32", shard_size=EXPANSION_ROWS, meta=meta)
