@@ -10,13 +10,14 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
-import cv2
-import torch
 from threadpoolctl import threadpool_limits
 
 from lmkcomp.fileio import atomic_write
+
+if TYPE_CHECKING:  # torch loads only where a benchmark needs it (the search bench does not)
+    import torch
 
 
 def run_variant(module: str, spec: dict, timeout: float = 1800) -> dict:
@@ -28,16 +29,37 @@ def run_variant(module: str, spec: dict, timeout: float = 1800) -> dict:
     return {**spec, **json.loads(completed.stdout.strip().splitlines()[-1])}
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process: CUDA allocator peak on GPU, max resident set size on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+def peak_resident_mb() -> float:
+    """Peak resident set of this process so far, in MiB.
+
+    Linux's VmHWM belongs to this program's memory map; `ru_maxrss` would also count the parent's
+    resident set at the fork that started a variant's process (it survives the exec), so it is
+    only the fallback where /proc is missing.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA allocator peak on GPU, peak resident set on CPU."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return peak_resident_mb()
+
+
 def machine() -> dict:
+    import torch
+
     info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads()}
     if torch.cuda.is_available():
@@ -71,6 +93,9 @@ def one_core() -> Iterator[None]:
     """OpenCV, every BLAS / OpenMP pool (faiss's too) and torch limited to one thread, then
     restored: per-core rates and per-query latencies that threads contending on a shared
     machine cannot distort."""
+    import cv2
+    import torch
+
     previous_cv2, previous_torch = cv2.getNumThreads(), torch.get_num_threads()
     cv2.setNumThreads(1)
     torch.set_num_threads(1)

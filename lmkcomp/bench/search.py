@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lmkcomp.bench.common import peak_resident_mb
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import positive_int
 
@@ -75,22 +75,6 @@ def database_rows(size: int, dim: int, seed: int, rows: np.ndarray) -> np.ndarra
     return out
 
 
-def _resident_mb() -> float:
-    """Peak resident set of this process so far, in MiB.
-
-    Linux's VmHWM belongs to this program's memory map; `ru_maxrss` would also count the parent's
-    resident set at the fork that started this variant (it survives the exec).
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _cuda_peak_mb(device) -> float:
     """Peak CUDA memory allocated by torch on `device` so far, in MiB, once the GPU is idle."""
     import torch
@@ -113,7 +97,7 @@ def _measure(spec: dict) -> dict:
     gpu = getattr(searcher, "device", None)
     if gpu is not None and gpu.type != "cuda":
         gpu = None
-    before = _resident_mb() if gpu is None else _cuda_peak_mb(gpu)
+    before = peak_resident_mb() if gpu is None else _cuda_peak_mb(gpu)
     generating = 0.0
 
     def read_rows(rows: np.ndarray) -> np.ndarray:
@@ -131,7 +115,7 @@ def _measure(spec: dict) -> dict:
     _, indices = searcher.search(queries, spec["k"])
     elapsed = time.perf_counter() - built
     np.save(spec["indices_file"], indices)
-    peak = _resident_mb() if gpu is None else _cuda_peak_mb(gpu)
+    peak = peak_resident_mb() if gpu is None else _cuda_peak_mb(gpu)
     # build time: training and adding only, not drawing the random vectors
     return {"build_s": built - started - generating, "search_s": elapsed, "queries_per_s": spec["queries"] / elapsed,
             "peak_memory_mb": peak, "index_memory_mb": peak - before}
