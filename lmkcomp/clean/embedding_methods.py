@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-from sklearn.cluster import DBSCAN
 
 from lmkcomp.clean.result import CleaningResult
 from lmkcomp.errors import UserInputError
@@ -28,6 +27,8 @@ def clean_dbscan(ids: Sequence[str], landmark_ids: np.ndarray, embeddings: np.nd
     GLDv2 landmark can have thousands of images). Ties between equally large clusters go to
     the cluster found first. A landmark without any cluster loses all its images.
     """
+    from sklearn.cluster import DBSCAN
+
     landmark_ids = np.asarray(landmark_ids)
     result = CleaningResult("dbscan", list(ids), landmark_ids, np.ones(len(ids), dtype=bool),
                             settings={"eps": eps, "min_samples": min_samples})

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from lmkcomp import metrics
 from lmkcomp.config import from_dict, to_dict
+from lmkcomp.clean.embedding_methods import landmark_groups
 from lmkcomp.data import gldv2
 from lmkcomp.data.dataset import collate_skipping
 from lmkcomp.data.layout import LandmarkData
@@ -481,7 +482,9 @@ def evaluate_split(queries: np.ndarray, database: np.ndarray, split: TrainingSpl
     scores, neighbours = exact_search(queries, database, k=k)
     query_ids = [f"q{i}" for i in range(len(queries))]
     database_ids = np.array([f"d{i}" for i in range(len(database))])
-    relevant = {q: database_ids[split.train_classes == c].tolist() for q, c in zip(query_ids, split.val_classes)}
+    # the database images of each class, grouped once (one scan per query would be val x train)
+    by_class = {int(c): database_ids[rows].tolist() for c, rows in landmark_groups(split.train_classes).items()}
+    relevant = {q: by_class.get(int(c), []) for q, c in zip(query_ids, split.val_classes)}
     retrieved = {q: database_ids[row].tolist() for q, row in zip(query_ids, neighbours)}
     labels, confidence = soft_voting(scores, split.train_classes[neighbours], k=3)
     predictions = {q: (int(label), float(conf)) for q, label, conf in zip(query_ids, labels, confidence)}
