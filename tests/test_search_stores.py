@@ -147,3 +147,12 @@ def test_bench_search_writes_json(tmp_path, monkeypatch, capsys):
     assert rows[2]["projected"] and not rows[0]["projected"] and "recall" not in rows[2]
     assert rows[2]["queries_per_s"] == pytest.approx(rows[0]["queries_per_s"] / 10)
     assert rows[2]["build_s"] == pytest.approx(rows[0]["build_s"] * 10)
+
+
+def test_chosen_ids_must_be_in_the_store_and_unique(tmp_path, stores):
+    query_store, database_store, _, _ = stores
+    twice = [database_store.ids[3], database_store.ids[1], database_store.ids[3]]
+    with pytest.raises(UserInputError, match=f"id {database_store.ids[3]} appears twice"):
+        search_stores(query_store, database_store, tmp_path / "knn", k=2, database_ids=twice, progress=False)
+    with pytest.raises(UserInputError, match="not in the store"):
+        search_stores(query_store, database_store, tmp_path / "knn", k=2, query_ids=["f" * 16], progress=False)

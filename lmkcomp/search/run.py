@@ -16,7 +16,6 @@ from tqdm import tqdm
 
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import EmbeddingStore, positive_int
-from lmkcomp.manifest import check_ids
 from lmkcomp.search.knn_table import DEFAULT_SHARD_SIZE, KnnTable, KnnTableWriter
 from lmkcomp.search.searchers import create_searcher, index_database
 
@@ -28,11 +27,13 @@ def store_positions(store: EmbeddingStore, ids: Sequence[str] | None) -> np.ndar
     if ids is None:
         return np.arange(len(store), dtype=np.int64)
     ids = list(ids)
-    try:
-        check_ids(ids)
-    except UserInputError as exc:
-        raise UserInputError(f"ids chosen from {store.directory}: {exc}") from None
-    return np.sort(store.position(ids))
+    # store.position rejects ids the store lacks, and the store's ids are valid, so only a
+    # repeated id is left to catch (cheaply, on the sorted rows)
+    positions = np.sort(store.position(ids))
+    repeated = np.flatnonzero(np.diff(positions) == 0)
+    if repeated.size:
+        raise UserInputError(f"ids chosen from {store.directory}: id {store.ids[positions[repeated[0]]]} appears twice")
+    return positions
 
 
 def read_positions(store: EmbeddingStore, positions: np.ndarray) -> np.ndarray:
