@@ -69,7 +69,8 @@ def expand_vectors(
     `vectors` (rows x d) are the queries (QE) or the database rows being augmented (DBA), each
     with weight 1; `weights` comes from `expansion_matrix`; `database_blocks` yields
     `(start, rows [start, start + len(block)))` covering the database, e.g.
-    `EmbeddingStore.iter_blocks`. Blocks no row points into cost only their read.
+    `EmbeddingStore.iter_blocks`. Blocks no row points into are never multiplied, so a caller
+    may pass them as zeros without reading them.
     """
     result = np.array(vectors, dtype=np.float32)
     if result.ndim != 2 or result.shape[0] != weights.shape[0]:

@@ -18,6 +18,7 @@ kNN tables and expanded stores are cached in the work folder, named by what made
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -104,9 +105,23 @@ def expanded_store(source: EmbeddingStore, database: EmbeddingStore, table: KnnT
         own = np.arange(rows.start, rows.stop) if augment_database else None
         weights = expansion_matrix(indices, scores, n, alpha, len(database), self_positions=own)
         writer.write_shard(k, expand_vectors(source.read(rows.start, rows.stop), weights,
-                                             database.iter_blocks(DATABASE_BLOCK)))
+                                             _referenced_blocks(database, weights)))
     writer.finish()
     return EmbeddingStore(out)
+
+
+def _referenced_blocks(database: EmbeddingStore, weights) -> Iterator[tuple[int, np.ndarray]]:
+    """`database` block by block for `expand_vectors`, reading only the blocks some row of
+    `weights` points into: each row uses at most n neighbours, so at GLDv2 scale most blocks
+    of a shard are never needed. The others are a zero-cost broadcast of one zero row."""
+    used = np.unique(weights.indices)
+    zero_row = np.zeros(database.dim, dtype=np.float32)
+    for start in range(0, len(database), DATABASE_BLOCK):
+        stop = min(start + DATABASE_BLOCK, len(database))
+        if np.searchsorted(used, start) < np.searchsorted(used, stop):
+            yield start, database.read(start, stop)
+        else:
+            yield start, np.broadcast_to(zero_row, (stop - start, database.dim))
 
 
 def ranking_table(test: EmbeddingStore, index: EmbeddingStore, config: RetrievalConfig, workdir: str | Path,
