@@ -46,6 +46,7 @@ from tqdm import tqdm
 from delf_baseline.pca import PcaProjection
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import l2_normalize, positive_int
+from lmkcomp.features.whitening import fit_pca_whitening
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.manifest import (
@@ -284,15 +285,16 @@ class IvfPqIndex(_FaissIndex):
 
 
 def fit_pca_projection(sample: np.ndarray, components: int) -> PcaProjection:
-    """PCA of `sample` (N x D): its mean and the `components` right singular vectors of the
-    centred sample with the largest singular values, strongest first, one per row."""
+    """PCA of `sample` (N x D): its mean and the `components` eigenvectors of its covariance
+    with the largest eigenvalues (the top right singular vectors of the centred sample),
+    strongest first, one per row."""
     sample = np.asarray(sample, dtype=np.float64)
     if not 1 <= components <= min(sample.shape):
         raise UserInputError(f"PCA to {components} dimensions needs at least {components} training "
                              f"descriptors of dimension >= {components}; got {sample.shape[0]} of {sample.shape[1]}")
-    mean = sample.mean(axis=0)
-    _, _, directions = np.linalg.svd(sample - mean, full_matrices=False)
-    return PcaProjection(mean, directions[:components])
+    # the kit's one PCA fit (as the trained DELF's descriptor PCA uses), without whitening
+    fitted = fit_pca_whitening(sample, dim=components, whiten=False)
+    return PcaProjection(fitted.mean, fitted.projection)
 
 
 def project_normalised(pca: PcaProjection, descriptors: np.ndarray) -> np.ndarray:
