@@ -54,6 +54,7 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     from lmkcomp.data.layout import LandmarkData
     from lmkcomp.errors import UserInputError
     from lmkcomp.features.store import EmbeddingStore
+    from lmkcomp.inference.common import test_ids as submission_test_ids
     from lmkcomp.submission import read_submission, score_submission
 
     data = LandmarkData(args.data, args.layout) if args.data else None
@@ -71,7 +72,8 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
         coordinates = read_image_coordinates(image_csv, store.ids)
     config = InferenceConfig(eta=args.eta, k=args.k, omega=args.omega, geo_km=args.geo_km, eta_geo=args.eta_geo,
                              same_city=not args.no_city_rule)
-    test_ids = data.split_ids("test") if data else None
+    # the ids Kaggle checks (sample_submission.csv when the data has one)
+    test_ids = submission_test_ids(data) if data else None
     recognitions, out = write_recognition(load_centroids(args.centroids), store.array(), store.ids, args.out, config,
                                           test_ids, metadata, coordinates)
     found = int(recognitions.found.any(axis=1).sum())

@@ -33,6 +33,7 @@ def _cmd_delf_recognize(args: argparse.Namespace) -> int:
         submission_predictions,
     )
     from lmkcomp.data.layout import LandmarkData
+    from lmkcomp.inference.common import test_ids as submission_test_ids
     from lmkcomp.local.store import LocalFeatureStore
     from lmkcomp.local.verify import verify_config
     from lmkcomp.metrics import sensitivity_specificity
@@ -58,7 +59,7 @@ def _cmd_delf_recognize(args: argparse.Namespace) -> int:
     threshold = args.inlier_threshold or default_inlier_threshold(database.method, preset)
     recognizer = DelfRecognizer(index, labels, database, inlier_threshold=threshold, candidates=args.candidates,
                                 neighbours=args.neighbours, max_distance=args.max_distance, verify=config)
-    test_ids = data.split_ids("test")
+    test_ids = submission_test_ids(data)  # sample_submission.csv when the data has one, as Kaggle checks
     predictions = run_recognition(recognizer, queries, work / "predictions", test_ids, chunk_size=args.chunk_size,
                                   progress=not args.quiet)
     submission_csv = Path(args.submissions) / f"recognition_{args.name}.csv"
