@@ -92,6 +92,9 @@ class BucketBatchSampler:
         self.non_landmark_ratio = non_landmark_ratio
         self.epoch = 0
         self.start_batch = 0
+        # the last epoch's batches: `len()` and iteration both need them, and drawing them walks
+        # every item, so an epoch draws them once (they depend only on the epoch and the settings)
+        self._drawn: tuple[int, list[np.ndarray]] | None = None
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch to iterate, and the global batch to start from (for resuming)."""
@@ -100,6 +103,11 @@ class BucketBatchSampler:
 
     def global_batches(self, epoch: int) -> list[np.ndarray]:
         """Every batch of `epoch` (all ranks together), in order."""
+        if self._drawn is None or self._drawn[0] != epoch:
+            self._drawn = (epoch, self._draw_batches(epoch))
+        return self._drawn[1]
+
+    def _draw_batches(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch, 0xBA7C])
         landmarks = np.flatnonzero(~self.non_landmark)
         n = len(landmarks)
