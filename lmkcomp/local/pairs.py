@@ -141,8 +141,16 @@ class _ChunkVerifier:
 
     def verify(self, chunk: _Chunk) -> int:
         """Verify the chunk's pairs, write its file atomically, return its number of pairs."""
-        results = [verify_pair(self.query_store.get(q), self.candidate_store.get(c), self.config, self.verifier)
-                   for q, c in zip(chunk.query_ids, chunk.candidate_ids)]
+        results = []
+        query_id, query = None, None
+        for q, c in zip(chunk.query_ids, chunk.candidate_ids):
+            if q != query_id:
+                # pair lists run query by query (up to 100 candidates each): read the query and
+                # convert its float16 descriptors once, not once per pair
+                query_id = q
+                query = self.query_store.get(q)
+                query = dataclasses.replace(query, descriptors=np.asarray(query.descriptors, dtype=np.float32))
+            results.append(verify_pair(query, self.candidate_store.get(c), self.config, self.verifier))
         table = pa.table([chunk.query_ids, chunk.candidate_ids, [r.n_putative for r in results],
                           [r.inliers for r in results], [r.hull_area for r in results]], schema=SCHEMA)
         with atomic_write(chunk.path, "wb") as handle:
