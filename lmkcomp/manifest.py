@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from lmkcomp.data.gldv2 import is_valid_id
 from lmkcomp.errors import UserInputError
@@ -33,9 +33,10 @@ def read_manifest(directory: Path, filename: str, format_name: str, version: int
     return manifest
 
 
-def check_store_fields(manifest: dict, path: Path, sizes: Sequence[str] = ("dim", "count", "shard_size")) -> None:
+def check_store_fields(manifest: dict, path: Path, planned_shards: Callable[[int, int], list],
+                       sizes: Sequence[str] = ("dim", "count", "shard_size")) -> None:
     """The fields every sharded store's manifest has: the positive integers `sizes`, a `meta`
-    object and a `complete` flag."""
+    object, a `complete` flag, and `shards` equal to `planned_shards(count, shard_size)`."""
     for key in sizes:
         value = manifest.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -44,6 +45,8 @@ def check_store_fields(manifest: dict, path: Path, sizes: Sequence[str] = ("dim"
         raise UserInputError(f"{path}: 'meta' must be a JSON object")
     if not isinstance(manifest.get("complete"), bool):
         raise UserInputError(f"{path}: 'complete' must be true or false")
+    if manifest.get("shards") != planned_shards(manifest["count"], manifest["shard_size"]):
+        raise UserInputError(f"{path}: 'shards' do not cut {manifest['count']} rows every {manifest['shard_size']} rows")
 
 
 MANIFEST_NAME = "manifest.json"

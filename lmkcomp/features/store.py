@@ -113,14 +113,11 @@ def _read_manifest(directory: Path) -> dict:
     """The manifest of the store in `directory`, every field checked."""
     manifest = read_manifest(directory, MANIFEST_NAME, FORMAT, FORMAT_VERSION, "an embedding store")
     path = directory / MANIFEST_NAME
-    check_store_fields(manifest, path)
+    check_store_fields(manifest, path, _planned_shards)
     try:
         _dtype_name(manifest.get("dtype"))
     except UserInputError as exc:
         raise UserInputError(f"{path}: {exc}") from None
-    if manifest.get("shards") != _planned_shards(manifest["count"], manifest["shard_size"]):
-        raise UserInputError(f"{path}: 'shards' do not cut {manifest['count']} rows "
-                             f"every {manifest['shard_size']} rows")
     return manifest
 
 

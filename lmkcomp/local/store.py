@@ -78,12 +78,9 @@ def _read_manifest(directory: Path) -> dict:
     """The manifest of the store in `directory`, every field checked."""
     manifest = read_manifest(directory, MANIFEST_NAME, FORMAT, FORMAT_VERSION, "a local-feature store")
     path = directory / MANIFEST_NAME
-    check_store_fields(manifest, path)
+    check_store_fields(manifest, path, shard_rows)
     if not isinstance(manifest.get("method"), str) or not manifest["method"]:
         raise UserInputError(f"{path}: 'method' must be a non-empty string")
-    if manifest.get("shards") != shard_rows(manifest["count"], manifest["shard_size"]):
-        raise UserInputError(f"{path}: 'shards' do not cut {manifest['count']} images "
-                             f"every {manifest['shard_size']} images")
     return manifest
 
 
