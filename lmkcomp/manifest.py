@@ -97,6 +97,17 @@ def create_store(directory: Path, ids: Sequence[str], manifest: dict, shard_patt
     write_manifest(directory, manifest)
 
 
+def mark_complete(directory: Path, pending: Sequence[tuple[int, object]], read: Callable[[Path], dict]) -> None:
+    """Set `complete` in the manifest of the store in `directory` (read, checked, by `read`);
+    `pending` (its writer's `pending_shards()`) must be empty."""
+    if pending:
+        raise RuntimeError(f"{directory}: cannot finish: {len(pending)} shards not written, first: shard {pending[0][0]}")
+    manifest = read(directory)
+    if not manifest["complete"]:
+        manifest["complete"] = True
+        write_manifest(directory, manifest)
+
+
 def first_difference(a: Sequence[str], b: Sequence[str]) -> int | None:
     """First row where `a` and `b` differ (a row past the end of one counts); None if equal."""
     if a == b:

@@ -33,10 +33,10 @@ from lmkcomp.manifest import (
     create_store,
     describe_store_difference,
     first_difference,
+    mark_complete,
     new_store_manifest,
     read_ids,
     read_manifest,
-    write_manifest,
 )
 
 FORMAT = "lmkcomp-embeddings"
@@ -193,13 +193,8 @@ class EmbeddingWriter:
 
     def finish(self) -> None:
         """Mark the store complete in its manifest; every shard must have been written."""
-        pending = self.pending_shards()
-        if pending:
-            raise RuntimeError(f"{self.directory}: cannot finish: {len(pending)} shards not written, "
-                               f"first: shard {pending[0][0]}")
-        manifest = _read_manifest(self.directory)
-        manifest["complete"] = True
-        write_manifest(self.directory, manifest)
+        mark_complete(self.directory, self.pending_shards(), _read_manifest)
+
 
 
 # --------------------------------------------------------------------------------------------

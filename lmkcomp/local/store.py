@@ -46,10 +46,10 @@ from lmkcomp.manifest import (
     check_store_fields,
     create_store,
     describe_store_difference,
+    mark_complete,
     new_store_manifest,
     read_ids,
     read_manifest,
-    write_manifest,
 )
 
 FORMAT = "lmkcomp-local-features"
@@ -167,13 +167,8 @@ class LocalFeatureWriter:
 
     def finish(self) -> None:
         """Mark the store complete in its manifest; every shard must have been written."""
-        pending = self.pending_shards()
-        if pending:
-            raise RuntimeError(f"{self.directory}: cannot finish: {len(pending)} shards not written, "
-                               f"first: shard {pending[0][0]}")
-        manifest = _read_manifest(self.directory)
-        manifest["complete"] = True
-        write_manifest(self.directory, manifest)
+        mark_complete(self.directory, self.pending_shards(), _read_manifest)
+
 
 
 # --------------------------------------------------------------------------------------------

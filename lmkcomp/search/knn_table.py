@@ -37,10 +37,10 @@ from lmkcomp.manifest import (
     create_store,
     describe_store_difference,
     first_difference,
+    mark_complete,
     new_store_manifest,
     read_ids,
     read_manifest,
-    write_manifest,
 )
 
 FORMAT = "lmkcomp-knn"
@@ -178,15 +178,9 @@ class KnnTableWriter:
 
     def finish(self) -> KnnTable:
         """Mark the table complete in its manifest and open it; every shard must have been written."""
-        pending = self.pending_shards()
-        if pending:
-            raise RuntimeError(f"{self.directory}: cannot finish: {len(pending)} shards not written, "
-                               f"first: shard {pending[0][0]}")
-        manifest = _read_manifest(self.directory)
-        if not manifest["complete"]:
-            manifest["complete"] = True
-            write_manifest(self.directory, manifest)
+        mark_complete(self.directory, self.pending_shards(), _read_manifest)
         return KnnTable(self.directory)
+
 
 
 def write_knn_table(directory: str | Path, query_ids: Sequence[str], database_ids: Sequence[str],
