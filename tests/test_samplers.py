@@ -26,12 +26,29 @@ def make_sampler(**kwargs) -> BucketBatchSampler:
 def test_every_batch_is_one_bucket_and_epochs_differ_but_repeat():
     sampler = make_sampler()
     batches = sampler.global_batches(0)
-    for batch in batches:
-        assert len(set(sampler.buckets[batch])) == 1 and len(batch) == 4
+    # every batch is full; only the remainders of the buckets, pooled, can mix buckets
+    assert all(len(batch) == 4 for batch in batches)
+    mixed = [batch for batch in batches if len(set(sampler.buckets[batch])) > 1]
+    assert len(mixed) <= 3 - 1
     assert [b.tolist() for b in sampler.global_batches(0)] == [b.tolist() for b in batches]
     assert [b.tolist() for b in sampler.global_batches(1)] != [b.tolist() for b in batches]
     items = next(iter(sampler))
     assert {(i.height, i.width) for i in items} == {sampler.shapes[int(sampler.buckets[items[0].index])]}
+
+
+def test_bucket_remainders_are_pooled_not_dropped():
+    # 5 buckets of 11-12 images each, batch size 16: no bucket fills one batch, and dropping the
+    # incomplete batch of each bucket used to leave an epoch with no batch at all
+    buckets = np.arange(59) % 5
+    sampler = BucketBatchSampler(buckets, np.arange(59) % 7, batch_size=16, image_size=64)
+    batches = sampler.global_batches(0)
+    assert len(batches) == 3  # 59 // 16: only the last 11 samples are left out
+    seen = np.concatenate(batches)
+    assert len(set(seen.tolist())) == 48
+    # a pooled batch takes the shape of its median bucket
+    items = next(iter(sampler))
+    median = int(np.sort(buckets[[i.index for i in items]])[8])
+    assert {(i.height, i.width) for i in items} == {sampler.shapes[median]}
 
 
 def test_class_balance_favours_rare_classes():

@@ -43,7 +43,9 @@ class BatchItem:
 
 
 class BucketBatchSampler:
-    """Yields lists of `BatchItem`, every batch from one aspect bucket.
+    """Yields lists of `BatchItem`, every batch from one aspect bucket but the few pooled from
+    the buckets' remainders (see :meth:`batch_shape`); with ``drop_last`` at most
+    ``batch_size - 1`` samples of an epoch are left out.
 
     ``balance="class"`` draws each epoch's samples with probability proportional to
     1/n_class (as many draws as images), so rare landmarks are seen as often as common ones.
@@ -122,22 +124,36 @@ class BucketBatchSampler:
         if wanted:
             cycles = np.concatenate([rng.permutation(pool) for _ in range(math.ceil(wanted / len(pool)))])
             order = rng.permutation(np.concatenate([order, cycles[:wanted]]))
-        batches = []
+        batches, leftovers = [], []
         for bucket in np.unique(self.buckets):
             members = order[self.buckets[order] == bucket]
-            for start in range(0, len(members), self.batch_size):
-                batch = members[start:start + self.batch_size]
-                if len(batch) == self.batch_size or (not self.drop_last and len(batch) >= self.world_size):
-                    batches.append(batch)
+            full = len(members) - len(members) % self.batch_size
+            batches += [members[start:start + self.batch_size] for start in range(0, full, self.batch_size)]
+            leftovers.append(members[full:])
+        # The incomplete batches of the buckets are pooled (neighbouring aspects side by side) and
+        # batched together at a shared shape, rather than dropped bucket by bucket: dropping them
+        # threw away up to batch_size - 1 images per bucket and epoch, and on a small dataset
+        # (e.g. 59 images over 5 buckets at batch size 32) every image, so nothing trained at all.
+        pooled = np.concatenate(leftovers)
+        for start in range(0, len(pooled), self.batch_size):
+            batch = pooled[start:start + self.batch_size]
+            if len(batch) == self.batch_size or (not self.drop_last and len(batch) >= self.world_size):
+                batches.append(batch)
         # interleave buckets: shuffle the batch order itself
         return [batches[i] for i in rng.permutation(len(batches))]
+
+    def batch_shape(self, batch: np.ndarray) -> tuple[int, int]:
+        """(height, width) of `batch`: its bucket's shape, or for a batch pooled from several
+        buckets the shape of their median bucket (the buckets are ordered by aspect)."""
+        buckets = np.sort(self.buckets[batch])
+        return self.shapes[int(buckets[len(buckets) // 2])]
 
     def __len__(self) -> int:
         return len(self.global_batches(self.epoch)) - self.start_batch
 
     def __iter__(self) -> Iterator[list[BatchItem]]:
         for batch in self.global_batches(self.epoch)[self.start_batch:]:
-            height, width = self.shapes[int(self.buckets[batch[0]])]
+            height, width = self.batch_shape(batch)
             share = np.array_split(batch, self.world_size)[self.rank]
             yield [BatchItem(int(i), height, width, self.epoch) for i in share]
 
