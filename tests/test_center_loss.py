@@ -87,24 +87,34 @@ def test_part_learning_rates_layer_defaults_config_and_stage_override():
         {"backbone": 1e-4, "embedding": 1e-4, "classifier": 1e-2, "centers": 0.5})
 
 
-def test_optimizer_has_one_group_per_part_covering_every_parameter_once():
+def test_optimizer_groups_each_part_and_covers_every_learning_parameter_once():
     model, loss = small_model(), center_loss(5e-5, [[0.0] * 8] * 4)
     rates = {"backbone": 1e-3, "embedding": 1e-2, "classifier": 2e-2, "centers": 0.5}
     optimizer = create_optimizer(OptimConfig(weight_decay=5e-3, momentum=0.9), model, loss, rates)
-    groups = {group["part"]: group for group in optimizer.param_groups}
-    assert list(groups) == list(PARTS)
-    assert {part: group["lr"] for part, group in groups.items()} == rates
+    groups = optimizer.param_groups
+    assert list(dict.fromkeys(group["part"] for group in groups)) == list(PARTS)
+    assert all(group["lr"] == rates[group["part"]] for group in groups)
     expected = part_parameters(model, loss)
-    for part, group in groups.items():
-        assert [id(p) for p in group["params"]] == [id(p) for p in expected[part]]
-    everything = [id(p) for group in optimizer.param_groups for p in group["params"]]
-    assert sorted(everything) == sorted(id(p) for p in [*model.parameters(), *loss.parameters()])
+    for part in PARTS:
+        members = [id(p) for group in groups if group["part"] == part for p in group["params"]]
+        assert sorted(members) == sorted(id(p) for p in expected[part] if p.requires_grad)
+    everything = [id(p) for group in groups for p in group["params"]]
+    learning = [p for p in [*model.parameters(), *loss.parameters()] if p.requires_grad]
+    assert sorted(everything) == sorted(id(p) for p in learning)
     assert expected["embedding"] == list(model.neck.parameters()) and expected["centers"] == [loss.centers]
-    assert groups["backbone"]["weight_decay"] == 5e-3 and groups["backbone"]["momentum"] == 0.9
-    assert groups["centers"]["weight_decay"] == 0.0 and groups["centers"]["momentum"] == 0.0
+    # weights decay; batch-norm scales, biases and GeM's p do not; the neck's fixed shift is not listed
+    for group in groups:
+        if group["part"] == "centers":
+            assert group["weight_decay"] == 0.0 and group["momentum"] == 0.0
+        else:
+            dims = {p.ndim for p in group["params"]}
+            assert group["weight_decay"] == (5e-3 if min(dims) > 1 else 0.0), (group["part"], dims)
+            assert group["momentum"] == 0.9
+    assert id(model.neck.layers[1].bias) not in everything
     # plain cross-entropy has no centers: no empty group
     ce_optimizer = create_optimizer(OptimConfig(name="adamw"), model, create_loss("ce"), rates)
-    assert [group["part"] for group in ce_optimizer.param_groups] == ["backbone", "embedding", "classifier"]
+    assert [group["part"] for group in ce_optimizer.param_groups] == ["backbone", "backbone", "embedding", "embedding",
+                                                                      "classifier", "classifier"]
 
 
 def test_an_sgd_step_is_wens_center_update():

@@ -202,7 +202,8 @@ def test_stage_boundary_reinitialises_exactly_the_stated_parts(root, tmp_path):
     assert trainer.split.landmark_ids == sorted(first) and trainer.non_landmark_class == len(first)
     assert trainer.model.head.fc.out_features == len(first) + 1
     assert tuple(trainer.criterion.centers.shape) == (len(first), 32)
-    assert [g["initial_lr"] for g in trainer.optimizer.param_groups] == [0.01, 0.05, 0.05, 0.5]
+    assert {g["part"]: g["initial_lr"] for g in trainer.optimizer.param_groups} == {
+        "backbone": 0.01, "embedding": 0.05, "classifier": 0.05, "centers": 0.5}
 
     with torch.no_grad():  # stand-in for stage 1's training
         for tensor in [*trainer.model.parameters(), *trainer.model.buffers(), trainer.criterion.centers]:
@@ -230,7 +231,8 @@ def test_stage_boundary_reinitialises_exactly_the_stated_parts(root, tmp_path):
     labels = gldv2.read_train_csv(root / "train.csv")
     landmark_of = dict(zip(labels["id"], labels["landmark_id"]))
     assert [everything[c] for c in classes[:len(trainer.split.train_ids)]] == [landmark_of[i] for i in trainer.split.train_ids]
-    assert [g["initial_lr"] for g in trainer.optimizer.param_groups] == [1e-4, 1e-4, 1e-2, 0.5]
+    assert {g["part"]: g["initial_lr"] for g in trainer.optimizer.param_groups} == {
+        "backbone": 1e-4, "embedding": 1e-4, "classifier": 1e-2, "centers": 0.5}
     assert (trainer.state.stage, trainer.state.epoch, trainer.state.optimizer_step) == (2, 0, 0)
 
 

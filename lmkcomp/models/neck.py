@@ -14,11 +14,15 @@ NeckActivation = Literal["none", "prelu"]
 
 
 class Neck(nn.Module):
-    """``[Dropout] -> Linear(bias=False) -> BatchNorm1d -> [PReLU]`` (the 2019 winner's FC + BN).
+    """``[Dropout] -> Linear(bias=False) -> BatchNorm1d(shift fixed at 0) -> [PReLU]`` (the 2019
+    winner's FC + BN).
 
     The linear layer has no bias because the batch norm right after it subtracts the
-    batch mean anyway. Dropout is left out when ``dropout == 0``, PReLU unless
-    ``activation == "prelu"``.
+    batch mean anyway. The batch norm's shift (``bias``) stays at zero and is not learnt, as in
+    re-identification's "BNNeck" (Luo et al., 2019): a learnt shift adds one vector to every
+    embedding, which a softmax classifier does not mind but which pulls all L2-normalised
+    descriptors towards one direction. Its scale is learnt. Dropout is left out when
+    ``dropout == 0``, PReLU unless ``activation == "prelu"``.
     """
 
     def __init__(
@@ -36,7 +40,9 @@ class Neck(nn.Module):
         layers: list[nn.Module] = []
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
-        layers += [nn.Linear(in_features, embedding_size, bias=False), nn.BatchNorm1d(embedding_size)]
+        norm = nn.BatchNorm1d(embedding_size)
+        norm.bias.requires_grad_(False)
+        layers += [nn.Linear(in_features, embedding_size, bias=False), norm]
         if activation == "prelu":
             layers.append(nn.PReLU())
         self.layers = nn.Sequential(*layers)

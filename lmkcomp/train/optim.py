@@ -41,22 +41,32 @@ def part_learning_rates(optim: OptimConfig, override: PartLearningRates | None =
 
 def create_optimizer(optim: OptimConfig, model: LandmarkModel, loss: nn.Module,
                      rates: dict[str, float]) -> torch.optim.Optimizer:
-    """SGD (Nesterov momentum) or AdamW over one group per non-empty part, named by ``"part"``.
+    """SGD (Nesterov momentum) or AdamW over the groups of each non-empty part, named by ``"part"``.
 
-    The centers group has no weight decay and, under SGD, no momentum: a step is then exactly
-    the Center loss update ``c <- c - alpha * grad c`` with ``alpha`` its learning rate (under
-    AdamW the centers take Adam's normalised steps instead). Every group follows the schedule.
+    Each part has a group of its weight matrices and kernels, with weight decay, and a group
+    of its one-dimensional parameters (batch-norm scales and shifts, biases, GeM's p), without:
+    decay pulls a batch-norm scale or a bias towards zero, which shrinks or shifts the
+    embedding instead of regularising it. Only parameters that learn are listed (the neck's
+    batch-norm shift is fixed). The centers group has no weight decay and, under SGD, no
+    momentum: a step is then exactly the Center loss update ``c <- c - alpha * grad c`` with
+    ``alpha`` its learning rate (under AdamW the centers take Adam's normalised steps
+    instead). Every group follows the schedule.
     """
     groups = []
     for part, params in part_parameters(model, loss).items():
-        if not params:
-            continue
-        group = {"part": part, "params": params, "lr": rates[part]}
+        learning = [param for param in params if param.requires_grad]
         if part == "centers":
-            group["weight_decay"] = 0.0
-            if optim.name == "sgd":
+            split = [(learning, 0.0)]
+        else:
+            split = [([p for p in learning if p.ndim > 1], optim.weight_decay),
+                     ([p for p in learning if p.ndim <= 1], 0.0)]
+        for members, decay in split:
+            if not members:
+                continue
+            group = {"part": part, "params": members, "lr": rates[part], "weight_decay": decay}
+            if part == "centers" and optim.name == "sgd":
                 group.update(momentum=0.0, nesterov=False)
-        groups.append(group)
+            groups.append(group)
     if optim.name == "sgd":
         return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay, nesterov=True)
     return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
