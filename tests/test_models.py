@@ -286,6 +286,10 @@ def test_create_model_heads_options():
     torch.testing.assert_close(model.head.margins, dynamic_margins(counts))
     fixed = create_model(ModelConfig(backbone=BACKBONE, embedding_size=8, margin=0.2), num_classes=4)
     torch.testing.assert_close(fixed.head.margins, torch.full((4,), 0.2))
+    # plain ArcFace has one centre per class (it once got the sub-centre head's 3)
+    assert fixed.head.subcenters == 1 and fixed.head.weight.shape == (4, 8)
+    two = create_model(ModelConfig(backbone=BACKBONE, embedding_size=8, head="subcenter_arcface", subcenters=2), 4)
+    assert two.head.weight.shape == (8, 8)
     avg = create_model(ModelConfig(backbone=BACKBONE, embedding_size=8, pooling="avg", head="softmax"), num_classes=4)
     assert avg.pooling_p == 1.0
     with pytest.raises(UserInputError, match="no dynamic margins"):

@@ -117,3 +117,52 @@ def test_backbone_pretrained_path(tmp_path):
     torch.save({"model": source.state_dict()}, path)
     target, _ = create_backbone("test_resnet", pretrained_path=str(path))
     assert_same_state(source, target)
+
+
+def test_model_starts_from_a_training_run_with_another_head_and_class_count(tmp_path, caplog):
+    from lmkcomp.models import create_model
+    from lmkcomp.models.model import ModelConfig
+    from lmkcomp.train.checkpoint import save_checkpoint
+
+    # a v1-style run: softmax over 7 classes, saved the way the trainer saves its checkpoints
+    pretrained = create_model(ModelConfig(backbone="test_resnet", embedding_size=16, head="softmax"), 7)
+    with torch.no_grad():
+        for tensor in pretrained.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(torch.rand_like(tensor))
+    path = tmp_path / "checkpoint-last.pt"
+    save_checkpoint(path, {"model": pretrained.state_dict(), "loss": {}, "landmark_ids": list(range(7))})
+
+    config = ModelConfig(backbone="test_resnet", embedding_size=16, head="arcface", pretrained=str(path))
+    with caplog.at_level(logging.WARNING):
+        model = create_model(config, 12)
+    for part in ("backbone", "pooling"):
+        assert_same_state(getattr(pretrained, part), getattr(model, part))
+    # the neck starts afresh unless asked for
+    assert not torch.equal(model.neck.layers[0].weight, pretrained.neck.layers[0].weight)
+    assert torch.equal(model.neck.layers[1].running_mean, torch.zeros(16))
+    assert model.head.weight.shape[0] == 12  # a head for the new classes
+    # the report names what was left out (the old head and neck) and finds nothing missing
+    report = model.pretrained_report
+    assert report.clean and not report.unexpected and len(report.loaded) == len(model.backbone.state_dict()) + 1
+    assert set(report.left_out) == {key for key in pretrained.state_dict() if key.startswith(("neck.", "head."))}
+    assert "left out, their parts start afresh" in report.summary()
+
+    with_neck = create_model(ModelConfig(backbone="test_resnet", embedding_size=16, head="arcface",
+                                         pretrained=str(path), pretrained_neck=True), 12)
+    assert_same_state(pretrained.neck, with_neck.neck)
+
+    # another backbone: a part half transferred is an error rather than a silent random start
+    with pytest.raises(UserInputError, match="backbone/pooling do not fit this model"):
+        create_model(ModelConfig(backbone="resnet18", embedding_size=16, pretrained=str(path)), 3)
+
+
+def test_model_starts_from_plain_backbone_weights(tmp_path):
+    from lmkcomp.models import create_model
+    from lmkcomp.models.model import ModelConfig
+
+    source, _ = create_backbone("test_resnet")
+    path = tmp_path / "imagenet.safetensors"
+    save_file(source.state_dict(), str(path))
+    model = create_model(ModelConfig(backbone="test_resnet", embedding_size=16, pretrained=str(path)), 4)
+    assert_same_state(source, model.backbone)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,21 +20,27 @@ from lmkcomp.models.backbones import create_backbone
 from lmkcomp.models.heads import create_head, head_options
 from lmkcomp.models.neck import Neck, NeckActivation
 from lmkcomp.models.pooling import create_pooling
+from lmkcomp.models.weights import LoadReport, load_state, log_report, read_state_dict
 
-__all__ = ["LandmarkModel", "ModelConfig", "create_model", "freeze_batchnorm"]
+__all__ = ["LandmarkModel", "ModelConfig", "create_model", "freeze_batchnorm", "load_pretrained"]
 
 
 @dataclass
 class ModelConfig:
     """Everything that defines a :class:`LandmarkModel` except the classes.
 
-    `pretrained` is a local checkpoint for the backbone (never downloaded). `gem_p` and
-    `gem_trainable` apply to ``pooling="gem"``; `margin` .. `margin_max` apply to the
-    heads that take them (see :func:`lmkcomp.models.heads.head_options`).
+    `pretrained` is a local file (never downloaded) that the model starts from (see
+    :func:`load_pretrained`): backbone weights such as ImageNet ones, or a checkpoint of an
+    ``lmkcomp train`` run (e.g. on the `v1` corpus), whose backbone and pooling are
+    transferred, its neck too with `pretrained_neck`, while the head always starts afresh
+    for the new classes. `gem_p` and `gem_trainable` apply to ``pooling="gem"``; `margin` ..
+    `margin_max` apply to the heads that take them (see
+    :func:`lmkcomp.models.heads.head_options`).
     """
 
     backbone: str
     pretrained: str | None = None
+    pretrained_neck: bool = False
     pooling: str = "gem"
     gem_p: float = 3.0
     gem_trainable: bool = True
@@ -43,7 +50,8 @@ class ModelConfig:
     head: str = "arcface"
     margin: float = 0.3
     scale: float = 30.0
-    subcenters: int = 3
+    #: sub-centres per class; None: the head's own default (1 for arcface, 3 for subcenter_arcface)
+    subcenters: int | None = None
     dynamic_margin: bool = False
     margin_min: float = 0.05
     margin_max: float = 0.5
@@ -97,7 +105,7 @@ def create_model(
 
     `class_counts` (training images per class) is needed with ``dynamic_margin=True``.
     """
-    backbone, channels = create_backbone(config.backbone, pretrained_path=config.pretrained)
+    backbone, channels = create_backbone(config.backbone)
     pooling_kwargs = {"p": config.gem_p, "trainable": config.gem_trainable} if config.pooling == "gem" else {}
     pooling = create_pooling(config.pooling, **pooling_kwargs)
     neck = Neck(channels, config.embedding_size, config.neck_activation, config.neck_dropout)
@@ -113,10 +121,52 @@ def create_model(
         "margin_min": config.margin_min,
         "margin_max": config.margin_max,
     }
-    # ModelConfig carries every head's options; each head gets only those it takes.
-    head_kwargs = {key: value for key, value in options.items() if key in accepted}
+    # ModelConfig carries every head's options; each head gets only those it takes, and those
+    # left unset keep the head's defaults (a default of 3 sub-centres here once turned every
+    # "arcface" into sub-centre ArcFace)
+    head_kwargs = {key: value for key, value in options.items() if key in accepted and value is not None}
     head = create_head(config.head, config.embedding_size, num_classes, class_counts=class_counts, **head_kwargs)
-    return LandmarkModel(backbone, pooling, neck, head)
+    model = LandmarkModel(backbone, pooling, neck, head)
+    if config.pretrained is not None:
+        load_pretrained(model, config.pretrained, config.pretrained_neck)
+    return model
+
+
+#: parts of a landmark model that a pretrained ``lmkcomp train`` checkpoint hands on; the head
+#: never (its classes are another dataset's), the neck on request
+TRANSFERRED_PARTS = ("backbone.", "pooling.")
+
+
+def load_pretrained(model: LandmarkModel, path: str | Path, neck: bool = False) -> LoadReport:
+    """Start `model` from the weights at `path`; return what was loaded, missing and left out.
+
+    A checkpoint of a whole landmark model (an ``lmkcomp train`` run's ``checkpoint-*.pt``,
+    recognised by its ``backbone.`` keys) gives its backbone and pooling, and its neck when
+    `neck`; the rest (its head, whose classes were another dataset's) is left out and starts
+    afresh. Any other file is read as weights of the backbone alone (timm names, e.g.
+    ImageNet weights saved from another machine). Shapes that differ are skipped; missing,
+    unexpected and mismatched tensors are reported. The report is logged and kept as
+    ``model.pretrained_report``.
+    """
+    state = read_state_dict(path)
+    if any(key.startswith("backbone.") for key in state):
+        parts = TRANSFERRED_PARTS + (("neck.",) if neck else ())
+        wanted = {key: value for key, value in state.items() if key.startswith(parts)}
+        # the model's own parts that were not asked for are not "missing": they start afresh
+        target = nn.ModuleDict({name.rstrip("."): getattr(model, name.rstrip(".")) for name in parts})
+        report = load_state(target, wanted, str(path))
+        report.left_out = [key for key in state if key not in wanted]
+        if report.missing or report.mismatched:
+            # a part half transferred is a random start in disguise
+            raise UserInputError(f"{path}: the checkpoint's {'/'.join(p.rstrip('.') for p in parts)} do not fit "
+                                 f"this model ({report.summary()}); was it trained with another backbone?")
+    else:
+        report = load_state(model.backbone, state, str(path))
+    if not report.loaded:
+        raise UserInputError(f"{path}: no tensor fits the model ({report.summary()}); is it for another backbone?")
+    log_report(report)
+    model.pretrained_report = report
+    return report
 
 
 def freeze_batchnorm(model: nn.Module) -> int:

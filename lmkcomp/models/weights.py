@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from lmkcomp.errors import UserInputError
 
-__all__ = ["LoadReport", "load_weights", "read_state_dict"]
+__all__ = ["LoadReport", "load_state", "load_weights", "log_report", "read_state_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     # (key, shape in the checkpoint, shape in the module); such tensors are skipped.
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    # checkpoint tensors left out on purpose (e.g. another dataset's classifier)
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -62,6 +64,8 @@ class LoadReport:
         if self.mismatched:
             shapes = [f"{k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched]
             parts.append(f"{len(self.mismatched)} shape mismatches ({_first(shapes)})")
+        if self.left_out:
+            parts.append(f"{len(self.left_out)} left out, their parts start afresh ({_first(self.left_out)})")
         return "; ".join(parts)
 
 
@@ -126,9 +130,21 @@ def load_weights(module: nn.Module, path: str | Path, strict: bool = False) -> L
     UserInputError and nothing is loaded. The summary is logged at INFO when everything
     matched and at WARNING otherwise.
     """
-    checkpoint = read_state_dict(path)
+    report = load_state(module, read_state_dict(path), str(path), strict)
+    log_report(report)
+    return report
+
+
+def log_report(report: LoadReport) -> None:
+    """Log `report`'s summary: at INFO when everything matched, else at WARNING."""
+    log.log(logging.INFO if report.clean else logging.WARNING, "%s", report.summary())
+
+
+def load_state(module: nn.Module, checkpoint: Mapping[str, Tensor], path: str, strict: bool = False) -> LoadReport:
+    """:func:`load_weights` on an already read ``name -> tensor`` dict (`path` names it in the
+    report), without logging."""
     expected = module.state_dict()
-    report = LoadReport(path=str(path))
+    report = LoadReport(path=path)
     usable: dict[str, Tensor] = {}
     for key, tensor in checkpoint.items():
         if key not in expected:
@@ -144,5 +160,4 @@ def load_weights(module: nn.Module, path: str | Path, strict: bool = False) -> L
     if strict and not report.clean:
         raise UserInputError(f"checkpoint does not match the model exactly: {report.summary()}")
     module.load_state_dict(usable, strict=False)
-    log.log(logging.INFO if report.clean else logging.WARNING, "%s", report.summary())
     return report
