@@ -3,7 +3,9 @@ datasets that fit in memory, such as the synthetic presets; the search layer han
 
 Retrieval: the 100 nearest index images of each test image. Recognition: soft voting over the
 3 nearest train images (similarity only). Both are written as Kaggle submissions and scored
-with the official metrics, so model comparisons use exactly the leaderboard's numbers.
+with the official metrics, so model comparisons use exactly the leaderboard's numbers. The
+descriptor's health (`lmkcomp.features.health`) comes with them: the ROC AUC of same- vs
+different-landmark (test image, index image) pairs and the mean-vector norm of the index.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from lmkcomp.data.labels import split_labels
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.features.extract import extract_split
+from lmkcomp.features.health import embedding_health
 from lmkcomp.recognition import soft_voting
 from lmkcomp.search import exact_search
 from lmkcomp.submission import (
@@ -63,5 +67,8 @@ def evaluate_checkpoint(
 
     recognition = score_submission(read_submission(recognition_csv, "recognition"), data.recognition_solution)
     retrieval = score_submission(read_submission(retrieval_csv, "retrieval"), data.retrieval_solution)
+    health = embedding_health(test, split_labels(data, "test", test_ids), stores["index"].array(),
+                              split_labels(data, "index", index_ids))
     return {"gap": recognition["gap"], "top1_accuracy": recognition["top1_accuracy"], "map@100": retrieval["map@100"],
+            "auc": health.auc, "mean_norm": health.database_mean_norm,
             "recognition_csv": str(recognition_csv), "retrieval_csv": str(retrieval_csv)}

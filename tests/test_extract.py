@@ -11,10 +11,12 @@ import torch
 from lmkcomp.cli import main
 from lmkcomp.config import from_dict
 from lmkcomp.data import gldv2, synthetic
+from lmkcomp.data.labels import split_labels
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.evaluate import evaluate_checkpoint
 from lmkcomp.features import extract as extract_module
 from lmkcomp.features.extract import embed_tensor, extract_split
+from lmkcomp.features.health import embedding_health
 from lmkcomp.features.store import EmbeddingStore
 from lmkcomp.submission import validate_submission
 from lmkcomp.train.checkpoint import load_trained_model
@@ -85,6 +87,12 @@ def test_evaluate_writes_valid_scored_submissions(trained, tmp_path):
     validate_submission(result["recognition_csv"], "recognition", test_ids)
     validate_submission(result["retrieval_csv"], "retrieval", test_ids)
     assert 0.0 <= result["gap"] <= 1.0 and 0.0 < result["map@100"] <= 1.0
+    # the health figures are those of the test and index stores it extracted
+    test, index = (EmbeddingStore(tmp_path / "features" / split) for split in ("test", "index"))
+    expected = embedding_health(test.array(), split_labels(data, "test", test.ids), index.array(),
+                                split_labels(data, "index", index.ids))
+    assert (result["auc"], result["mean_norm"]) == (expected.auc, expected.database_mean_norm)
+    assert 0.0 <= result["auc"] <= 1.0
 
 
 def test_extract_cli_errors(tmp_path, capsys):

@@ -91,7 +91,12 @@ def test_training_lowers_loss_and_beats_chance(tiny_root, tmp_path):
     labels = read_labels(LandmarkData(tiny_root), "train")
     split = split_for_training(labels, config.data.min_images_per_class, config.data.val_fraction, config.seed)
     chance = random_map(split)
-    assert rows[-1]["val_map@100"] > 2.5 * chance, (rows[-1]["val_map@100"], chance)
+    # measured here: mAP@100 0.31 (chance 0.10), AUC 0.78, mean-vector norm 0.15; the bounds
+    # leave a wide margin, so no machine's rounding can move the test across them
+    last = rows[-1]
+    assert last["val_map@100"] > 2 * chance, (last["val_map@100"], chance)
+    assert last["val_auc"] > 0.65 and last["train_mean_norm"] < 0.5, last
+    assert last["val_same_cos"] > last["val_diff_cos"] + 0.15, last
     assert [r["epoch"] for r in read_metrics(run)] == [str(e) for e in range(1, 13)]
     assert (run / "tensorboard").is_dir()
     # the checkpoint is self-describing: config, label map, and the weights reproduce embeddings

@@ -43,8 +43,9 @@ def run_heads_benchmark(base: TrainConfig, workdir: str | Path, out: str | Path,
                                      workers=config.workers, progress=progress)
         train_seconds = sum(row["seconds"] for row in history) if history else float("nan")
         rows.append({"name": name, "map@100": scores["map@100"], "gap": scores["gap"],
-                     "top1_accuracy": scores["top1_accuracy"], "train_seconds": train_seconds})
+                     "top1_accuracy": scores["top1_accuracy"], "auc": scores["auc"], "mean_norm": scores["mean_norm"],
+                     "train_seconds": train_seconds})
     title = f"bench heads: {base.model.backbone} at {base.image_size}px, {base.total_epochs} epochs, {data.root}"
     columns = [("name", "variant"), ("map@100", "mAP@100"), ("gap", "GAP"), ("top1_accuracy", "top-1"),
-               ("train_seconds", "train s")]
+               ("auc", "test-index AUC"), ("mean_norm", "mean norm"), ("train_seconds", "train s")]
     return report(title, rows, columns, out, ratio_of="map@100")

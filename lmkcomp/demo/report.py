@@ -1,15 +1,18 @@
 """The demo's HTML report (`submissions/report/index.html`): the ablation table, per-stage bars,
-precision-recall curves of the recognition confidences, and galleries of sample queries (top
-results marked right or wrong) and of verified pairs (inlier matches drawn)."""
+precision-recall curves of the recognition confidences, the descriptor's health (similarity
+histograms of same and different landmarks), and galleries of sample queries (top results
+marked right or wrong) and of verified pairs (inlier matches drawn)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from lmkcomp import metrics
+from lmkcomp.data.labels import split_labels
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.demo.pipeline import DemoArtifacts
 from lmkcomp.demo.run import DemoRow
+from lmkcomp.features.health import embedding_health
 from lmkcomp.report import gallery, plots
 from lmkcomp.report.html import Figure, Section, write_page
 from lmkcomp.search import exact_search
@@ -43,8 +46,8 @@ def write_demo_report(data: LandmarkData, run_dir: Path, rows: list[DemoRow], su
         [Figure("img/stages.png", "GAP and mAP@100 of every scored stage"),
          Figure("img/precision-recall.png", "Recognition: precision against recall as predictions are taken in "
                 "order of confidence; GAP summarises this curve, so distractor handling shows as a higher start")])
-    sections = [table, _retrieval_gallery(data, submissions, out), _recognition_gallery(data, paths, out),
-                _pair_gallery(data, paths, out)]
+    sections = [table, _descriptor_health(data, paths, out, seed), _retrieval_gallery(data, submissions, out),
+                _recognition_gallery(data, paths, out), _pair_gallery(data, paths, out)]
     return write_page(out, "lmkcomp demo report", sections,
                       footer="Made by `lmkcomp demo`. Every image is a synthetic rendering; nothing here was downloaded.")
 
@@ -59,6 +62,31 @@ def _precision_recall(data: LandmarkData, submissions: Path, path: Path) -> None
         precision, recall = metrics.recognition_precision_recall(predictions, solution)
         curves[label] = (precision, recall, metrics.global_average_precision(predictions, solution))
     plots.precision_recall(curves, path)
+
+
+def _descriptor_health(data: LandmarkData, paths: DemoArtifacts, out: Path, seed: int) -> Section:
+    train, test = paths.store("train"), paths.store("test")
+    train_rows, train_labels = train.array(), split_labels(data, "train", train.ids)
+    results = {
+        "train": embedding_health(train_rows, train_labels, seed=seed),
+        "test vs train": embedding_health(test.array(), split_labels(data, "test", test.ids), train_rows, train_labels,
+                                          seed=seed),
+    }
+    plots.similarity_histograms(results, out / "img" / "similarities.png")
+    paragraphs = ["The trained global descriptor before any search, from its embeddings and the labels alone: "
+                  "cosine similarity of same-landmark and different-landmark image pairs (within train; test "
+                  "images against train images), their ROC AUC (0.5 = chance), the norm of the mean descriptor "
+                  "(near 1 = collapsed to one direction) and the effective rank (dimensions really used). "
+                  "Images showing no landmark are in no pair."]
+    paragraphs += [f"WARNING ({name}): {health.summary()}" for name, health in results.items()
+                   if health.near_chance]
+    return Section(
+        "Descriptor health", paragraphs,
+        ("descriptor", "mean-vector norm", "same median", "different median", "AUC", "effective rank"),
+        [(name, health.mean_norm, health.same.median, health.different.median, health.auc,
+          f"{health.effective_rank:.1f} of {health.dim}") for name, health in results.items()],
+        [Figure("img/similarities.png", "Cosine similarity of same-landmark (green) and different-landmark (red) "
+                "pairs; the further apart, the better the descriptor tells landmarks apart")])
 
 
 def _sample_queries(data: LandmarkData) -> list[str]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lmkcomp.features.health import EmbeddingHealth
 
 
 def _pyplot():
@@ -55,6 +58,45 @@ def precision_recall(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]],
     axis.set_ylim(0, 1.02)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)
+
+
+def similarity_histograms(health_by_name: Mapping[str, EmbeddingHealth], path: str | Path) -> Path:
+    """One panel per named descriptor: the densities of its same-landmark and different-landmark
+    cosine similarities overlaid, medians dashed, AUC and mean-vector norm in the title (red
+    when near chance)."""
+    from lmkcomp.features.health import histogram_edges
+
+    plt = _pyplot()
+    columns = min(len(health_by_name), 3)
+    rows = -(-len(health_by_name) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
+    edges = histogram_edges()
+    for axis, (name, health) in zip(axes.flat, health_by_name.items()):
+        for stats, label, colour in ((health.different, "different landmark", "#d8513b"),
+                                     (health.same, "same landmark", "#2f9e44")):
+            axis.stairs(stats.density(), edges, fill=True, alpha=0.35, color=colour,
+                        label=f"{label} ({stats.count:,} pairs)")
+            axis.stairs(stats.density(), edges, color=colour, linewidth=1.2)
+            if stats.count:
+                axis.axvline(stats.median, color=colour, linestyle="--", linewidth=1)
+        auc = "-" if np.isnan(health.auc) else f"{health.auc:.3f}"
+        warning = "  NEAR CHANCE" if health.near_chance else ""
+        axis.set_title(f"{name}\nAUC {auc}, mean-vector norm {health.mean_norm:.3f}{warning}", fontsize=10,
+                       color="#c92a2a" if health.near_chance else "black")
+        axis.set_xlim(-1, 1)
+        # headroom above the peak for the legend
+        peak = max(health.same.density().max(), health.different.density().max())
+        axis.set_ylim(0, 1.4 * peak if peak > 0 else 1.0)
+        axis.set_xlabel("cosine similarity (dashed: median)")
+        axis.set_ylabel("density")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc="upper left")
+    for axis in list(axes.flat)[len(health_by_name):]:
+        axis.set_visible(False)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from lmkcomp.data import gldv2
 from lmkcomp.data.dataset import LandmarkImageDataset
 from lmkcomp.data.images import read_image_size
+from lmkcomp.data.labels import read_labels
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.train.augment import create_transform, sample_seed
@@ -38,15 +39,6 @@ class TrainingSplit:
     @property
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.train_classes, minlength=len(self.landmark_ids))
-
-
-def read_labels(data: LandmarkData, source: str) -> pd.DataFrame:
-    """`id, landmark_id` from "train", "train_clean", or a path to a train_clean-format CSV."""
-    if source == "train":
-        return data.train_labels()
-    if source == "train_clean":
-        return data.train_labels(clean=True)
-    return gldv2.read_train_clean_csv(source)
 
 
 def split_for_training(labels: pd.DataFrame, min_images: int, val_fraction: float, seed: int) -> TrainingSplit:

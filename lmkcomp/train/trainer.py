@@ -43,6 +43,7 @@ from lmkcomp.data.dataset import collate_skipping
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.extract import autocast_context, embed_dataset
+from lmkcomp.features.health import embedding_health
 from lmkcomp.models import class_weights_inverse_log, create_loss, create_model, freeze_batchnorm
 from lmkcomp.models.losses import loss_options
 from lmkcomp.models.model import LandmarkModel
@@ -68,8 +69,10 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint-last.pt"
 METRICS_CSV = "metrics.csv"
-METRIC_COLUMNS = ["epoch", "phase", "image_size", "train_loss", "lr", "val_map@100", "val_gap", "seconds", "images_per_s",
-                  "stage"]
+#: the validation's descriptor health (see `evaluate_split`)
+HEALTH_COLUMNS = ["val_auc", "val_same_cos", "val_diff_cos", "train_mean_norm", "val_effective_rank"]
+METRIC_COLUMNS = ["epoch", "phase", "image_size", "train_loss", "lr", "val_map@100", "val_gap", *HEALTH_COLUMNS,
+                  "seconds", "images_per_s", "stage"]
 
 
 def select_device(name: str) -> torch.device:
@@ -215,6 +218,8 @@ class Trainer:
         torch.manual_seed(config.seed if number == 1 else stage_seed(config.seed, number))
         counts = torch.as_tensor(self.class_counts)
         self.model = create_model(config.model, num_classes, class_counts=counts)
+        if config.model.pretrained is not None and carry_from is None and self.context.is_main and self.progress:
+            print(f"pretrained weights: {self.model.pretrained_report.summary()}", file=sys.stderr)
         if carry_from is not None:
             carry_over(carry_from, self.model)
         self.model = self.model.to(self.device)
@@ -279,7 +284,13 @@ class Trainer:
 
     def _steps_in_epoch(self, epoch: int) -> int:
         batches = len(self._sampler(epoch).global_batches(self._sample_epoch(epoch)))
-        return max(1, batches // self.config.optim.grad_accum)
+        if batches < self.config.optim.grad_accum:
+            # an epoch without an optimizer step would "train" nothing and still save a model
+            raise UserInputError(
+                f"batch_size {self.config.batch_size} x optim.grad_accum {self.config.optim.grad_accum}: epoch "
+                f"{epoch + 1} has {batches} full batches of its {len(self.sample_classes)} training images, so no "
+                "optimizer step; lower batch_size")
+        return batches // self.config.optim.grad_accum
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -421,7 +432,7 @@ class Trainer:
     def validate(self) -> dict:
         """kNN mAP@100 and soft-voting GAP of the held-out images against the training images."""
         if not self.split.val_ids or not self.context.is_main:
-            return {"val_map@100": float("nan"), "val_gap": float("nan")}
+            return {key: float("nan") for key in ("val_map@100", "val_gap", *HEALTH_COLUMNS)}
         _, size = self._phase(self.state.epoch)
         kwargs = dict(device=self.device, amp=self.config.amp, workers=self.config.workers,
                       channels_last=self.config.channels_last, progress=self.progress)
@@ -434,14 +445,16 @@ class Trainer:
     def _log_row(self, row: dict, writer) -> None:
         path = self.run_dir / METRICS_CSV
         new = not path.exists()
+        # a run resumed from an older lmkcomp keeps the columns its file started with
+        columns = METRIC_COLUMNS if new else next(csv.reader(path.open(newline="")), METRIC_COLUMNS)
         with path.open("a", newline="") as handle:
-            out = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+            out = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             if new:
                 out.writeheader()
             out.writerow(row)
         # epochs counted across curriculum stages, so the curves of the stages follow each other
         step = self._sample_epoch(row["epoch"])
-        for key in ("train_loss", "lr", "val_map@100", "val_gap", "images_per_s"):
+        for key in ("train_loss", "lr", "val_map@100", "val_gap", *HEALTH_COLUMNS, "images_per_s"):
             writer.add_scalar(key, row[key], step)
         writer.flush()
         log.info("stage %d epoch %d: %s", row["stage"], row["epoch"], row)
@@ -478,7 +491,10 @@ def summary_writer(path: Path):
 
 
 def evaluate_split(queries: np.ndarray, database: np.ndarray, split: TrainingSplit, k: int = 100) -> dict:
-    """mAP@100 (relevant = database images of the query's class) and GAP of 3-NN soft voting."""
+    """mAP@100 (relevant = database images of the query's class) and GAP of 3-NN soft voting,
+    and the descriptor's health (`lmkcomp.features.health`): ROC AUC and median cosine of
+    same- and different-landmark (held-out image, training image) pairs, the mean-vector norm
+    of the training images' descriptors and the effective rank of the held-out ones."""
     scores, neighbours = exact_search(queries, database, k=k)
     query_ids = [f"q{i}" for i in range(len(queries))]
     database_ids = np.array([f"d{i}" for i in range(len(database))])
@@ -489,7 +505,10 @@ def evaluate_split(queries: np.ndarray, database: np.ndarray, split: TrainingSpl
     labels, confidence = soft_voting(scores, split.train_classes[neighbours], k=3)
     predictions = {q: (int(label), float(conf)) for q, label, conf in zip(query_ids, labels, confidence)}
     truth = {q: [int(c)] for q, c in zip(query_ids, split.val_classes)}
+    health = embedding_health(queries, split.val_classes, database, split.train_classes)
     return {
         "val_map@100": metrics.mean_average_precision(retrieved, {q: r for q, r in relevant.items() if r}),
         "val_gap": metrics.global_average_precision(predictions, truth),
+        "val_auc": health.auc, "val_same_cos": health.same.median, "val_diff_cos": health.different.median,
+        "train_mean_norm": health.database_mean_norm, "val_effective_rank": health.effective_rank,
     }
