@@ -109,8 +109,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = load_config(resolve_config_path(args.config), TrainConfig, changes)
     rows = Trainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()
     if rows:
+        from lmkcomp.features.health import COLLAPSED_MEAN_NORM, NEAR_CHANCE_AUC
+
         last = rows[-1]
-        print(f"{args.out}: epoch {last['epoch']} val mAP@100 {last['val_map@100']:.4f} val GAP {last['val_gap']:.4f}")
+        print(f"{args.out}: epoch {last['epoch']} val mAP@100 {last['val_map@100']:.4f} val GAP {last['val_gap']:.4f}, "
+              f"same-vs-different AUC {last['val_auc']:.3f}, mean-vector norm {last['train_mean_norm']:.3f}")
+        if last["val_auc"] < NEAR_CHANCE_AUC or last["train_mean_norm"] > COLLAPSED_MEAN_NORM:
+            print(f"WARNING: the descriptor is near chance (AUC below {NEAR_CHANCE_AUC} or mean-vector norm above "
+                  f"{COLLAPSED_MEAN_NORM}); train longer, on more images, or from pretrained weights")
     return 0
 
 
@@ -317,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     make = commands.add_parser("make-dataset", help="write a synthetic mini-GLDv2, or import photo folders, in the GLDv2 layout")
     make.add_argument("out", help="output folder (created; resumable)")
-    make.add_argument("--preset", choices=("tiny", "small", "medium"), default="small")
+    make.add_argument("--preset", choices=("tiny", "small", "medium", "v1"), default="small",
+                      help="synthetic size; v1 is the train-only pretraining corpus (landmarks no other preset has)")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--long-side", type=positive_int, help="image long side in pixels (synthetic default 256; import: downscale to this)")
     make.add_argument("--noise-fraction", type=fraction, help="fraction of train images with a wrong label (default 0.2)")
@@ -509,7 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", default="runs/demo", help="dataset and artifacts (reused when present)")
     demo.add_argument("--submissions", default="submissions")
     demo.add_argument("--workers", type=positive_int, default=2)
-    demo.add_argument("--train-config", default="cpu-small", help="descriptor config trained in the demo")
+    demo.add_argument("--train-config", help="descriptor config trained in the demo (default: cpu-tiny for the tiny "
+                      "preset, else cpu-small)")
     demo.add_argument("--no-train", action="store_true", help="skip training (dataset and baselines only)")
     demo.add_argument("--force", action="store_true", help="rerun every stage after the dataset instead of reusing them")
     demo.add_argument("--no-report", action="store_true", help="skip the HTML report (SUBMISSIONS/report/index.html)")

@@ -9,7 +9,10 @@ import pytest
 
 from lmkcomp.cli import main
 from lmkcomp.data import gldv2
+from lmkcomp.data.labels import split_labels
 from lmkcomp.data.layout import LandmarkData
+from lmkcomp.features.health import embedding_health
+from lmkcomp.features.store import EmbeddingStore
 from lmkcomp.submission import read_submission, score_submission, validate_submission
 
 
@@ -40,6 +43,12 @@ def test_demo_tiny_end_to_end_with_report(tmp_path, capsys):
     assert [row["stage"] for row in scored[:2]] == ["baseline thumbnail", "baseline constant"]
     assert len(scored) == 2 + 7
     assert (workdir / "run-tiny-seed0" / "train" / "metrics.csv").read_text().count("\n") == 1 + 11  # header + epochs
+    # the demo's descriptor is healthy on tiny: trained with cpu-small's batch size of 32, its ~50
+    # images gave no training step at all (then, with the bucket remainders pooled, one an
+    # epoch) and every embedding pointed one way (mean-vector norm 0.98, then 0.86; AUC 0.48, 0.56)
+    train = EmbeddingStore(workdir / "run-tiny-seed0" / "features" / "train")
+    health = embedding_health(train.array(), split_labels(data, "train", train.ids))
+    assert health.mean_norm < 0.5 and health.auc > 0.65, health.summary()
     # the cleaning stage scored itself against the synthetic noise truth
     report = json.loads((workdir / "run-tiny-seed0" / "clean" / "report.json").read_text())
     assert report["against_noise_truth"]["recall"] > 0.5
@@ -48,7 +57,8 @@ def test_demo_tiny_end_to_end_with_report(tmp_path, capsys):
     assert "<table>" in page and "+ discriminative re-ranking" in page and f"{rows[-1]['map100']:.4f}" in page
     for image in re.findall(r'<img src="([^"]+)"', page):
         assert (subs / "report" / image).stat().st_size > 1000
-    assert len(re.findall(r'<img src=', page)) == 2 + 4 + 4 + 3
+    assert "Descriptor health" in page
+    assert len(re.findall(r'<img src=', page)) == 2 + 1 + 4 + 4 + 3
 
     # a rerun reuses every finished stage: nothing is recomputed, the table is the same
     (workdir / "run-tiny-seed0" / "train" / "checkpoint-last.pt").unlink()

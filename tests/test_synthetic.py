@@ -160,3 +160,43 @@ def test_unknown_option_and_preset():
         synthetic.preset_config("tiny", colour="red")
     with pytest.raises(UserInputError, match="unknown dataset preset .huge."):
         synthetic.preset_config("huge")
+
+
+def stream_fingerprints(keys: list[list[int]]) -> set[tuple[int, ...]]:
+    """The first draws of the random stream behind each key: two landmarks (or styles) are the
+    same picture only when their streams are the same."""
+    return {tuple(np.random.default_rng(key).integers(0, 2**63 - 1, size=4).tolist()) for key in keys}
+
+
+def test_v1_landmarks_are_in_no_other_preset():
+    v1 = synthetic.preset_config("v1")
+    v1_plan = synthetic.make_plan(v1, seed=0)
+    v1_scenes = stream_fingerprints([synthetic.scene_key(v1, 0, s) for s in range(len(v1_plan.landmarks))])
+    v1_styles = stream_fingerprints([synthetic.style_key(v1, 0, f) for f in range(len(v1_plan.landmarks))])
+    assert len(v1_scenes) == len(v1_plan.landmarks) == 1000
+    for preset in ("tiny", "small", "medium"):
+        config = synthetic.preset_config(preset)
+        for seed in range(3):  # whatever the seeds of either
+            count = config.num_landmarks
+            assert not v1_scenes & stream_fingerprints([synthetic.scene_key(config, seed, s) for s in range(count)])
+            assert not v1_styles & stream_fingerprints([synthetic.style_key(config, seed, f) for f in range(count)])
+    # and the keys are the ones rendering uses: the first landmark of v1 and of small (same seed,
+    # same position) are different pictures
+    small = synthetic.preset_config("small")
+    rng = np.random.default_rng(7)
+    v1_photo = synthetic.scenes.render_photo(synthetic._build_scene(synthetic.RenderTask(Path(), 0, v1, 0, -1, [])),
+                                             rng, 64)
+    rng = np.random.default_rng(7)
+    small_photo = synthetic.scenes.render_photo(
+        synthetic._build_scene(synthetic.RenderTask(Path(), 0, small, 0, -1, [])), rng, 64)
+    assert v1_photo.shape == small_photo.shape and np.abs(v1_photo.astype(int) - small_photo).mean() > 10
+
+
+def test_v1_is_a_train_only_corpus_with_more_images_per_landmark():
+    plan = synthetic.make_plan(synthetic.preset_config("v1"), seed=0)
+    splits = Counter(image.split for image in plan.images)
+    assert set(splits) == {"train"} and 10_000 < splits["train"] < 20_000
+    per_landmark = Counter(image.label for image in plan.images)
+    assert min(per_landmark.values()) >= 6
+    noisy = sum(image.noise != synthetic.NOISE_NONE for image in plan.images) / len(plan.images)
+    assert noisy < 0.1

@@ -85,6 +85,10 @@ class SyntheticConfig:
     cities_per_region: int = 3
     long_side: int = 256
     jpeg_quality_range: tuple[int, int] = (75, 95)
+    #: random stream of the landmarks (their plan, scenes and styles): 0 is the stream of the
+    #: tiny / small / medium presets; another number gives landmarks none of them has, whatever
+    #: the seed (the `v1` pretraining corpus uses 1)
+    stream: int = 0
 
 
 PRESETS: dict[str, SyntheticConfig] = {
@@ -93,6 +97,13 @@ PRESETS: dict[str, SyntheticConfig] = {
     "small": SyntheticConfig(num_landmarks=240, max_train_per_landmark=120, train_distractor_ratio=0.1),
     "medium": SyntheticConfig(num_landmarks=2400, max_train_per_landmark=400, num_regions=6, cities_per_region=4,
                               train_distractor_ratio=0.1),
+    # The GLDv1 stand-in for pretraining (seed 001 learned its cleaning descriptor on GLDv1; the
+    # later winners fine-tuned pretrained backbones): a train-only corpus of landmarks that no
+    # other preset has (its own stream), more images per landmark and less noise than `small`,
+    # sized for about an hour of `lmkcomp train cpu-v1` on 2 CPU cores.
+    "v1": SyntheticConfig(num_landmarks=1000, min_train_per_landmark=6, max_train_per_landmark=30,
+                          noise_fraction=0.05, index_landmark_fraction=0.0, num_regions=6, cities_per_region=4,
+                          stream=1),
 }
 
 
@@ -217,9 +228,25 @@ def _usage(rng: np.random.Generator, config: SyntheticConfig) -> str:
     return "Public" if rng.random() < config.public_fraction else "Private"
 
 
+def stream_key(config: SyntheticConfig, seed: int, salt: int, *parts: int) -> list[int]:
+    """Seed of one of the dataset's random streams: ``[seed, salt, *parts]``, plus
+    ``config.stream`` when it is not 0 (so stream 0 keeps the keys datasets were made with)."""
+    return [seed, salt, *parts, *([config.stream] if config.stream else [])]
+
+
+def scene_key(config: SyntheticConfig, seed: int, source: int) -> list[int]:
+    """Seed of the scene of landmark `source` (its position in the plan): the landmark itself."""
+    return stream_key(config, seed, 0x5CE7E, source)
+
+
+def style_key(config: SyntheticConfig, seed: int, family: int) -> list[int]:
+    """Seed of the style that the look-alike landmarks of `family` share."""
+    return stream_key(config, seed, 0xFA417, family)
+
+
 def make_plan(config: SyntheticConfig, seed: int) -> Plan:
     """Decide every image of the dataset (ids, splits, labels, noise) from `seed`."""
-    rng = np.random.default_rng([seed, 0x1A9D])
+    rng = np.random.default_rng(stream_key(config, seed, 0x1A9D))
     landmarks = _make_landmarks(rng, config)
     n = len(landmarks)
     train_counts = _long_tail_counts(rng, config)
@@ -258,7 +285,7 @@ def make_plan(config: SyntheticConfig, seed: int) -> Plan:
     if config.train_distractor_ratio < 0:
         raise UserInputError(f"train_distractor_ratio must be >= 0, got {config.train_distractor_ratio}")
     count = round(config.train_distractor_ratio * int(train_counts.sum()))
-    images.extend(_train_distractors(np.random.default_rng([seed, 0x7D15]), count, frozenset(ids)))
+    images.extend(_train_distractors(np.random.default_rng(stream_key(config, seed, 0x7D15)), count, frozenset(ids)))
     return Plan(config, seed, landmarks, images)
 
 
@@ -298,8 +325,8 @@ class RenderTask:
 def _build_scene(task: RenderTask) -> scenes.LandmarkScene:
     style = None
     if task.shared_family >= 0:
-        style = scenes.make_style(np.random.default_rng([task.seed, 0xFA417, task.shared_family]))
-    return scenes.make_landmark(np.random.default_rng([task.seed, 0x5CE7E, task.source]), style)
+        style = scenes.make_style(np.random.default_rng(style_key(task.config, task.seed, task.shared_family)))
+    return scenes.make_landmark(np.random.default_rng(scene_key(task.config, task.seed, task.source)), style)
 
 
 def _render_image(scene: scenes.LandmarkScene | None, image: PlannedImage, config: SyntheticConfig) -> bytes:
@@ -343,9 +370,10 @@ def _tasks(plan: Plan, root: Path, distractor_chunk: int = 64) -> Iterator[Rende
 
 def _manifest(plan: Plan, complete: bool) -> dict:
     config = dataclasses.asdict(plan.config)
-    if not config["train_distractor_ratio"]:
-        # datasets made before the option existed have no such key: keep them resumable and identical
-        del config["train_distractor_ratio"]
+    for option in ("train_distractor_ratio", "stream"):
+        if not config[option]:
+            # datasets made before the option existed have no such key: keep them resumable and identical
+            del config[option]
     return {
         "generator": "lmkcomp.synthetic",
         "generator_version": GENERATOR_VERSION,
@@ -429,7 +457,7 @@ def write_csvs(out: Path, plan: Plan) -> None:
     """Every CSV of the GLDv2 layout plus the kit's ground-truth and metadata files (and
     `train_nonlandmark.csv` when the plan has non-landmark train images)."""
     config = plan.config
-    rng = np.random.default_rng([plan.seed, 0xC5F])
+    rng = np.random.default_rng(stream_key(config, plan.seed, 0xC5F))
     by_split: dict[str, list[PlannedImage]] = defaultdict(list)
     for image in plan.images:
         by_split[image.split].append(image)
