@@ -9,7 +9,7 @@ import json
 import math
 from typing import TYPE_CHECKING
 
-from lmkcomp.commands.args import positive_int
+from lmkcomp.commands.args import int_at_least
 from lmkcomp.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -18,20 +18,6 @@ if TYPE_CHECKING:
 
 #: as lmkcomp.data.labels.SPLITS, which this module does not import: pandas would slow every command's start
 SPLITS = ("train", "index", "test")
-
-
-def _at_least_two(text: str) -> int:
-    value = positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"{text}: at least 2 pairs (one of each kind)")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
 
 
 def _split_of(store: EmbeddingStore, chosen: str | None, flag: str) -> str:
@@ -118,9 +104,9 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     inspect.add_argument("--against-split", choices=SPLITS, help="split of STORE2 (default: the split it records)")
     inspect.add_argument("--labels", default="train", help="labels of train images: train (train.csv), train_clean "
                          "(train_clean.csv) or the path of a train_clean-format CSV (default: %(default)s)")
-    inspect.add_argument("--max-pairs", type=_at_least_two, default=200_000, help="pairs measured at most; more "
+    inspect.add_argument("--max-pairs", type=int_at_least(2), default=200_000, help="pairs measured at most; more "
                          "are sampled, half same-landmark and half different (default: %(default)s)")
-    inspect.add_argument("--seed", type=_non_negative_int, default=0, help="pair and row sampling "
+    inspect.add_argument("--seed", type=int_at_least(0), default=0, help="pair and row sampling "
                          "(default: %(default)s)")
     inspect.add_argument("--out", default="health.json", help="JSON output (default: %(default)s, in the current "
                          "folder)")
