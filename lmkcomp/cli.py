@@ -92,7 +92,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(args.preset, args.seed, args.workdir, args.submissions, workers=args.workers,
              train_config="" if args.no_train else args.train_config, progress=not args.quiet, force=args.force,
-             report=not args.no_report)
+             report=not args.no_report, pretrained=args.pretrained)
     return 0
 
 
@@ -519,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-config", help="descriptor config trained in the demo (default: cpu-tiny for the tiny "
                       "preset, else cpu-small)")
     demo.add_argument("--no-train", action="store_true", help="skip training (dataset and baselines only)")
+    demo.add_argument("--pretrained", metavar="CHECKPOINT", help="fine-tune the descriptor from this training run's "
+                      "checkpoint (e.g. runs/v1/pretrain/checkpoint-last.pt of lmkcomp train cpu-v1) instead of "
+                      "training from scratch; its stages get their own run folder")
     demo.add_argument("--force", action="store_true", help="rerun every stage after the dataset instead of reusing them")
     demo.add_argument("--no-report", action="store_true", help="skip the HTML report (SUBMISSIONS/report/index.html)")
     demo.add_argument("--quiet", action="store_true")

@@ -19,6 +19,8 @@ from lmkcomp.features.store import EmbeddingWriter
 from lmkcomp.train.config import TrainConfig
 from lmkcomp.train.trainer import Trainer
 
+pytestmark = pytest.mark.slow
+
 
 def test_offline_set_has_the_paper_mix():
     solution = {f"{i:016x}": ([7] if i < 10 else []) for i in range(108)}

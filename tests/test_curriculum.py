@@ -22,6 +22,8 @@ from lmkcomp.train.data import TrainingSplit, restrict_split
 from lmkcomp.train.samplers import BucketBatchSampler
 from lmkcomp.train.trainer import CHECKPOINT, Trainer, run_is_finished
 
+pytestmark = pytest.mark.slow
+
 TINY_WITH_NON_LANDMARKS = synthetic.preset_config("tiny", noise_fraction=0.0, long_side=96, train_distractor_ratio=0.4)
 
 

@@ -35,6 +35,8 @@ from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.store import LocalFeatureStore, LocalFeatureWriter
 from lmkcomp.submission import validate_submission
 
+pytestmark = pytest.mark.slow
+
 DIM = 32
 FEATURES_PER_IMAGE = 300
 DATABASE_IDS = [f"{i:016x}" for i in range(1, 6)]

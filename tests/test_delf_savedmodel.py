@@ -33,6 +33,8 @@ from lmkcomp.errors import UserInputError
 from lmkcomp.local.extractors import create_local_extractor
 from lmkcomp.local.store import LocalFeatureStore
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 # Quiet TensorFlow's start-up logging in the children; errors still show.
 CHILD_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

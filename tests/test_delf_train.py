@@ -25,6 +25,8 @@ from lmkcomp.local.extractors import create_local_extractor
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.train.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow
+
 # timm's tiny ResNet has a stride-16 layer3 (192 channels): fast enough for CPU tests
 BACKBONE = "test_resnet"
 CHANNELS = 192

@@ -15,6 +15,8 @@ from lmkcomp.features.health import embedding_health
 from lmkcomp.features.store import EmbeddingStore
 from lmkcomp.submission import read_submission, score_submission, validate_submission
 
+pytestmark = pytest.mark.slow
+
 
 def test_demo_tiny_end_to_end_with_report(tmp_path, capsys):
     workdir, subs = tmp_path / "work", tmp_path / "subs"
@@ -79,3 +81,13 @@ def test_score_cli_on_demo_output(tmp_path, capsys):
                  "--submission", str(subs / "retrieval_baseline-thumbnail.csv"), "--split", "private"]) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert result["split"] == "private" and 0.0 <= result["map@100"] <= 1.0 and result["num_scored"] > 0
+
+
+def test_demo_descriptor_can_start_from_a_pretrained_run(tmp_path):
+    from lmkcomp.demo.run import train_config_for
+
+    data = LandmarkData(tmp_path)
+    scratch = train_config_for(data, "cpu-small")
+    tuned = train_config_for(data, "cpu-small", tmp_path / "v1" / "checkpoint-last.pt")
+    assert scratch.model.pretrained is None and tuned.model.pretrained == str(tmp_path / "v1" / "checkpoint-last.pt")
+    assert tuned.model.head == scratch.model.head == "softmax" and tuned.data.root == str(tmp_path)

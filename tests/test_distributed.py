@@ -13,6 +13,8 @@ import yaml
 
 from lmkcomp.data import synthetic
 
+pytestmark = pytest.mark.slow
+
 
 def run_training(config: Path, out: Path, processes: int) -> list[float]:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]

@@ -23,6 +23,8 @@ from lmkcomp.train.checkpoint import load_trained_model
 from lmkcomp.train.config import TrainConfig
 from lmkcomp.train.trainer import Trainer
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[LandmarkData, Path]:

@@ -38,6 +38,8 @@ from lmkcomp.search import exact_search
 from lmkcomp.submission import score_submission, validate_submission
 from lmkcomp.train.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "kaggle_notebooks"
 SOURCE = NOTEBOOKS.parent
 #: the notebooks and the competition each reads

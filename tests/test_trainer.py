@@ -19,6 +19,8 @@ from lmkcomp.train.config import TrainConfig
 from lmkcomp.train.data import read_labels, split_for_training
 from lmkcomp.train.trainer import Trainer, evaluate_split
 
+pytestmark = pytest.mark.slow
+
 BUILTIN = Path(__file__).resolve().parents[1] / "lmkcomp" / "configs"
 
 

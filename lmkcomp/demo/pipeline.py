@@ -41,15 +41,16 @@ class DemoArtifacts:
 
 
 def run_pipeline(data: LandmarkData, run_dir: Path, stages: Stages, submissions: Path, train_config: str,
-                 workers: int, progress: bool) -> list[DemoRow]:
+                 workers: int, progress: bool, pretrained: str | Path | None = None) -> list[DemoRow]:
     """The setup stages and the ablation rows."""
     from lmkcomp.train.trainer import CHECKPOINT
 
     paths = DemoArtifacts(run_dir)
-    config = train_config_for(data, train_config)
+    config = train_config_for(data, train_config, pretrained)
     trained = stages.run("train", lambda: _train(config, paths.train, progress))
     checkpoint = paths.train / CHECKPOINT
-    rows = [DemoRow(f"train {config.model.head} ({train_config})", None, None, trained["seconds"],
+    start = "" if pretrained is None else f", fine-tuned from {Path(pretrained).parent.name}"
+    rows = [DemoRow(f"train {config.model.head} ({train_config}{start})", None, None, trained["seconds"],
                     f"val mAP@100 {trained['val_map100']:.3f}, val GAP {trained['val_gap']:.3f}")]
     extracted = stages.run("extract", lambda: _extract(data, checkpoint, paths, workers, progress))
     rows.append(DemoRow("extract embeddings", None, None, extracted["seconds"], extracted["note"]))

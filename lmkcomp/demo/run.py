@@ -94,17 +94,20 @@ def run_demo(
     progress: bool = True,
     force: bool = False,
     report: bool = True,
+    pretrained: str | Path | None = None,
 ) -> list[DemoRow]:
     """Run the demo; return the table rows (also written to `workdir/demo.json`).
 
     `train_config` None picks the preset's (`TRAIN_CONFIGS`); "" stops after the dataset and the
-    baselines. `force` reruns every stage
+    baselines. `pretrained` (a checkpoint of an `lmkcomp train` run, e.g. on the `v1` corpus) makes
+    the descriptor a fine-tuning of that run's backbone; its stages live in their own run folder
+    (`run-<preset>-seed<seed>-pretrained`). `force` reruns every stage
     after the dataset (which is deterministic, so it is always reused)."""
     workdir, submissions = Path(workdir), Path(submissions)
     if train_config is None:
         train_config = TRAIN_CONFIGS.get(preset, DEFAULT_TRAIN_CONFIG)
     data_root = workdir / f"data-{preset}-seed{seed}"
-    run_dir = workdir / f"run-{preset}-seed{seed}"
+    run_dir = workdir / f"run-{preset}-seed{seed}" if pretrained is None else workdir / f"run-{preset}-seed{seed}-pretrained"
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     started = time.perf_counter()
@@ -119,7 +122,7 @@ def run_demo(
     if train_config:
         from lmkcomp.demo.pipeline import run_pipeline
 
-        rows += run_pipeline(data, run_dir, stages, submissions, train_config, workers, progress)
+        rows += run_pipeline(data, run_dir, stages, submissions, train_config, workers, progress, pretrained)
     print(format_table(rows))
     with atomic_write(workdir / "demo.json", "w", encoding="utf-8") as handle:
         json.dump({"preset": preset, "seed": seed, "rows": [row.__dict__ for row in rows]}, handle, indent=2)
@@ -145,12 +148,15 @@ def _baseline(data: LandmarkData, method: str, submissions: Path, progress: bool
     return {"gap": recognition["gap"], "map100": retrieval["map@100"]}
 
 
-def train_config_for(data: LandmarkData, config_name: str):
-    """The demo's training config: `config_name` with `DEFAULT_TRAIN_OVERRIDES`, on `data`."""
+def train_config_for(data: LandmarkData, config_name: str, pretrained: str | Path | None = None):
+    """The demo's training config: `config_name` with `DEFAULT_TRAIN_OVERRIDES`, on `data`,
+    starting from the `pretrained` checkpoint when given."""
     from lmkcomp.train.config import TrainConfig, resolve_config_path
 
-    return load_config(resolve_config_path(config_name), TrainConfig,
-                       {**DEFAULT_TRAIN_OVERRIDES, "data.root": str(data.root)})
+    changes = {**DEFAULT_TRAIN_OVERRIDES, "data.root": str(data.root)}
+    if pretrained is not None:
+        changes["model.pretrained"] = str(pretrained)
+    return load_config(resolve_config_path(config_name), TrainConfig, changes)
 
 
 def format_table(rows: list[DemoRow]) -> str:
