@@ -109,14 +109,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = load_config(resolve_config_path(args.config), TrainConfig, changes)
     rows = Trainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()
     if rows:
-        from lmkcomp.features.health import COLLAPSED_MEAN_NORM, NEAR_CHANCE_AUC
+        from lmkcomp.features.health import NEAR_CHANCE_RULE, near_chance
 
         last = rows[-1]
         print(f"{args.out}: epoch {last['epoch']} val mAP@100 {last['val_map@100']:.4f} val GAP {last['val_gap']:.4f}, "
               f"same-vs-different AUC {last['val_auc']:.3f}, mean-vector norm {last['train_mean_norm']:.3f}")
-        if last["val_auc"] < NEAR_CHANCE_AUC or last["train_mean_norm"] > COLLAPSED_MEAN_NORM:
-            print(f"WARNING: the descriptor is near chance (AUC below {NEAR_CHANCE_AUC} or mean-vector norm above "
-                  f"{COLLAPSED_MEAN_NORM}); train longer, on more images, or from pretrained weights")
+        if near_chance(last["val_auc"], last["train_mean_norm"]):
+            print(f"WARNING: the descriptor is near chance ({NEAR_CHANCE_RULE}); train longer, on more images, or "
+                  "from pretrained weights")
     return 0
 
 

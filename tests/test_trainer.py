@@ -166,3 +166,19 @@ def test_tensorboard_writer_does_not_import_tensorflow(tmp_path):
     completed = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "False"
     assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_train_command_reports_health_and_warns_near_chance(tiny_root, tmp_path, capsys):
+    import yaml
+
+    from lmkcomp.config import to_dict
+
+    path = tmp_path / "config.yaml"
+    # one epoch of a few steps: the descriptor is still near chance, and the command says so
+    path.write_text(yaml.safe_dump(to_dict(tiny_config(tiny_root, epochs=1, batch_size=16))))
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    row = read_metrics(tmp_path / "run")[-1]
+    assert f"same-vs-different AUC {float(row['val_auc']):.3f}" in out
+    assert f"mean-vector norm {float(row['train_mean_norm']):.3f}" in out
+    assert float(row["val_auc"]) < 0.65 and "WARNING: the descriptor is near chance" in out, (row, out)

@@ -35,7 +35,7 @@ def _number(value: float, digits: int = 3) -> str:
 
 def format_health(health: EmbeddingHealth, name: str) -> str:
     """The printed table: one measure per line, then a WARNING line when near chance."""
-    from lmkcomp.features.health import COLLAPSED_MEAN_NORM, NEAR_CHANCE_AUC
+    from lmkcomp.features.health import NEAR_CHANCE_RULE
 
     lines = [f"descriptor health of {name}"]
     norm = _number(health.mean_norm)
@@ -49,8 +49,7 @@ def format_health(health: EmbeddingHealth, name: str) -> str:
     lines.append(f"  {'effective rank':<28}{health.effective_rank:.1f} of {health.dim} dims "
                  f"({health.rank_rows} rows)")
     if health.near_chance:
-        lines.append(f"WARNING: near chance (AUC < {NEAR_CHANCE_AUC} or mean-vector norm > {COLLAPSED_MEAN_NORM}): "
-                     "this descriptor barely tells landmarks apart")
+        lines.append(f"WARNING: near chance ({NEAR_CHANCE_RULE}): this descriptor barely tells landmarks apart")
     return "\n".join(lines)
 
 

@@ -44,6 +44,8 @@ NEAR_CHANCE_AUC = 0.65
 #: above this mean-vector norm the mean cosine of all pairs exceeds 0.9^2 = 0.81 (see the
 #: module docstring): same landmark or not, pairs look alike; the descriptor has collapsed
 COLLAPSED_MEAN_NORM = 0.9
+#: the near-chance rule in words, for every warning that cites it
+NEAR_CHANCE_RULE = f"AUC below {NEAR_CHANCE_AUC} or mean-vector norm above {COLLAPSED_MEAN_NORM}"
 #: rows (seeded sample) behind the effective rank; its cost grows with rows x dim^2
 RANK_ROWS = 20_000
 #: floats of the row blocks gathered at once when measuring pair similarities
@@ -120,7 +122,7 @@ class EmbeddingHealth:
     def near_chance(self) -> bool:
         """True when the AUC is below NEAR_CHANCE_AUC or the mean-vector norm above
         COLLAPSED_MEAN_NORM; a NaN AUC (no pairs of one kind) is not evidence either way."""
-        return self.auc < NEAR_CHANCE_AUC or self.mean_norm > COLLAPSED_MEAN_NORM
+        return near_chance(self.auc, self.mean_norm)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict; NaN becomes None (null), so the JSON never holds NaN."""
@@ -150,9 +152,14 @@ class EmbeddingHealth:
         text.append(f"ROC AUC of same vs different {auc} (0.5 = chance, 1 = every same pair above every "
                     f"different one). Effective rank {self.effective_rank:.1f} of {self.dim} dimensions.")
         if self.near_chance:
-            text.append(f"Near chance: AUC below {NEAR_CHANCE_AUC} or mean-vector norm above {COLLAPSED_MEAN_NORM}, "
-                        "so this descriptor barely tells landmarks apart.")
+            text.append(f"Near chance ({NEAR_CHANCE_RULE}): this descriptor barely tells landmarks apart.")
         return " ".join(text)
+
+
+def near_chance(auc: float, mean_vector_norm: float) -> bool:
+    """The near-chance rule: AUC below NEAR_CHANCE_AUC or mean-vector norm above
+    COLLAPSED_MEAN_NORM (a NaN AUC, no pairs of one kind, is not evidence either way)."""
+    return auc < NEAR_CHANCE_AUC or mean_vector_norm > COLLAPSED_MEAN_NORM
 
 
 def roc_auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
