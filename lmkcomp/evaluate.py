@@ -50,8 +50,8 @@ def evaluate_checkpoint(
     test = stores["test"].array()
     test_ids = stores["test"].ids
 
-    index_ids = stores["index"].ids
-    _, nearest = exact_search(test, stores["index"].array(), k=100)
+    index, index_ids = stores["index"].array(), stores["index"].ids
+    _, nearest = exact_search(test, index, k=100)
     retrieval_csv = submissions / f"retrieval_{name}.csv"
     write_retrieval_submission(retrieval_csv, test_ids, {q: [index_ids[j] for j in row] for q, row in zip(test_ids, nearest)})
 
@@ -67,8 +67,7 @@ def evaluate_checkpoint(
 
     recognition = score_submission(read_submission(recognition_csv, "recognition"), data.recognition_solution)
     retrieval = score_submission(read_submission(retrieval_csv, "retrieval"), data.retrieval_solution)
-    health = embedding_health(test, split_labels(data, "test", test_ids), stores["index"].array(),
-                              split_labels(data, "index", index_ids))
+    health = embedding_health(test, split_labels(data, "test", test_ids), index, split_labels(data, "index", index_ids))
     return {"gap": recognition["gap"], "top1_accuracy": recognition["top1_accuracy"], "map@100": retrieval["map@100"],
             "auc": health.auc, "mean_norm": health.database_mean_norm,
             "recognition_csv": str(recognition_csv), "retrieval_csv": str(retrieval_csv)}

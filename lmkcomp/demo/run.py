@@ -38,8 +38,9 @@ from lmkcomp.submission import (
     write_retrieval_submission,
 )
 
-#: the demo's descriptor: `cpu-small` with the softmax head, which beats the margin heads when
-#: training from scratch on a CPU (README, "Heads compared")
+#: the demo's descriptor: `cpu-small` with the softmax head. Fine-tuned from a pretrained run the
+#: margin heads beat it (README, "Heads compared"); from scratch the earlier comparison favoured
+#: softmax, but it was measured while "arcface" meant sub-centre ArcFace and is not redone yet
 DEFAULT_TRAIN_OVERRIDES = {"model.head": "softmax"}
 #: the descriptor config of each preset when none is named: `cpu-small`, but `cpu-tiny` for the
 #: tiny preset, whose ~50 training images give `cpu-small`'s batch size one step an epoch

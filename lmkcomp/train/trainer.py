@@ -445,8 +445,11 @@ class Trainer:
     def _log_row(self, row: dict, writer) -> None:
         path = self.run_dir / METRICS_CSV
         new = not path.exists()
-        # a run resumed from an older lmkcomp keeps the columns its file started with
-        columns = METRIC_COLUMNS if new else next(csv.reader(path.open(newline="")), METRIC_COLUMNS)
+        columns = METRIC_COLUMNS
+        if not new:
+            # a run resumed from an older lmkcomp keeps the columns its file started with
+            with path.open(newline="") as existing:
+                columns = next(csv.reader(existing), METRIC_COLUMNS)
         with path.open("a", newline="") as handle:
             out = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             if new:
