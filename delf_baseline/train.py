@@ -53,7 +53,7 @@ from lmkcomp.errors import UserInputError
 from lmkcomp.features.extract import autocast_context
 from lmkcomp.features.whitening import fit_pca_whitening
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
-from lmkcomp.models.weights import LoadReport, load_weights
+from lmkcomp.models.weights import LoadReport, load_backbone_weights
 from lmkcomp.train.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from lmkcomp.train.data import BucketedImageDataset, TrainingSplit, read_labels, split_for_training
 from lmkcomp.train.samplers import BucketBatchSampler, ordered_batches
@@ -77,7 +77,8 @@ class DelfTrainConfig:
     """Everything a DELF training run depends on; checked on construction (UserInputError).
 
     `labels` is what `read_labels` takes ("train", "train_clean" or a train_clean-format CSV).
-    `weights` is a local checkpoint of the backbone's ImageNet (or other) weights, loaded
+    `weights` is a local checkpoint of the backbone's ImageNet (or other) weights, or an
+    ``lmkcomp train`` checkpoint whose backbone is taken (e.g. the `cpu-v1` pretraining), loaded
     non-strictly into the truncated ResNet (its `layer4` and `fc` are reported unused);
     None trains from random weights. `RUNTIME_FIELDS` may change when a run is resumed; the
     other fields may not.
@@ -179,7 +180,7 @@ class DelfTrainer:
         self.model = TorchDelf(self.settings)
         self.weights_report: LoadReport | None = None
         if config.weights is not None and checkpoint is None:
-            self.weights_report = load_weights(self.model.backbone, config.weights)
+            self.weights_report = load_backbone_weights(self.model.backbone, config.weights)
             if not self.weights_report.loaded:
                 raise UserInputError(f"{config.weights}: no tensor matches backbone {config.backbone!r} "
                                      f"({self.weights_report.summary()})")

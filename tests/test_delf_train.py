@@ -154,6 +154,23 @@ def test_backbone_weights_from_a_local_file(tiny_root, tmp_path):
         DelfTrainer(config, tmp_path / "run2", progress=False)
 
 
+def test_backbone_weights_from_a_landmark_model_checkpoint(tiny_root, tmp_path):
+    # a `cpu-v1`-style pretraining run: the whole landmark model under "model", backbone under "backbone."
+    from lmkcomp.models import create_model
+    from lmkcomp.models.model import ModelConfig
+
+    torch.manual_seed(2)
+    pretrained = create_model(ModelConfig(backbone=BACKBONE, embedding_size=16, head="softmax"), 5)
+    torch.save({"model": pretrained.state_dict(), "epoch": 12}, tmp_path / "checkpoint-last.pt")
+    config = DelfTrainConfig(data=str(tiny_root), **{**SETTINGS, "weights": str(tmp_path / "checkpoint-last.pt")})
+    report = DelfTrainer(config, tmp_path / "run", progress=False).weights_report
+    assert report.missing == [] and report.mismatched == []
+    assert all(k.startswith("layer4.") for k in report.unexpected)
+    assert report.left_out and all(k.startswith(("pooling.", "neck.", "head.")) for k in report.left_out)
+    trainer_state = DelfTrainer(config, tmp_path / "run2", progress=False).model.backbone.state_dict()
+    assert torch.equal(trainer_state["layer3.0.conv1.weight"], pretrained.backbone.state_dict()["layer3.0.conv1.weight"])
+
+
 def test_sample_ids_is_seeded_ordered_and_bounded():
     ids = [f"{i:016x}" for i in range(50)]
     first = sample_ids(ids, 10, seed=3)

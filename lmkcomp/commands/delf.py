@@ -55,7 +55,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     train.add_argument("--val-fraction", type=fraction, default=0.1,
                        help="share of the images of landmarks with >= 3 images held out for validation")
     train.add_argument("--backbone", default="resnet50", help="a timm ResNet, cut after its stride-16 stage")
-    train.add_argument("--weights", help="local backbone weights (e.g. ImageNet resnet50); random when absent")
+    train.add_argument("--weights", help="local backbone weights (e.g. ImageNet resnet50), or an lmkcomp train checkpoint whose backbone is taken; random when absent")
     train.add_argument("--epochs", type=positive_int, default=10)
     train.add_argument("--image-size", type=positive_int, default=320, help="side of the square training crops")
     train.add_argument("--batch-size", type=positive_int, default=32)

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from lmkcomp.errors import UserInputError
 
-__all__ = ["LoadReport", "load_state", "load_weights", "log_report", "read_state_dict"]
+__all__ = ["BACKBONE_PREFIX", "LoadReport", "backbone_state", "load_backbone_weights", "load_state", "load_weights",
+           "log_report", "read_state_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 # Prefixes added by DistributedDataParallel and torch.compile wrappers.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+#: the prefix of the backbone's tensors in a whole landmark model's state dict (an ``lmkcomp
+#: train`` checkpoint); plain backbone weights (timm names) have none
+BACKBONE_PREFIX = "backbone."
 # How many keys a summary names per category before it says "...".
 _SUMMARY_KEYS = 5
 
@@ -131,6 +135,30 @@ def load_weights(module: nn.Module, path: str | Path, strict: bool = False) -> L
     matched and at WARNING otherwise.
     """
     report = load_state(module, read_state_dict(path), str(path), strict)
+    log_report(report)
+    return report
+
+
+def backbone_state(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """The backbone's tensors of `state` under timm's names, and the keys left out.
+
+    A whole landmark model (keys under :data:`BACKBONE_PREFIX`, e.g. a `cpu-v1` pretraining
+    run) gives its backbone with the prefix removed and leaves out its pooling, neck and head;
+    any other state dict is taken as backbone weights already.
+    """
+    if not any(key.startswith(BACKBONE_PREFIX) for key in state):
+        return dict(state), []
+    kept = {key[len(BACKBONE_PREFIX):]: value for key, value in state.items() if key.startswith(BACKBONE_PREFIX)}
+    return kept, [key for key in state if not key.startswith(BACKBONE_PREFIX)]
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> LoadReport:
+    """Load the backbone weights at `path` into `backbone` (non-strict, reported like
+    :func:`load_weights`): plain timm weights, or the backbone of an ``lmkcomp train``
+    checkpoint (:func:`backbone_state`), whose other parts are reported as left out."""
+    state, left_out = backbone_state(read_state_dict(path))
+    report = load_state(backbone, state, str(path))
+    report.left_out = left_out
     log_report(report)
     return report
 
