@@ -48,6 +48,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """A number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argument type: an integer >= `minimum`."""
     def parse(text: str) -> int:
