@@ -12,6 +12,7 @@ import torch
 
 from lmkcomp.errors import UserInputError
 from lmkcomp.search import create_searcher, exact_search, index_database
+from lmkcomp.search.exact import block_top_k, database_block_rows
 from lmkcomp.search.searchers import parse_spec
 
 EXACT_SPECS = ("numpy", "torch:cpu", "Flat", "flat")
@@ -117,11 +118,47 @@ def test_torch_multiplies_blocks_no_larger_than_asked(monkeypatch):
     np.testing.assert_array_equal(indices, exact_search(queries, database, 10)[1])
 
 
-def test_numpy_keeps_the_database_in_bounded_blocks():
+def test_flat_with_faiss_kernel_settles_ties_like_brute_force(monkeypatch):
+    from lmkcomp.search import faiss_backend
+
+    # every query block goes to faiss.knn, whose choice among tied rows is arbitrary
+    monkeypatch.setattr(faiss_backend, "FAISS_MIN_QUERIES", 1)
+    queries, database = tied_data(5)
+    for k in (1, 9, 60):
+        expected_scores, expected = brute_force(queries, database, k)
+        scores, indices = build("flat", database, database_block=37).search(queries, k)
+        np.testing.assert_array_equal(indices, expected)
+        np.testing.assert_array_equal(scores, expected_scores)
+
+
+def test_block_top_k_prefilter_equals_a_full_sort():
+    rng = np.random.default_rng(6)
+    # rounded scores: many ties at and across the k-th place; wide rows take the group prefilter
+    similarity = np.round(rng.standard_normal((9, 700)), 1).astype(np.float32)
+    for k in (1, 10, 21, 22, 699, 700):
+        scores, columns = block_top_k(similarity, k)
+        order = np.array([sorted(range(700), key=lambda j: (-row[j], j))[:k] for row in similarity])
+        np.testing.assert_array_equal(columns, order)
+        np.testing.assert_array_equal(scores, np.take_along_axis(similarity, order, axis=1))
+
+
+def test_memory_budget_sets_the_database_block():
+    # 256 MiB / (4096 queries x 6 bytes + 512 dims x 4 bytes) per database row
+    assert database_block_rows(4096, 512, 256) == 268435456 // 26624 == 10082
+    searcher = create_searcher("numpy", 512, memory_mb=64, query_block=1024)
+    assert searcher.database_block == 64 * 2**20 // (1024 * 6 + 2048)
+    assert create_searcher("flat", 8, database_block=5).database_block == 5
+    with pytest.raises(UserInputError, match="memory_mb must be positive"):
+        create_searcher("numpy", 8, memory_mb=0)
+
+
+def test_numpy_keeps_added_arrays_in_bounded_blocks():
     database = np.random.default_rng(4).standard_normal((300, 8)).astype(np.float32)
-    searcher = build("numpy", database, database_block=64)
-    # index_database adds blocks of 50; each is stored whole since it fits in 64 rows
-    assert [len(chunk) for chunk in searcher._chunks] == [50] * 6
+    searcher = create_searcher("numpy", 8, database_block=64)
+    for start in range(0, 300, 50):
+        searcher.add(database[start:start + 50])
+    # each added array of 50 rows is kept whole since it fits in 64 rows
+    assert [len(block) for block in searcher.blocks()] == [50] * 6
     assert searcher.count == 300
 
 
@@ -175,7 +212,7 @@ def test_specs_pick_backends():
     assert parse_spec("IVF64,PQ8") == ("faiss", "IVF64,PQ8")
     assert create_searcher("torch:cpu", 4).device == torch.device("cpu")
     assert create_searcher("faiss:Flat", 4).settings() == {"backend": "faiss", "factory": "Flat"}
-    assert create_searcher("flat", 4).settings() == {"backend": "faiss", "factory": "Flat"}
+    assert create_searcher("flat", 4).settings() == {"backend": "flat"}
 
 
 def test_without_faiss_flat_is_numpy_and_faiss_specs_say_what_is_missing(monkeypatch):

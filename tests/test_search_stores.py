@@ -28,6 +28,14 @@ def write_store(directory, ids, data, shard_size=16) -> EmbeddingStore:
     return EmbeddingStore(directory)
 
 
+def write_float16_store(directory, ids, data, shard_size=50) -> EmbeddingStore:
+    writer = EmbeddingWriter(directory, ids, data.shape[1], dtype="float16", shard_size=shard_size)
+    for k, rows in writer.pending_shards():
+        writer.write_shard(k, data[rows])
+    writer.finish()
+    return EmbeddingStore(directory)
+
+
 @pytest.fixture
 def stores(tmp_path):
     rng = np.random.default_rng(0)
@@ -37,7 +45,7 @@ def stores(tmp_path):
             write_store(tmp_path / "train", make_ids(70, offset=1000), database), queries, database)
 
 
-@pytest.mark.parametrize("spec", ["Flat", "numpy", "torch:cpu"])
+@pytest.mark.parametrize("spec", ["flat", "Flat", "numpy", "torch:cpu"])
 def test_search_stores_equals_exact_search(tmp_path, stores, spec):
     query_store, database_store, queries, database = stores
     table = search_stores(query_store, database_store, tmp_path / "knn", k=5, spec=spec, query_block=4, shard_size=10,
@@ -50,6 +58,57 @@ def test_search_stores_equals_exact_search(tmp_path, stores, spec):
     assert table.meta["database"] == str((tmp_path / "train").resolve())
     assert table.meta["queries"] == str((tmp_path / "test").resolve())
     assert table.neighbour_ids(0) == [database_store.ids[i] for i in expected[0]]
+
+
+@pytest.mark.parametrize("spec", ["flat", "numpy", "torch:cpu"])
+def test_streamed_float16_search_equals_in_memory_search_with_ties(tmp_path, spec):
+    rng = np.random.default_rng(7)
+    # halves and quarters are exact in float16, and their products in float32: many equal scores
+    database = (rng.integers(-2, 3, size=(150, 6)) / 4).astype(np.float16)
+    database = np.concatenate([database, database[::4]])
+    queries = (rng.integers(-2, 3, size=(31, 6)) / 2).astype(np.float16)
+    query_store = write_float16_store(tmp_path / "test", make_ids(31), queries)
+    database_store = write_float16_store(tmp_path / "train", make_ids(len(database), 1000), database)
+    table = search_stores(query_store, database_store, tmp_path / "knn", k=25, spec=spec, query_block=8,
+                          database_block=11, progress=False)
+    expected_scores, expected = exact_search(queries.astype(np.float32), database.astype(np.float32), 25)
+    np.testing.assert_array_equal(table.indices(), expected)
+    np.testing.assert_array_equal(table.scores(), expected_scores)
+
+
+def test_a_store_larger_than_the_block_budget_is_read_one_block_at_a_time(tmp_path, monkeypatch):
+    from lmkcomp.search.exact import ExactSearcher
+
+    rng = np.random.default_rng(8)
+    database = rng.standard_normal((300, 16)).astype(np.float16)
+    queries = rng.standard_normal((20, 16)).astype(np.float16)
+    query_store = write_float16_store(tmp_path / "test", make_ids(20), queries)
+    database_store = write_float16_store(tmp_path / "train", make_ids(300, 1000), database, shard_size=64)
+    reads, blocks = [], []
+    read = EmbeddingStore.read
+    top_k = ExactSearcher.top_k
+
+    def counting_read(self, start, stop, dtype=np.float32):
+        if self.directory == database_store.directory:
+            reads.append(stop - start)
+        return read(self, start, stop, dtype)
+
+    def counting_top_k(self, queries, block, k):
+        blocks.append(len(block))
+        return top_k(self, queries, block, k)
+
+    monkeypatch.setattr(EmbeddingStore, "read", counting_read)
+    monkeypatch.setattr(ExactSearcher, "top_k", counting_top_k)
+    # 40 rows of budget for the 20 queries of one search: 16 dims x 4 bytes + 20 x 6 bytes a row
+    budget_mb = 40 * 184 / 2**20
+    table = search_stores(query_store, database_store, tmp_path / "knn", k=10, spec="numpy", memory_mb=budget_mb,
+                          progress=False)
+    np.testing.assert_array_equal(table.indices(), exact_search(queries.astype(np.float32),
+                                                                database.astype(np.float32), 10)[1])
+    # one pass over the database (one query block), in blocks of the budget's 40 rows at most;
+    # reads are cut at shard boundaries (64 rows), never a whole shard or store at once
+    assert max(blocks) == 40 and sum(blocks) == 300 and len(blocks) == 8
+    assert max(reads) <= 40 and sum(reads) == 300
 
 
 def test_database_and_query_subsets_keep_store_order(tmp_path, stores):
@@ -95,7 +154,7 @@ def test_a_killed_search_resumes_with_the_pending_shards(tmp_path, stores, monke
     assert written == [1, 2]
     np.testing.assert_array_equal(table.indices(), exact_search(queries, database, 4)[1])
 
-    with pytest.raises(UserInputError, match="meta 'searcher': .*'Flat'.* on disk vs .*'numpy'.* requested"):
+    with pytest.raises(UserInputError, match="meta 'searcher': .*'flat'.* on disk vs .*'numpy'.* requested"):
         search_stores(query_store, database_store, tmp_path / "knn", k=4, spec="numpy", shard_size=10, progress=False)
 
 

@@ -3,7 +3,7 @@ block by block (row `i` is the `i`-th vector added) and searched by inner produc
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -43,6 +43,17 @@ class TrainableSearcher(Searcher, Protocol):
 
     def train(self, sample: np.ndarray) -> None:
         """Learn the index's parameters from `sample` (n, dim); called once, before any `add`."""
+        ...
+
+
+class StreamingSearcher(Searcher, Protocol):
+    """A searcher that reads its database at search time, block by block, instead of holding it
+    (the exact ones): `index_database` attaches the row reader rather than adding every row."""
+
+    streams: bool
+
+    def attach(self, read_rows: Callable[[np.ndarray], np.ndarray], count: int) -> None:
+        """Append rows `0 .. count - 1` of `read_rows(rows)` as the next database rows."""
         ...
 
 

@@ -5,43 +5,67 @@ more than `query_block x database_block` similarities, so memory stays bounded w
 sizes (GLDv2: 118 K queries x 4.1 M train images). Ties are broken by the lower database index,
 so results are deterministic and equal to a full sort of the whole similarity matrix by
 (score descending, index ascending).
+
+`ExactSearcher` streams: a database attached as a row reader (an embedding store's float16
+shards) is read block by block at each search, converted to float32 one block at a time, and
+never held whole; a block's size follows from a memory budget (`database_block_rows`). Each
+pass over the database serves `query_block` queries, so the reading is amortised over them.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import positive_int
 from lmkcomp.search.base import check_vectors
 
-DEFAULT_QUERY_BLOCK = 1024
+DEFAULT_QUERY_BLOCK = 4096
 DEFAULT_DATABASE_BLOCK = 16384
+#: working memory of one search, in MiB, that sets the database block (`database_block_rows`)
+DEFAULT_MEMORY_MB = 256
+#: bytes per similarity of a block at work: the float32 score, the comparison mask of
+#: `block_top_k` and slack for its group maxima and candidates
+BYTES_PER_SIMILARITY = 6
+
+#: reads database rows `rows` (sorted int64) as an (n, dim) array
+RowReader = Callable[[np.ndarray], np.ndarray]
+#: top `k` of a query block against one database block: (scores, columns), best first, ties by column
+BlockTopK = Callable[[np.ndarray, np.ndarray, int], "tuple[np.ndarray, np.ndarray]"]
+
+
+#: columns per group of `block_top_k`'s prefilter: the k-th best group maximum bounds the k-th
+#: best score from below, so one comparison pass leaves about k x (a few) candidates per row
+TOP_K_GROUP = 32
 
 
 def block_top_k(similarity: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The `min(k, columns)` best columns of each row of `similarity`, best first, ties by lower column.
 
-    Returns (scores, columns). A partial selection finds the k-th best score t of each row; only
-    rows with more than k entries >= t (a tie across the cut) need a full stable sort.
+    Returns (scores, columns). Exact: the columns are split into groups of `TOP_K_GROUP`; the
+    k-th largest group maximum t of a row is at most its k-th largest score (k groups each hold
+    a score >= t), so every column of the top k scores >= t. Only those candidates are sorted,
+    by (score descending, column ascending). Two passes over the block and no index array of
+    its size, which halves the cost of an argpartition of the whole block.
     """
     rows, columns = similarity.shape
     k = min(k, columns)
-    if k < columns:
-        # argpartition at columns - k: the last k positions hold the k largest, unordered.
-        chosen = np.argpartition(similarity, columns - k, axis=1)[:, columns - k:]
-        cut = np.take_along_axis(similarity, chosen, axis=1).min(axis=1, keepdims=True)
-        crowded = np.flatnonzero((similarity >= cut).sum(axis=1) > k)
-        if crowded.size:
-            chosen[crowded] = np.argsort(-similarity[crowded], axis=1, kind="stable")[:, :k]
-        chosen.sort(axis=1)
+    groups = columns // TOP_K_GROUP
+    if groups >= k:
+        grouped = similarity[:, :groups * TOP_K_GROUP].reshape(rows, groups, TOP_K_GROUP)
+        maxima = grouped.max(axis=2)
+        cut = np.partition(maxima, groups - k, axis=1)[:, groups - k, None]
+        candidate_rows, candidate_columns = np.nonzero(similarity >= cut)
     else:
-        chosen = np.broadcast_to(np.arange(columns), (rows, columns))
-    scores = np.take_along_axis(similarity, chosen, axis=1)
-    # chosen columns ascending, so a stable sort by descending score orders ties by column
-    order = np.argsort(-scores, axis=1, kind="stable")
-    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(chosen, order, axis=1)
+        candidate_rows, candidate_columns = np.divmod(np.arange(rows * columns), columns)
+    scores = similarity[candidate_rows, candidate_columns]
+    # rows ascending, then scores descending, then columns ascending
+    order = np.lexsort((candidate_columns, -scores, candidate_rows))
+    first = np.searchsorted(candidate_rows[order], np.arange(rows))
+    chosen = order[first[:, None] + np.arange(k)]
+    return scores[chosen], candidate_columns[chosen].astype(np.int64, copy=False)
 
 
 def merge_top_k(best: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.ndarray],
@@ -55,12 +79,18 @@ def merge_top_k(best: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.n
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)
 
 
+def gemm_top_k(queries: np.ndarray, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`block_top_k` of the similarities of `queries` (float32) to the rows of `block`."""
+    return block_top_k(queries @ np.asarray(block, dtype=np.float32).T, k)
+
+
 def search_chunks(queries: np.ndarray, chunks: Iterable[np.ndarray], k: int,
-                  query_block: int = DEFAULT_QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+                  query_block: int = DEFAULT_QUERY_BLOCK, top_k: BlockTopK = gemm_top_k) -> tuple[np.ndarray, np.ndarray]:
     """Top-`k` rows by inner product of the database made of `chunks` (in order) for every query.
 
     `chunks` is iterated once per query block (a list, or any re-iterable that yields blocks);
     each chunk is one database block, so the similarity block is `query_block x len(chunk)`.
+    `top_k` ranks one query block against one chunk (`gemm_top_k`, or another exact kernel).
     `k` must not exceed the database rows. Returns (scores float32, indices int64), each
     (n_queries, k), best first, ties by lower index.
     """
@@ -73,7 +103,7 @@ def search_chunks(queries: np.ndarray, chunks: Iterable[np.ndarray], k: int,
         best = (np.empty((len(block), 0), dtype=np.float32), np.empty((len(block), 0), dtype=np.int64))
         offset = 0
         for chunk in chunks:
-            chunk_scores, columns = block_top_k(block @ np.asarray(chunk, dtype=np.float32).T, k)
+            chunk_scores, columns = top_k(block, chunk, k)
             best = merge_top_k(best, (chunk_scores, columns + offset), k)
             offset += len(chunk)
         if best[0].shape[1] != k:
@@ -97,29 +127,102 @@ def exact_search(queries: np.ndarray, database: np.ndarray, k: int, query_block:
     return search_chunks(queries, chunks, min(positive_int("k", k), database.shape[0]), query_block)
 
 
-class NumpySearcher:
-    """Exact search in numpy over the rows added so far (kept in memory as float32 blocks)."""
+def database_block_rows(query_block: int, dim: int, memory_mb: float) -> int:
+    """Database rows per block so that a block's similarities to `query_block` queries, their
+    working memory (`BYTES_PER_SIMILARITY` each) and the float32 block itself fit `memory_mb`."""
+    per_row = query_block * BYTES_PER_SIMILARITY + dim * 4
+    return max(1, int(memory_mb * 2**20) // per_row)
+
+
+class ExactSearcher:
+    """Exact search over database parts kept where they are, by a block kernel (`top_k`).
+
+    `add` keeps a float32 copy of arrays in memory (small databases, tests); `attach` registers
+    a row reader that is read block by block at every search and never held whole (embedding
+    stores: GLDv2's 4.1 M x 512 train set is 4.2 GB as float16 and 8.4 GB as float32). Peak
+    working memory is about `memory_mb` whatever the database size; `database_block` fixes the
+    block instead. Results equal `exact_search`'s (ties by the lower index).
+    """
 
     needs_training = False
+    #: `index_database` attaches a reader instead of adding every row
+    streams = True
 
-    def __init__(self, dim: int, query_block: int = DEFAULT_QUERY_BLOCK, database_block: int = DEFAULT_DATABASE_BLOCK):
+    def __init__(self, dim: int, query_block: int = DEFAULT_QUERY_BLOCK, database_block: int | None = None,
+                 memory_mb: float = DEFAULT_MEMORY_MB):
         self.dim = positive_int("dim", dim)
         self.query_block = positive_int("query_block", query_block)
-        self.database_block = positive_int("database_block", database_block)
+        if not memory_mb > 0:
+            raise UserInputError(f"memory_mb must be positive, got {memory_mb!r}")
+        self.memory_mb = memory_mb
+        self._database_block = positive_int("database_block", database_block) if database_block is not None else None
         self.count = 0
-        self._chunks: list[np.ndarray] = []
+        # each part: a list of blocks in memory, or (reader, rows) read on demand
+        self._parts: list[list[np.ndarray] | tuple[RowReader, int]] = []
+
+    @property
+    def database_block(self) -> int:
+        """Database rows per block for a full query block."""
+        return self.block_rows(self.query_block)
+
+    def block_rows(self, queries: int) -> int:
+        """Database rows per block when `queries` queries are searched: `database_block` if
+        given, else what the memory budget allows for one pass of that many queries."""
+        if self._database_block is not None:
+            return self._database_block
+        return database_block_rows(min(queries, self.query_block), self.dim, self.memory_mb)
 
     def settings(self) -> dict:
+        # blocks and budgets change neither the result nor its ties
         return {"backend": "numpy"}
 
     def add(self, vectors: np.ndarray) -> None:
-        """Append `vectors` (n, dim) as database rows `count, count + 1, ...`."""
+        """Append `vectors` (n, dim) as database rows `count, count + 1, ...`, copied as float32."""
         vectors = check_vectors(vectors, self.dim)
-        for start in range(0, len(vectors), self.database_block):
-            self._chunks.append(np.array(vectors[start:start + self.database_block], dtype=np.float32))
+        self._parts.append([self._prepare(vectors[start:start + self.database_block])
+                            for start in range(0, len(vectors), self.database_block)])
         self.count += len(vectors)
+
+    def attach(self, read_rows: RowReader, count: int) -> None:
+        """Append rows `0 .. count - 1` of `read_rows` as database rows `count, ...`, read at search time."""
+        self._parts.append((read_rows, positive_int("database rows", count)))
+        self.count += count
+
+    def _prepare(self, block: np.ndarray) -> np.ndarray:
+        """A database block as the kernel takes it."""
+        return np.array(block, dtype=np.float32)
+
+    def blocks(self, block_rows: int | None = None) -> Iterator[np.ndarray]:
+        """The database in row order: added arrays as stored, attached readers read `block_rows`
+        (default `database_block`) rows at a time."""
+        block_rows = block_rows or self.database_block
+        for part in self._parts:
+            if isinstance(part, list):
+                yield from part
+                continue
+            read_rows, rows = part
+            for start in range(0, rows, block_rows):
+                block = check_vectors(read_rows(np.arange(start, min(start + block_rows, rows))), self.dim)
+                yield self._prepare(block)
+
+    def top_k(self, queries: np.ndarray, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel: `k` best rows of one database block per query."""
+        return gemm_top_k(queries, block, k)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, indices) of the top `min(k, count)` rows per query, best first, ties by lower index."""
         k = min(positive_int("k", k), self.count)
-        return search_chunks(check_vectors(queries, self.dim), self._chunks, k, self.query_block)
+        queries = check_vectors(queries, self.dim)
+        return search_chunks(queries, _Blocks(self, self.block_rows(len(queries))), k, self.query_block, self.top_k)
+
+
+class _Blocks:
+    """`searcher.blocks(block_rows)` as a re-iterable (one pass per query block)."""
+
+    def __init__(self, searcher: ExactSearcher, block_rows: int):
+        self._searcher = searcher
+        self._block_rows = block_rows
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._searcher.blocks(self._block_rows)
+

@@ -22,9 +22,13 @@ import numpy as np
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import positive_int
 from lmkcomp.search.base import check_vectors
-from lmkcomp.search.exact import DEFAULT_DATABASE_BLOCK, search_chunks
+from lmkcomp.search.exact import DEFAULT_DATABASE_BLOCK, ExactSearcher, gemm_top_k, search_chunks
 
 GPU_MAX_K = 2048
+#: query rows per block from which faiss's brute-force kernel (`faiss.knn`: BLAS, then a heap)
+#: beats the kit's GEMM + `block_top_k`; below it faiss leaves its fast path (`lmkcomp bench
+#: search --queries 200` vs `--queries 4096`)
+FAISS_MIN_QUERIES = 1024
 # Training sample of an IVF index: rows per coarse centroid (faiss warns below 39) and a floor
 # that also covers the 256 centroids of each PQ sub-quantizer.
 TRAIN_ROWS_PER_LIST = 64
@@ -142,6 +146,33 @@ class FaissSearcher:
         if crowded.size:
             scores[crowded], indices[crowded] = search_chunks(queries[crowded], _StoredVectors(self._index), k)
         return scores, indices
+
+
+def faiss_top_k(queries: np.ndarray, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`gemm_top_k`'s result by `faiss.knn`: k + 1 neighbours show a tie across the k-th place,
+    whose rows (faiss keeps an arbitrary member of a tie) are ranked again by `gemm_top_k`."""
+    k = min(k, len(block))
+    settle_ties = k < len(block)
+    scores, columns = _rank(*faiss.knn(queries, block, k + settle_ties, metric=faiss.METRIC_INNER_PRODUCT))
+    if not settle_ties:
+        return scores, columns
+    crowded = np.flatnonzero(scores[:, k] == scores[:, k - 1])
+    scores, columns = scores[:, :k], columns[:, :k]
+    if crowded.size:
+        scores[crowded], columns[crowded] = gemm_top_k(queries[crowded], block, k)
+    return scores, columns
+
+
+class FlatSearcher(ExactSearcher):
+    """The "flat" spec: exact streaming search (`ExactSearcher`) by the faster kernel for the
+    query block at hand: `faiss_top_k` from `FAISS_MIN_QUERIES` queries, `gemm_top_k` below."""
+
+    def settings(self) -> dict:
+        return {"backend": "flat"}
+
+    def top_k(self, queries: np.ndarray, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        kernel = faiss_top_k if len(queries) >= FAISS_MIN_QUERIES else gemm_top_k
+        return kernel(queries, block, k)
 
 
 def _rank(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

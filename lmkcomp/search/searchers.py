@@ -3,9 +3,9 @@ which trains a searcher (when its index learns from the data) and fills it block
 
 A spec string picks the method, faiss style:
 
-- "flat" (the default of `search_stores`): exact search, by faiss "Flat" where faiss is installed,
-  else by numpy.
-- "numpy": exact blocked search in numpy (`lmkcomp.search.exact`).
+- "flat" (the default of `search_stores`): exact streaming search (`lmkcomp.search.exact`), with
+  faiss's brute-force kernel for large query blocks where faiss is installed, else numpy's.
+- "numpy": exact streaming blocked search in numpy (`lmkcomp.search.exact`).
 - "torch", "torch:cpu", "torch:cuda": exact blocked search with torch (`lmkcomp.search.torch_blocked`);
   plain "torch" uses the GPU when torch sees one.
 - "faiss:FACTORY" or just "FACTORY", a faiss index-factory string (`lmkcomp.search.faiss_backend`):
@@ -43,9 +43,9 @@ def _build(searcher_class: type, backend: str, dim: int, options: dict[str, Any]
 # Backends are imported on use: torch and faiss are heavy, and faiss is optional.
 @SEARCHERS.register("numpy")
 def _numpy(dim: int, **options: Any) -> Searcher:
-    from lmkcomp.search.exact import NumpySearcher
+    from lmkcomp.search.exact import ExactSearcher
 
-    return _build(NumpySearcher, "numpy", dim, options)
+    return _build(ExactSearcher, "numpy", dim, options)
 
 
 @SEARCHERS.register("torch")
@@ -75,13 +75,12 @@ def _faiss(dim: int, **options: Any) -> Searcher:
 
 @SEARCHERS.register("flat")
 def _flat(dim: int, **options: Any) -> Searcher:
-    """Exact search by the fastest backend at hand: faiss "Flat", or numpy where faiss is missing."""
-    searcher_class = _faiss_searcher_class()
-    if searcher_class is None:
-        from lmkcomp.search.exact import NumpySearcher
-
-        return _build(NumpySearcher, "numpy", dim, options)
-    return _build(searcher_class, "faiss", dim, {**options, "factory": "Flat"})
+    """Exact streaming search by the fastest kernel at hand: faiss's for large query blocks, numpy's otherwise."""
+    try:
+        from lmkcomp.search.faiss_backend import FlatSearcher
+    except ImportError:
+        from lmkcomp.search.exact import ExactSearcher as FlatSearcher
+    return _build(FlatSearcher, "flat", dim, options)
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -97,7 +96,8 @@ def create_searcher(spec: str, dim: int, **options: Any) -> Searcher:
     """The searcher that `spec` names (see the module docstring), for `dim`-dimensional vectors.
 
     `options` go to the backend, e.g. `nprobe=16` (faiss IVF), `device="cuda"` (torch, faiss),
-    `database_block=16384` (numpy, torch); an option the backend does not take is an error.
+    `memory_mb=256` or `database_block=16384` (flat, numpy, torch); an option the backend does
+    not take is an error.
     """
     if not spec:
         raise UserInputError(f"empty searcher spec; known backends: {', '.join(SEARCHERS.names())} "
@@ -117,12 +117,17 @@ def index_database(searcher: Searcher, read_rows: Callable[[np.ndarray], np.ndar
                    block_rows: int = 65536, seed: int = 0, progress: bool = True) -> Searcher:
     """Train `searcher` if it needs to, then add database rows `0 .. count - 1` in blocks.
 
-    `read_rows(rows)` returns the vectors of the database rows `rows` (sorted int64). A trainable
+    `read_rows(rows)` returns the vectors of the database rows `rows` (sorted int64). A streaming
+    searcher (`streams`, the exact ones) is handed `read_rows` itself and reads the rows block by
+    block at each search, so the database is never held in memory. A trainable
     index learns from `min(count, searcher.train_size)` rows drawn without replacement by a
     generator seeded with `seed`, so the same database and seed give the same index.
     """
     count = positive_int("database rows", count)
     block_rows = positive_int("block_rows", block_rows)
+    if getattr(searcher, "streams", False):
+        searcher.attach(read_rows, count)
+        return searcher
     if searcher.needs_training:
         size = min(count, searcher.train_size)
         sample = np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))

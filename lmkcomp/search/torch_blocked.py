@@ -1,8 +1,8 @@
 """Exact top-k search by inner product with torch, on a GPU or the CPU, one block at a time.
 
-The database is kept on the device in blocks of `database_block` rows; each search multiplies
-a block of `query_block` queries by one database block, keeps that block's top k and merges it
-into the running top k. Results equal `lmkcomp.search.exact.exact_search` (up to float rounding
+`TorchSearcher` is an `ExactSearcher` whose kernel runs on the device: each search multiplies a
+block of `query_block` queries by one database block there, keeps that block's top k and merges
+it into the running top k. Results equal `lmkcomp.search.exact.exact_search` (up to float rounding
 of the scores): best first, ties broken by the lower database index.
 """
 
@@ -12,9 +12,7 @@ import numpy as np
 import torch
 
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
-from lmkcomp.search.base import check_vectors
-from lmkcomp.search.exact import DEFAULT_DATABASE_BLOCK, DEFAULT_QUERY_BLOCK
+from lmkcomp.search.exact import DEFAULT_MEMORY_MB, DEFAULT_QUERY_BLOCK, ExactSearcher
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,54 +48,26 @@ def block_top_k(similarity: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.T
     return scores, columns.gather(1, order)
 
 
-class TorchSearcher:
-    """Exact blocked search with torch matrix products on `device` ("auto": the GPU if any)."""
+class TorchSearcher(ExactSearcher):
+    """Exact blocked search with torch matrix products on `device` ("auto": the GPU if any).
 
-    needs_training = False
+    Arrays added are kept on the device; an attached reader's blocks are copied there one at a
+    time at each search (`ExactSearcher`), so a GPU holds one database block, not the database.
+    """
 
     def __init__(self, dim: int, device: str = "auto", query_block: int = DEFAULT_QUERY_BLOCK,
-                 database_block: int = DEFAULT_DATABASE_BLOCK):
-        self.dim = positive_int("dim", dim)
+                 database_block: int | None = None, memory_mb: float = DEFAULT_MEMORY_MB):
         self.device = resolve_device(device)
-        self.query_block = positive_int("query_block", query_block)
-        self.database_block = positive_int("database_block", database_block)
-        self.count = 0
-        self._chunks: list[torch.Tensor] = []
+        super().__init__(dim, query_block, database_block, memory_mb)
 
     def settings(self) -> dict:
         # the device changes only float rounding, so a search may resume on another device
         return {"backend": "torch"}
 
-    def add(self, vectors: np.ndarray) -> None:
-        """Append `vectors` (n, dim) as database rows `count, count + 1, ...`, copied to the device."""
-        vectors = check_vectors(vectors, self.dim)
-        for start in range(0, len(vectors), self.database_block):
-            block = np.ascontiguousarray(vectors[start:start + self.database_block], dtype=np.float32)
-            self._chunks.append(torch.from_numpy(block).to(self.device, copy=True))
-        self.count += len(vectors)
+    def _prepare(self, block: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).to(self.device, copy=True)
 
     @torch.no_grad()
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, indices) of the top `min(k, count)` rows per query, best first, ties by lower index."""
-        queries = check_vectors(queries, self.dim)
-        k = min(positive_int("k", k), self.count)
-        scores = np.empty((len(queries), k), dtype=np.float32)
-        indices = np.empty((len(queries), k), dtype=np.int64)
-        for q_start in range(0, len(queries), self.query_block):
-            block = torch.from_numpy(np.ascontiguousarray(queries[q_start:q_start + self.query_block],
-                                                          dtype=np.float32)).to(self.device)
-            best_scores = torch.empty((len(block), 0), device=self.device)
-            best_indices = torch.empty((len(block), 0), dtype=torch.int64, device=self.device)
-            offset = 0
-            for chunk in self._chunks:
-                chunk_scores, columns = block_top_k(torch.mm(block, chunk.T), k)
-                # every index so far is below `offset`, and each list is ordered: a stable sort
-                # of the concatenation keeps ties in index order
-                merged_scores = torch.cat([best_scores, chunk_scores], dim=1)
-                merged_indices = torch.cat([best_indices, columns + offset], dim=1)
-                best_scores, order = merged_scores.sort(dim=1, descending=True, stable=True)
-                best_scores, best_indices = best_scores[:, :k], merged_indices.gather(1, order[:, :k])
-                offset += len(chunk)
-            scores[q_start:q_start + len(block)] = best_scores.cpu().numpy()
-            indices[q_start:q_start + len(block)] = best_indices.cpu().numpy()
-        return scores, indices
+    def top_k(self, queries: np.ndarray, block: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, columns = block_top_k(torch.mm(torch.from_numpy(queries).to(self.device), block.T), k)
+        return scores.cpu().numpy(), columns.cpu().numpy()
