@@ -51,7 +51,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     reader = gldv2.read_recognition_solution if args.task == "recognition" else gldv2.read_retrieval_solution
     solution = reader(args.solution)
-    result = score_submission(read_submission(args.submission, args.task), solution, args.split)
+    # streamed: an unknown id fails at its row, and only the scored rows' predictions are kept
+    submission = read_submission(args.submission, args.task, solution.scored(args.split),
+                                 known=(solution.answers, "in the solution"))
+    result = score_submission(submission, solution, args.split)
     print(json.dumps(result, sort_keys=False))
     return 0
 
@@ -65,9 +68,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         test_ids = gldv2.read_sample_submission(args.test_ids)
     else:
         test_ids = LandmarkData(args.data, args.layout).split_ids("test")
-    submission = validate_submission(args.submission, args.task, test_ids)
-    filled = sum(1 for value in submission.predictions.values() if value)
-    print(f"{args.submission}: valid {args.task} submission, {len(test_ids)} test ids, {filled} with predictions")
+    submission = validate_submission(args.submission, args.task, test_ids, keep=())  # checks, keeps no prediction
+    print(f"{args.submission}: valid {args.task} submission, {len(test_ids)} test ids, {submission.filled} with predictions")
     return 0
 
 

@@ -2,19 +2,21 @@
 
 Recognition: ``id,landmarks`` with landmarks = ``"<landmark_id> <confidence>"`` or empty.
 Retrieval: ``id,images`` with up to 100 space-separated index ids, best first.
-Readers check the format line by line and name the file and line of the first problem.
+Readers stream the file: each row is checked as it is read, the first problem raises at once
+naming the file and line, and memory is bounded by the rows kept, not by the file.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Container, Iterator, Mapping, Sequence, TextIO
 
 from lmkcomp import metrics
-from lmkcomp.data.gldv2 import Solution, is_valid_id, write_csv_rows
+from lmkcomp.data.gldv2 import ID_PATTERN, Solution, is_valid_id, write_csv_rows
 from lmkcomp.errors import CsvFormatError, UserInputError
 
 TASKS = ("recognition", "retrieval")
@@ -62,95 +64,226 @@ def write_retrieval_submission(path: str | Path, test_ids: Sequence[str], predic
 
 # --------------------------------------------------------------------------------------------
 # Reading
+#
+# A submission is read as a stream: each row is checked as soon as it is read, so the first bad
+# row is reported without reading the rest of the file, and memory does not grow with the file
+# beyond the predictions the caller asks to keep (`keep`) and one id and line number per row.
+# Passing `known` bounds even that: a row whose id is not known is an error as soon as it is read.
 
 
-def _rows(path: Path, task: str):
-    """Yield (line number, id, value) for each data row, after checking the header."""
+#: The longest CSV record accepted, in characters, line ends included (a record is one line, or
+#: several when a quoted field holds line ends). A retrieval row of 100 ids is 1,717 characters;
+#: 64 Ki leaves a wide margin while bounding what a malformed file can make the reader hold.
+MAX_ROW_CHARS = 65536
+#: Characters of a retrieval row of `MAX_RETRIEVED` ids: id, comma, the ids each followed by a
+#: space or, the last, the line end
+FULL_ROW_CHARS = 16 + 1 + MAX_RETRIEVED * 17
+#: A non-empty retrieval `images` field: 1 to 100 ids separated by whitespace (`str.split`'s)
+_IMAGES_FIELD = re.compile(rf"{ID_PATTERN.pattern}(?:\s+{ID_PATTERN.pattern}){{0,{MAX_RETRIEVED - 1}}}")
+
+
+class _BoundedLines:
+    """The lines of a text file for `csv.reader`, each read with a bounded buffer.
+
+    `line` counts the lines handed out (as `csv.reader.line_num` does). A record longer than
+    `max_chars` characters, line ends included, raises `SubmissionError` naming the line where it
+    went over; at most `max_chars + 1` characters of it are ever held. The consumer calls
+    `end_record` after each record that `csv.reader` returns.
+    """
+
+    def __init__(self, handle: TextIO, path: Path, max_chars: int):
+        self.handle = handle
+        self.path = path
+        self.max_chars = max_chars
+        self.line = 0
+        self.record_chars = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        room = self.max_chars - self.record_chars
+        try:
+            # readline stops after room + 1 characters: enough to tell an over-long record
+            text = self.handle.readline(room + 1)
+        except UnicodeDecodeError:
+            # the text layer decodes ahead in chunks: the bad byte is on this line or a later one
+            raise SubmissionError(self.path, None, f"not a UTF-8 text file (an undecodable byte on line "
+                                                   f"{self.line + 1} or later)") from None
+        if not text:
+            raise StopIteration
+        self.line += 1
+        self.record_chars += len(text)
+        if self.record_chars > self.max_chars:
+            raise SubmissionError(self.path, self.line, f"row longer than {self.max_chars} characters "
+                                                        f"(a row of {MAX_RETRIEVED} ids has {FULL_ROW_CHARS})")
+        return text
+
+    def end_record(self) -> None:
+        self.record_chars = 0
+
+
+def _rows(path: Path, task: str, max_row_chars: int = MAX_ROW_CHARS) -> Iterator[tuple[int, str, str]]:
+    """Yield (line number, id, value) for each data row as it is read, after checking the header.
+
+    Fields are split as `csv.reader` splits them (quotes, quoted line ends) and stripped; blank
+    lines are skipped; the line number of a row is its last line's. Any row longer than
+    `max_row_chars` characters, line ends included, is an error (see `MAX_ROW_CHARS`).
+    """
     if not path.is_file():
         raise UserInputError(f"{path}: file not found")
     expected = HEADERS[task]
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
+    with path.open(newline="", encoding="utf-8") as handle:
+        lines = _BoundedLines(handle, path, max_row_chars)
+        reader = csv.reader(lines)
+        try:
             header = next(reader, None)
             if header is None:
                 raise SubmissionError(path, 1, f"empty file: expected the header {','.join(expected)}")
             if [column.strip() for column in header] != expected:
                 raise SubmissionError(path, 1, f"header is {','.join(header)!r}; expected {','.join(expected)}")
+            lines.end_record()
             for row in reader:
-                line = reader.line_num
+                lines.end_record()
                 if not row:
                     continue
                 if len(row) != 2:
-                    raise SubmissionError(path, line, f"expected 2 fields (id and {expected[1]}), found {len(row)}")
-                yield line, row[0].strip(), row[1].strip()
-    except UnicodeDecodeError:
-        raise SubmissionError(path, None, "not a UTF-8 text file") from None
-    except csv.Error as exc:
-        raise SubmissionError(path, None, f"malformed CSV: {exc}") from None
+                    raise SubmissionError(path, lines.line,
+                                          f"expected 2 fields (id and {expected[1]}), found {len(row)}")
+                yield lines.line, row[0].strip(), row[1].strip()
+        except csv.Error as exc:
+            raise SubmissionError(path, lines.line, f"malformed CSV: {exc}") from None
 
 
-def _parse_recognition_value(path: Path, line: int, value: str) -> tuple[int, float] | None:
+def _recognition_problem(value: str) -> str | None:
+    """Why `value` is not a recognition `landmarks` field, or None: a valid field is empty or
+    `<landmark_id> <confidence>`, a non-negative integer and a finite number."""
     if not value:
         return None
     tokens = value.split()
     if len(tokens) != 2:
-        raise SubmissionError(path, line, f"landmarks {value!r}: expected exactly '<landmark_id> <confidence>'")
+        return f"landmarks {value!r}: expected exactly '<landmark_id> <confidence>'"
     if not tokens[0].isdigit():
-        raise SubmissionError(path, line, f"landmark id {tokens[0]!r} is not a non-negative integer")
+        return f"landmark id {tokens[0]!r} is not a non-negative integer"
     try:
         score = float(tokens[1])
     except ValueError:
-        raise SubmissionError(path, line, f"confidence {tokens[1]!r} is not a number") from None
-    if not math.isfinite(score):
-        raise SubmissionError(path, line, f"confidence {tokens[1]!r} is not finite")
-    return int(tokens[0]), score
+        return f"confidence {tokens[1]!r} is not a number"
+    return None if math.isfinite(score) else f"confidence {tokens[1]!r} is not finite"
 
 
-def _parse_retrieval_value(path: Path, line: int, value: str) -> list[str]:
+def _retrieval_problem(value: str) -> str | None:
+    """Why `value` is not a retrieval `images` field, or None: a valid field holds 0 to 100
+    whitespace-separated image ids."""
+    if not value or _IMAGES_FIELD.fullmatch(value):  # one regex pass: the common, valid case
+        return None
     tokens = value.split()
     if len(tokens) > MAX_RETRIEVED:
-        raise SubmissionError(path, line, f"{len(tokens)} images; at most {MAX_RETRIEVED} are allowed")
-    for token in tokens:
-        if not is_valid_id(token):
-            raise SubmissionError(path, line, f"image id {token!r} is not 16 hexadecimal characters")
-    return tokens
+        return f"{len(tokens)} images; at most {MAX_RETRIEVED} are allowed"
+    bad = next(token for token in tokens if not is_valid_id(token))
+    return f"image id {bad!r} is not 16 hexadecimal characters"
+
+
+def _decode_recognition(field: str) -> tuple[int, float] | None:
+    """A valid `landmarks` field as (landmark id, confidence); None when empty."""
+    if not field:
+        return None
+    landmark_id, confidence = field.split()
+    return int(landmark_id), float(confidence)
+
+
+_PROBLEM = {"recognition": _recognition_problem, "retrieval": _retrieval_problem}
+_DECODE = {"recognition": _decode_recognition, "retrieval": str.split}
+
+
+class Predictions(Mapping[str, Any]):
+    """Image id -> prediction, stored as the checked text fields of the file and decoded on
+    each access: recognition `(landmark_id, confidence)` or None (an empty row), retrieval the
+    list of index ids, best first. A row of 100 ids is held as one 1.7 KB string rather than
+    a list of 100 strings (about 7.4 KB)."""
+
+    def __init__(self, task: str, fields: dict[str, str]):
+        self.task = task
+        self._fields = fields
+        self._decode = _DECODE[task]
+
+    def __getitem__(self, image_id: str) -> Any:
+        return self._decode(self._fields[image_id])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def restricted(self, keep: Container[str]) -> Predictions:
+        """The predictions of the ids in `keep` whose row is not empty."""
+        return Predictions(self.task, {image_id: field for image_id, field in self._fields.items()
+                                       if field and image_id in keep})
 
 
 @dataclass(frozen=True)
 class Submission:
-    """A parsed submission: predictions in file order (`None`: an empty recognition row)."""
+    """A checked submission: `lines` maps every row's id to its line; `predictions` holds the
+    kept rows, in file order; `filled` counts the rows with a non-empty prediction."""
 
     task: str
     path: Path
-    predictions: dict
+    predictions: Predictions
     lines: dict[str, int]
+    filled: int
 
 
-def read_submission(path: str | Path, task: str) -> Submission:
-    """Parse and check the format of a submission; duplicate ids are errors."""
+def read_submission(
+    path: str | Path,
+    task: str,
+    keep: Container[str] | None = None,
+    *,
+    known: tuple[Container[str], str] | None = None,
+    max_row_chars: int = MAX_ROW_CHARS,
+) -> Submission:
+    """Read and check a submission as a stream, raising at its first bad row.
+
+    Each row is checked in this order: its id is 16 hex characters, the id has no earlier row,
+    its value is well formed for `task`, and, when `known` = (ids, what they are) is given, the
+    id is one of those ids ("id X is not <what>"). `keep`: the ids whose predictions are
+    kept (None: every row's; an empty container: none, when only checking).
+    """
     _check_task(task)
     path = Path(path)
-    parse = _parse_recognition_value if task == "recognition" else _parse_retrieval_value
-    predictions: dict = {}
+    problem = _PROBLEM[task]
+    fields: dict[str, str] = {}
     lines: dict[str, int] = {}
-    for line, image_id, value in _rows(path, task):
+    filled = 0
+    for line, image_id, value in _rows(path, task, max_row_chars):
         if not is_valid_id(image_id):
             raise SubmissionError(path, line, f"id {image_id!r} is not 16 hexadecimal characters")
         if image_id in lines:
             raise SubmissionError(path, line, f"id {image_id} appears again (first on line {lines[image_id]})")
-        predictions[image_id] = parse(path, line, value)
+        message = problem(value)
+        if message is not None:
+            raise SubmissionError(path, line, message)
+        if known is not None and image_id not in known[0]:
+            raise SubmissionError(path, line, f"id {image_id} is not {known[1]}")
         lines[image_id] = line
-    return Submission(task, path, predictions, lines)
+        filled += bool(value)
+        if keep is None or image_id in keep:
+            fields[image_id] = value
+    return Submission(task, path, Predictions(task, fields), lines, filled)
 
 
-def validate_submission(path: str | Path, task: str, test_ids: Sequence[str]) -> Submission:
-    """Check a submission as Kaggle would: format, every test id exactly once, no unknown id."""
-    submission = read_submission(path, task)
-    expected = set(test_ids)
-    for image_id, line in submission.lines.items():
-        if image_id not in expected:
-            raise SubmissionError(submission.path, line, f"id {image_id} is not a test image")
+def validate_submission(
+    path: str | Path,
+    task: str,
+    test_ids: Sequence[str],
+    keep: Container[str] | None = None,
+    *,
+    max_row_chars: int = MAX_ROW_CHARS,
+) -> Submission:
+    """Check a submission as Kaggle would: format, no unknown id (raised at its row), every test
+    id exactly once. `keep` as in `read_submission`; pass `()` to check without keeping."""
+    submission = read_submission(path, task, keep, known=(frozenset(test_ids), "a test image"),
+                                 max_row_chars=max_row_chars)
     missing = [image_id for image_id in test_ids if image_id not in submission.lines]
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
@@ -162,18 +295,19 @@ def validate_submission(path: str | Path, task: str, test_ids: Sequence[str]) ->
 # Scoring
 
 
-def _known_predictions(submission: Submission, solution: Solution) -> dict:
-    """Predictions restricted to non-empty rows; an id the solution does not know is an error."""
+def _scored_predictions(submission: Submission, solution: Solution, split: str) -> tuple[dict, Predictions]:
+    """The rows of `split` and the submission's non-empty predictions for them; a row whose id
+    the solution does not know is an error."""
     for image_id, line in submission.lines.items():
         if image_id not in solution.answers:
             raise SubmissionError(submission.path, line, f"id {image_id} is not in the solution")
-    return {image_id: value for image_id, value in submission.predictions.items() if value is not None}
+    scored = solution.scored(split)
+    return scored, submission.predictions.restricted(scored)
 
 
 def score_recognition(submission: Submission, solution: Solution, split: str = "all") -> dict:
     """GAP (with and without non-landmark images) and Top-1 accuracy on `split`."""
-    scored = solution.scored(split)
-    predictions = {k: v for k, v in _known_predictions(submission, solution).items() if k in scored}
+    scored, predictions = _scored_predictions(submission, solution, split)
     return {
         "gap": metrics.global_average_precision(predictions, scored),
         "gap_ignore_non_landmark": metrics.global_average_precision(predictions, scored, ignore_non_landmarks=True),
@@ -186,8 +320,7 @@ def score_recognition(submission: Submission, solution: Solution, split: str = "
 
 def score_retrieval(submission: Submission, solution: Solution, split: str = "all") -> dict:
     """mAP@100, mean precision@1/@10 and the mean / median position of the first hit on `split`."""
-    scored = solution.scored(split)
-    predictions = {k: v for k, v in _known_predictions(submission, solution).items() if k in scored}
+    scored, predictions = _scored_predictions(submission, solution, split)
     mean_position, median_position = metrics.mean_median_position(predictions, scored)
     return {
         "map@100": metrics.mean_average_precision(predictions, scored),

@@ -1,10 +1,12 @@
-"""Submission writers, the validator's errors, and `lmkcomp score` end to end on files."""
+"""Submission writers, the validator's errors, `lmkcomp score` end to end on files, and the
+streaming reader: errors at the first bad row, bounded rows, bounded memory."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ import pytest
 from lmkcomp.cli import main
 from lmkcomp.data import gldv2
 from lmkcomp.submission import (
+    MAX_RETRIEVED,
+    MAX_ROW_CHARS,
     SubmissionError,
     read_submission,
     validate_submission,
@@ -167,3 +171,138 @@ def test_score_malformed_file_exits_2_with_one_line_and_no_traceback(tmp_path, r
     assert completed.stderr.strip().count("\n") == 0
     assert f"{sub}:3: landmark id 'zero'" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming: the first bad row fails at once, long rows are cut short, memory is bounded
+
+
+def test_row_quoting_is_csv_quoting(tmp_path):
+    # quoted fields, and a quoted field holding a line end (the row's line is its last line's)
+    path = write(tmp_path / "sub.csv", f'id,images\n"{IA}","{X1} {X2}"\n{IB},"{X3}\n{X1}"\n')
+    submission = read_submission(path, "retrieval")
+    assert submission.predictions == {IA: [X1, X2], IB: [X3, X1]}
+    assert submission.lines == {IA: 2, IB: 4}
+
+
+def test_a_byte_order_mark_is_part_of_the_header(tmp_path):
+    path = tmp_path / "sub.csv"
+    path.write_text(f"id,images\n{IA},\n", encoding="utf-8-sig")
+    with pytest.raises(SubmissionError, match=r"sub\.csv:1: header is '\\ufeffid,images'"):
+        read_submission(path, "retrieval")
+
+
+def test_line_numbers_count_blank_lines(tmp_path):
+    path = write(tmp_path / "sub.csv", f"id,images\n\n{IA},{X1}\n\n\n{IB},nope\n")
+    with pytest.raises(SubmissionError, match=r"sub\.csv:6: image id 'nope'"):
+        read_submission(path, "retrieval")
+
+
+class TracedPeak:
+    """`with TracedPeak() as traced:` ... then `traced.bytes` is the peak Python allocated inside."""
+
+    def __enter__(self) -> TracedPeak:
+        tracemalloc.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.bytes = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+
+
+def file_with_unreadable_tail(path: Path, rows: list[str]) -> Path:
+    """`rows` after the header, then 64 KiB of blank lines (past any read-ahead of the text
+    layer) and bytes that are not UTF-8: a reader that goes on to the end fails on them."""
+    text = "id,images\n" + "".join(row + "\n" for row in rows)
+    path.write_bytes(text.encode() + b"\n" * 65536 + b"\xff" * 4096)
+    return path
+
+
+def test_an_unknown_id_fails_at_its_row_without_reading_on(tmp_path):
+    test_ids = [f"{n:016x}" for n in range(60)]
+    rows = [f"{image_id},{X1} {X2}" for image_id in test_ids[:43]] + [f"{'f' * 16},{X1}"]  # line 45
+    path = file_with_unreadable_tail(tmp_path / "sub.csv", rows + [f"{image_id}," for image_id in test_ids[43:]])
+    with pytest.raises(SubmissionError, match=rf"sub\.csv:45: id {'f' * 16} is not a test image"):
+        validate_submission(path, "retrieval", test_ids)
+
+
+def retrieval_solution(tmp_path: Path) -> Path:
+    """A and B scored (Public), C Ignored."""
+    path = tmp_path / "retrieval_solution_v2.1.csv"
+    gldv2.write_solution_csv(path, gldv2.Solution("retrieval", {IA: [X1], IB: [X2], IC: []},
+                                                  {IA: "Public", IB: "Public", IC: "Ignored"}))
+    return path
+
+
+def test_score_rejects_an_id_outside_the_solution_at_its_row(tmp_path, capsys):
+    path = file_with_unreadable_tail(tmp_path / "sub.csv", [f"{IA},", f"{IB},", f"{'9' * 16},"])
+    code, out, err = run_cli(capsys, "score", "--task", "retrieval", "--solution", str(retrieval_solution(tmp_path)),
+                             "--submission", str(path))
+    assert (code, out) == (2, "")
+    assert err == f"lmkcomp: error: {path}:4: id {'9' * 16} is not in the solution\n"
+
+
+def test_an_over_long_row_is_reported_at_its_line_after_reading_a_bounded_part(tmp_path, capsys):
+    # 8 MB on line 3: the reader stops after MAX_ROW_CHARS + 1 characters of it
+    path = tmp_path / "sub.csv"
+    path.write_text(f"id,images\n{IA},{X1}\n{IB}," + X2 * 500_000 + "\n")
+    with TracedPeak() as traced, pytest.raises(SubmissionError,
+                                               match=rf"sub\.csv:3: row longer than {MAX_ROW_CHARS} characters"):
+        read_submission(path, "retrieval")
+    assert traced.bytes < 1_000_000
+    # the CLI: one line, exit 2
+    code, out, err = run_cli(capsys, "validate", "--task", "retrieval", "--submission", str(path), "--test-ids",
+                             str(write(tmp_path / "sample.csv", f"id,images\n{IA},\n{IB},\n")))
+    assert (code, out) == (2, "")
+    assert err.startswith(f"lmkcomp: error: {path}:3: row longer than") and err.count("\n") == 1
+
+
+def test_the_row_limit_counts_a_record_over_its_lines(tmp_path):
+    # line 2 (34 characters) fits a limit of 40; the record quoted over lines 4-6 (35 + 17 + 18
+    # characters) goes over it on line 5, and fits a limit of 70 exactly
+    path = write(tmp_path / "sub.csv", f'id,images\n{IA},{X1}\n\n{IB},"{X2}\n{X3}\n{X1}"\n')
+    with pytest.raises(SubmissionError, match=r"sub\.csv:5: row longer than 40 characters"):
+        read_submission(path, "retrieval", max_row_chars=40)
+    assert read_submission(path, "retrieval", max_row_chars=70).predictions[IB] == [X2, X3, X1]
+
+
+def many_rows(tmp_path: Path, count: int) -> tuple[Path, list[str]]:
+    """A retrieval submission of `count` rows of 100 ids (1,717 bytes each) and its test ids."""
+    test_ids = [f"{n:016x}" for n in range(count)]
+    images = " ".join(f"{n:016x}" for n in range(10**6, 10**6 + MAX_RETRIEVED))
+    path = tmp_path / "sub.csv"
+    path.write_text("id,images\n" + "".join(f"{image_id},{images}\n" for image_id in test_ids))
+    return path, test_ids
+
+
+def test_validate_keeps_no_predictions_and_score_only_the_scored_ones(tmp_path, capsys):
+    # 2,000 rows of 100 ids (3.4 MB); held as lists of str they would take about 15 MB
+    path, test_ids = many_rows(tmp_path, 2000)
+    sample = tmp_path / "sample_submission.csv"
+    gldv2.write_sample_submission(sample, test_ids)
+    solution = tmp_path / "solution.csv"
+    gldv2.write_solution_csv(solution, gldv2.Solution(
+        "retrieval", {image_id: [X1] if n < 20 else [] for n, image_id in enumerate(test_ids)},
+        {image_id: "Public" if n < 20 else "Ignored" for n, image_id in enumerate(test_ids)}))
+    with TracedPeak() as traced:
+        code, out, _ = run_cli(capsys, "validate", "--task", "retrieval", "--submission", str(path),
+                               "--test-ids", str(sample))
+    assert code == 0 and "2000 test ids, 2000 with predictions" in out
+    assert traced.bytes < 2_000_000
+    with TracedPeak() as traced:
+        code, out, _ = run_cli(capsys, "score", "--task", "retrieval", "--solution", str(solution),
+                               "--submission", str(path))
+    assert code == 0 and json.loads(out)["num_scored"] == 20
+    assert traced.bytes < 2_000_000
+    # the library keeps what it is asked to: the kept rows only, as their text
+    submission = validate_submission(path, "retrieval", test_ids, keep=test_ids[:3])
+    assert list(submission.predictions) == test_ids[:3] and submission.filled == 2000
+    assert submission.predictions[test_ids[0]] == [f"{n:016x}" for n in range(10**6, 10**6 + MAX_RETRIEVED)]
+
+
+def test_not_utf8_is_a_submission_error(tmp_path):
+    path = tmp_path / "sub.csv"
+    path.write_bytes(f"id,images\n{IA},".encode() + b"\xff\n")
+    with pytest.raises(SubmissionError,
+                       match=r"sub\.csv: not a UTF-8 text file \(an undecodable byte on line 1 or later\)"):
+        read_submission(path, "retrieval")
