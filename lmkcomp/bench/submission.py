@@ -8,7 +8,7 @@ from the index (1,717 bytes a row: 200 MB is 116,480 rows, about GLDv2's 117,577
 a scored query (a third Public, the rest Private) whose 5 relevant index ids are its own predictions
 at ranks r, r + 20, ..., r + 80 (r uniform in 0..19), so the scores are not 0. Every query scored is
 the worst case for the scorer, which keeps the predictions of scored queries only (GLDv2 scores
-about 1 % of its test images).
+about 1 % of its test images); `score --split public` keeps a third of them.
 
 Each command runs in a fresh process (`python -m lmkcomp.bench.submission ARGV_JSON`, which calls
 `lmkcomp.cli.main`): `wall_s` is that process's wall time as the parent sees it (interpreter
@@ -96,7 +96,7 @@ def _measure(name: str, argv: list[str], file_bytes: int) -> dict:
 
 def run_submission_benchmark(size_mb: float, seed: int, out: str | Path, workdir: str | Path | None = None) -> str:
     """Write the synthetic files (in `workdir`, else a temporary folder removed afterwards),
-    measure `validate` and `score` on them, write JSON to `out`; return the table."""
+    measure `validate` and `score` (all rows, then the Public ones) on them, write JSON to `out`; return the table."""
     with contextlib.ExitStack() as stack:
         folder = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         folder.mkdir(parents=True, exist_ok=True)
@@ -105,8 +105,10 @@ def run_submission_benchmark(size_mb: float, seed: int, out: str | Path, workdir
         rows = [
             _measure("validate", ["validate", "--task", "retrieval", "--submission", str(paths["submission"]),
                                   "--test-ids", str(paths["test_ids"])], file_bytes),
-            _measure("score", ["score", "--task", "retrieval", "--solution", str(paths["solution"]),
-                               "--submission", str(paths["submission"])], file_bytes),
+            *(_measure(f"score --split {split}", ["score", "--task", "retrieval", "--solution",
+                                                  str(paths["solution"]), "--submission", str(paths["submission"]),
+                                                  "--split", split], file_bytes)
+              for split in ("all", "public")),
         ]
     for row in rows:
         row.update(file_mb=file_bytes / 1e6, seed=seed)
