@@ -92,24 +92,27 @@ def test_mutual_nearest_neighbours_agrees_with_brute_force(max_distance, ratio):
 
 def test_kdtree_matches_agrees_with_brute_force():
     rng = np.random.default_rng(4)
-    b = random_unit(rng, 200, dim=40)
-    a = np.concatenate([b[:80] + rng.normal(0, 0.1, (80, 40)), random_unit(rng, 80, dim=40)])
-    a = (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
-    distances = np.linalg.norm(a[:, None, :].astype(np.float64) - b[None, :, :], axis=2)
+    a = random_unit(rng, 200, dim=40)
+    b = np.concatenate([a[:80] + rng.normal(0, 0.1, (80, 40)), random_unit(rng, 80, dim=40)])
+    b = (b / np.linalg.norm(b, axis=1, keepdims=True)).astype(np.float32)
+    distances = np.linalg.norm(b[:, None, :].astype(np.float64) - a[None, :, :], axis=2)
     for threshold in (0.5, 0.8, 1.2):
+        # The official example's direction: each feature of b (image 2) to its nearest in a.
         nearest = distances.argmin(axis=1)
-        keep = distances[np.arange(len(a)), nearest] < threshold
+        keep = distances[np.arange(len(b)), nearest] < threshold
         idx_a, idx_b = kdtree_matches(a, b, threshold)
-        np.testing.assert_array_equal(idx_a, np.flatnonzero(keep))
-        np.testing.assert_array_equal(idx_b, nearest[keep])
+        np.testing.assert_array_equal(idx_b, np.flatnonzero(keep))
+        np.testing.assert_array_equal(idx_a, nearest[keep])
     assert 50 < len(kdtree_matches(a, b, 0.8)[0]) < 160
 
 
 def test_kdtree_matches_are_not_mutual():
-    # Both a0 and a4 are within 0.8 of b0: the DELF example keeps both.
-    assert pairs(kdtree_matches(A, B, 0.8))[:1] == [(0, 0)]
-    assert (4, 0) in pairs(kdtree_matches(A, B, 0.8))
-    assert pairs(kdtree_matches(A, B, 0.05)) == []
+    # Both b0 and b4 are within 0.8 of a0: the DELF example keeps both, repeating a0.
+    assert pairs(kdtree_matches(B, A, 0.8))[:1] == [(0, 0)]
+    assert (0, 4) in pairs(kdtree_matches(B, A, 0.8))
+    # The other way round a4 has no match: b0 is matched once, to its nearest, a0.
+    assert pairs(kdtree_matches(A, B, 0.8)) == [(0, 0), (1, 1), (3, 2)]
+    assert pairs(kdtree_matches(B, A, 0.05)) == []
 
 
 def test_empty_and_mismatched_inputs():

@@ -169,6 +169,45 @@ def test_official_delf_preset_is_reproducible(features):
     assert related.inliers > 100 and np.abs(related.model[2] - [0, 0, 1]).max() == 0
 
 
+def one_to_many_pair(repeated_side: str, seed: int = 5) -> tuple[LocalFeatures, LocalFeatures]:
+    """An unrelated pair (a, b) where 20 features of one image, on a horizontal line 50 px
+    apart (more than twice DELF's 20 px residual), all match one feature of the other (a
+    repeated pattern, e.g. a row of windows), plus 6 chance matches at random places.
+    `repeated_side` is the image with the line."""
+    rng = np.random.default_rng(seed)
+    dim = 40
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+    pattern = unit(rng.normal(size=dim))
+    chance = unit(rng.normal(size=(6, dim)))
+    line = np.column_stack([np.arange(20) * 50.0 + 20.0, np.full(20, 100.0)])
+    lined = (line, unit(pattern + rng.normal(0, 0.05, (20, dim))))
+    single = (np.array([[500.0, 300.0]]), pattern[None])
+    images = []
+    for side in ("a", "b"):
+        own = lined if side == repeated_side else single
+        locations = np.concatenate([own[0], rng.uniform(0, 1000, (6, 2))])
+        descriptors = np.concatenate([own[1], chance])
+        images.append(LocalFeatures(locations, descriptors, np.ones(len(locations)), np.ones(len(locations))))
+    return images[0], images[1]
+
+
+@pytest.mark.parametrize("repeated_side", ["a", "b"])
+def test_official_delf_resists_one_to_many_matches(repeated_side):
+    """The official example matches each feature of image 2 (b) to its nearest in image 1 (a)
+    and fits a -> b. Built the other way (each a_i to its nearest b_j, fitted a -> b), the 20
+    line features of a all land on one point of b, and the degenerate affine map that squashes
+    the line onto it takes them all as inliers: 21 inliers for an unrelated pair."""
+    a, b = one_to_many_pair(repeated_side)
+    result = verify_pair(a, b, VERIFY_PRESETS["official-delf"])
+    assert result.n_putative >= 7 and result.inliers <= 4
+    # Every feature of b is matched once at most.
+    matched_b = result.inlier_pairs[:, 1]
+    assert len(np.unique(matched_b)) == len(matched_b)
+
+
 @pytest.mark.parametrize("name", ["homography", "fundamental", "affine", "delf-affine"])
 def test_the_seed_selects_the_sampling(features, name):
     """The seed reaches every RANSAC (for OpenCV, which ignores cv2.setRNGSeed, through the

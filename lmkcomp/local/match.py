@@ -3,7 +3,8 @@
 Descriptors are taken to be L2-normalised (the `LocalFeatures` convention), so the Euclidean
 distance follows from the dot product: |a - b|^2 = 2 - 2 a.b. Both functions return
 `(idx_a, idx_b)`, int64 arrays of equal length: feature `idx_a[i]` of image a matches feature
-`idx_b[i]` of image b, in increasing order of `idx_a`.
+`idx_b[i]` of image b (in increasing order of `idx_a` for mutual matches, of `idx_b` for the
+k-d tree's).
 """
 
 from __future__ import annotations
@@ -59,14 +60,18 @@ def mutual_nearest_neighbours(desc_a: ArrayLike, desc_b: ArrayLike, max_distance
 
 
 def kdtree_matches(desc_a: ArrayLike, desc_b: ArrayLike, max_distance: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """The official DELF example's matching: each a_i to its nearest b_j if |a_i - b_j| < max_distance.
+    """The official DELF example's matching: each b_j to its nearest a_i if |a_i - b_j| < max_distance.
 
-    A k-d tree is built on b and queried with every a_i within `max_distance`; features of a
-    with no neighbour that close are dropped. Not mutual: several a_i may match one b_j.
+    As in the example (image 1 = a, image 2 = b), a k-d tree is built on a and queried with
+    every b_j within `max_distance`; features of b with no neighbour that close are dropped.
+    Not mutual: several b_j may match one a_i, so the repeats fall on a's side. That side
+    matters: an affine map a -> b cannot send one point of a to several far-apart points of b,
+    whereas with repeats on b's side (one b_j for many a_i) a degenerate map that squashes a
+    line of a onto b_j collects every a_i on that line as an inlier.
     """
     a, b = _as_matrices(desc_a, desc_b)
     if len(a) == 0 or len(b) == 0:
         return _NO_MATCHES
-    distance, nearest = cKDTree(b).query(a, k=1, distance_upper_bound=max_distance)
-    idx_a = np.flatnonzero(np.isfinite(distance))
-    return idx_a, nearest[idx_a].astype(np.int64)
+    distance, nearest = cKDTree(a).query(b, k=1, distance_upper_bound=max_distance)
+    idx_b = np.flatnonzero(np.isfinite(distance))
+    return nearest[idx_b].astype(np.int64), idx_b
