@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmkcomp.local.match import kdtree_matches, mutual_nearest_neighbours
+from lmkcomp.local.match import as_float32, kdtree_matches, mutual_nearest_neighbours
 
 
 def unit(degrees) -> np.ndarray:
@@ -123,3 +123,19 @@ def test_empty_and_mismatched_inputs():
             match(A, np.ones((3, 5), np.float32))
     # A single descriptor in b has no second neighbour: the ratio test passes.
     assert pairs(mutual_nearest_neighbours(A, B[:1], ratio=0.5)) == [(0, 0)]
+
+
+def test_as_float32_converts_float16_exactly():
+    rng = np.random.default_rng(5)
+    edge = [0.0, -0.0, 6e-8, -6e-8, 6.1e-5, 1.0, -1.0, 65504.0, -65504.0]  # zeros, subnormals, extremes
+    half = np.concatenate([edge, rng.normal(0, 0.1, 5000)]).astype(np.float16).reshape(-1, 1)
+    half = np.tile(half, (1, 3))
+    converted = as_float32(half)
+    assert converted.dtype == np.float32 and converted.shape == half.shape
+    np.testing.assert_array_equal(converted, half.astype(np.float32))
+    assert np.array_equal(np.signbit(converted), np.signbit(half))
+    # float32 stays as it is, without a copy; empty and 1-D inputs work too.
+    single = half.astype(np.float32)
+    assert as_float32(single) is single
+    assert as_float32(np.zeros((0, 128), np.float16)).shape == (0, 128)
+    np.testing.assert_array_equal(as_float32(half[:, 0]), half[:, 0].astype(np.float32))

@@ -9,6 +9,7 @@ k-d tree's).
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.spatial import cKDTree
@@ -16,9 +17,23 @@ from scipy.spatial import cKDTree
 _NO_MATCHES = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
+def as_float32(descriptors: ArrayLike) -> np.ndarray:
+    """`descriptors` as float32 (no copy when they already are).
+
+    Stores hold float16. numpy converts float16 one element at a time (about 20x slower than
+    OpenCV's vectorised conversion, which made it a third of the `fast` preset's matching
+    time); a product by 1 through OpenCV converts exactly. Only 2-D arrays take that path:
+    OpenCV would read a third axis as channels.
+    """
+    array = np.asarray(descriptors)
+    if array.dtype == np.float16 and array.ndim == 2 and array.size:
+        return cv2.multiply(array, 1.0, dtype=cv2.CV_32F)
+    return np.asarray(array, dtype=np.float32)
+
+
 def _as_matrices(desc_a: ArrayLike, desc_b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    a = np.asarray(desc_a, dtype=np.float32)
-    b = np.asarray(desc_b, dtype=np.float32)
+    a = as_float32(desc_a)
+    b = as_float32(desc_b)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"descriptors must be N x D and M x D matrices, got shapes {a.shape} and {b.shape}")
     return a, b
@@ -53,9 +68,11 @@ def mutual_nearest_neighbours(desc_a: ArrayLike, desc_b: ArrayLike, max_distance
     if max_distance is not None:
         keep &= distance < max_distance
     if ratio is not None and len(b) > 1:
-        # Column -2 of a row partitioned at len(b) - 2 is its second-largest similarity.
-        second = np.partition(similarity[idx_a], len(b) - 2, axis=1)[:, -2]
-        keep &= distance < ratio * _distance(second)
+        # A row's second-largest similarity is its maximum once its largest is masked out (a
+        # masked max is about twice as fast as a partition of the row).
+        rows = similarity[idx_a]
+        rows[np.arange(len(idx_a)), idx_b] = -np.inf
+        keep &= distance < ratio * _distance(rows.max(axis=1))
     return idx_a[keep], idx_b[keep].astype(np.int64)
 
 
