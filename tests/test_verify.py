@@ -8,7 +8,7 @@ import pytest
 
 from lmkcomp.data import scenes
 from lmkcomp.errors import UserInputError
-from lmkcomp.local import ransac
+from lmkcomp.local import ransac, verify
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.sift import SiftExtractor
 from lmkcomp.local.verify import (
@@ -20,6 +20,10 @@ from lmkcomp.local.verify import (
     verify_config,
     verify_pair,
 )
+
+# Every verifier; poselib's only where the optional package is installed.
+ALL_VERIFIERS = ["homography", "fundamental", "affine", "delf-affine", "magsac",
+                 pytest.param("poselib", marks=pytest.mark.skipif(verify.poselib is None, reason="poselib not installed"))]
 
 # A hand-chosen homography: mild rotation, shear, scale, shift and perspective.
 TRUE_H = np.array([[0.92, 0.06, 14.0], [-0.04, 0.97, 10.0], [1.5e-4, -1.0e-4, 1.0]])
@@ -138,7 +142,7 @@ def test_fast_preset_recovers_the_known_homography(features):
     assert result.hull_area > 0.3 * 320 * 240
 
 
-@pytest.mark.parametrize("name", ["homography", "fundamental", "affine", "delf-affine"])
+@pytest.mark.parametrize("name", ALL_VERIFIERS)
 def test_every_verifier_separates_related_from_unrelated_pairs(features, name):
     related = verify_pair(features["photo"], features["warped"], model_config(name))
     unrelated = verify_pair(features["photo"], features["other"], model_config(name))
@@ -146,7 +150,7 @@ def test_every_verifier_separates_related_from_unrelated_pairs(features, name):
     assert unrelated.inliers <= 12 and unrelated.inliers < related.inliers / 4
 
 
-@pytest.mark.parametrize("name", ["homography", "fundamental", "affine", "delf-affine"])
+@pytest.mark.parametrize("name", ALL_VERIFIERS)
 def test_seeded_verifiers_are_reproducible(features, name):
     # The unrelated pair: with few, mostly wrong matches the sampling decides the outcome.
     for pair in (("photo", "warped"), ("photo", "other")):
@@ -208,7 +212,7 @@ def test_official_delf_resists_one_to_many_matches(repeated_side):
     assert len(np.unique(matched_b)) == len(matched_b)
 
 
-@pytest.mark.parametrize("name", ["homography", "fundamental", "affine", "delf-affine"])
+@pytest.mark.parametrize("name", ALL_VERIFIERS)
 def test_the_seed_selects_the_sampling(features, name):
     """The seed reaches every RANSAC (for OpenCV, which ignores cv2.setRNGSeed, through the
     order of the correspondences): with a small budget on a hard pair, seeds disagree."""
@@ -248,7 +252,7 @@ def test_convex_hull_area():
 def test_presets_and_config_validation():
     assert VERIFY_PRESETS["fast"] == VerifyConfig()
     assert verify_config("official-delf", seed=3).seed == 3
-    assert set(VERIFIERS.names()) == {"homography", "fundamental", "affine", "delf-affine"}
+    assert set(VERIFIERS.names()) == {"homography", "fundamental", "affine", "delf-affine", "magsac", "poselib"}
     with pytest.raises(UserInputError, match="unknown verification preset"):
         verify_config("slow")
     with pytest.raises(UserInputError, match="unknown verification option"):
@@ -263,3 +267,18 @@ def test_presets_and_config_validation():
         VerifyConfig(confidence=0.0)
     with pytest.raises(UserInputError, match="confidence below 1"):
         create_verifier(VerifyConfig(model="affine", confidence=1.0))
+
+
+def test_a_missing_optional_verifier_package_is_a_user_error(monkeypatch):
+    monkeypatch.setattr(verify, "poselib", None)
+    with pytest.raises(UserInputError, match="pip install poselib"):
+        verify_config("fast", model="poselib")
+
+
+@pytest.mark.parametrize("name", ["homography", "magsac",
+                                  pytest.param("poselib", marks=pytest.mark.skipif(verify.poselib is None,
+                                                                                   reason="poselib not installed"))])
+def test_homography_verifiers_map_a_to_b(features, name):
+    result = verify_pair(features["photo"], features["warped"], model_config(name))
+    probe = np.array([[40.0, 40.0], [280.0, 50.0], [60.0, 200.0], [250.0, 210.0], [160.0, 120.0]])
+    assert np.abs(apply(result.model, probe) - apply(TRUE_H, probe)).max() < 2.0
