@@ -209,13 +209,15 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     from lmkcomp.clean.result import write_result
     from lmkcomp.data import gldv2
     from lmkcomp.data.layout import LandmarkData
-    from lmkcomp.features.store import EmbeddingStore
+    from lmkcomp.features.store import EmbeddingStore, StoreRows
     from lmkcomp.train.data import read_labels
 
     data = LandmarkData(args.data, args.layout)
     labels = read_labels(data, args.labels)
     store = EmbeddingStore(args.embeddings)
-    embeddings = store.array()[store.position(labels["id"].tolist())]
+    # read on demand: the train-vs-train kNN streams the store, the per-landmark methods read
+    # one landmark's rows at a time
+    embeddings = StoreRows(store, store.position(labels["id"].tolist()))
     ids, landmarks = labels["id"].tolist(), labels["landmark_id"].to_numpy()
     if args.method == "dbscan":
         result = clean_dbscan(ids, landmarks, embeddings, eps=args.eps, min_samples=args.min_samples)

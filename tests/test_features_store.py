@@ -253,3 +253,21 @@ def test_l2_normalize():
     y = l2_normalize(x)
     assert y.dtype == np.float32  # float16 squares of 300 and 400 would overflow
     np.testing.assert_allclose(y, [[0.6, 0.8], [0.0, 0.0], [0.6, 0.8]], rtol=1e-3)
+
+
+def test_store_rows_read_what_is_indexed_in_the_order_asked(tmp_path):
+    from lmkcomp.features.store import StoreRows
+
+    data = np.arange(40, dtype=np.float32).reshape(10, 4)
+    ids = [f"{i:016x}" for i in range(10)]
+    writer = EmbeddingWriter(tmp_path / "s", ids, 4, dtype="float16", shard_size=3)
+    for k, rows in writer.pending_shards():
+        writer.write_shard(k, data[rows])
+    writer.finish()
+    rows = StoreRows(EmbeddingStore(tmp_path / "s"), [7, 2, 2, 9, 0])
+    assert rows.shape == (5, 4) and len(rows) == 5
+    np.testing.assert_array_equal(rows[1:4], data[[2, 2, 9]])
+    np.testing.assert_array_equal(rows[np.array([4, 0, 3])], data[[0, 7, 9]])
+    assert rows[np.array([], dtype=np.int64)].shape == (0, 4) and rows[1:4].dtype == np.float32
+    with pytest.raises(IndexError):
+        StoreRows(EmbeddingStore(tmp_path / "s"), [10])

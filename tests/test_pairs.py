@@ -196,3 +196,32 @@ def test_knn_pairs_self_and_separate_query_sets():
     # a query that is not in the database loses nothing to self-exclusion
     frame = knn_pairs(["f" * 16], at(20), IDS, emb, k=2)
     assert frame["candidate_id"].tolist() == [IDS[2], IDS[1]] and frame["rank"].tolist() == [1, 2]
+
+
+def test_knn_pairs_streams_store_rows_with_the_array_result(tmp_path, monkeypatch):
+    from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter, StoreRows
+    from lmkcomp.search.exact import ExactSearcher
+
+    rng = np.random.default_rng(3)
+    emb = rng.standard_normal((90, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = [f"{i:016x}" for i in range(90)]
+    writer = EmbeddingWriter(tmp_path / "train", ids[::-1], 8, dtype="float32", shard_size=16)
+    for k, rows in writer.pending_shards():
+        writer.write_shard(k, emb[::-1][rows])
+    writer.finish()
+    store = EmbeddingStore(tmp_path / "train")
+    labels = rng.integers(0, 6, 90)
+    expected = knn_pairs(ids, emb, ids, emb, k=7, same_label=(labels, labels), max_per_query=3)
+
+    monkeypatch.setattr(EmbeddingStore, "array", lambda *_: pytest.fail("the whole store was read"))
+    read = EmbeddingStore.read
+    largest = []
+    monkeypatch.setattr(EmbeddingStore, "read", lambda self, a, b, dtype=np.float32: (largest.append(b - a),
+                                                                                    read(self, a, b, dtype))[1])
+    monkeypatch.setattr(pairs_module, "_KNN_QUERY_BLOCK", 20)
+    monkeypatch.setattr(ExactSearcher, "block_rows", lambda self, queries: 25)  # a budget of 25 rows
+    rows = StoreRows(store, store.position(ids))  # the store holds the ids in reverse order
+    streamed = knn_pairs(ids, rows, ids, rows, k=7, same_label=(labels, labels), max_per_query=3)
+    pd.testing.assert_frame_equal(streamed, expected)
+    assert max(largest) <= 25  # query blocks of 20 rows, database blocks of 25

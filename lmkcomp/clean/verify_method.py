@@ -30,7 +30,7 @@ from numpy.typing import ArrayLike
 
 from lmkcomp.clean.result import CleaningResult
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
+from lmkcomp.features.store import StoreRows, positive_int
 from lmkcomp.local.pairs import knn_pairs, read_pair_table, verify_pairs
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig
@@ -60,7 +60,7 @@ def default_inlier_threshold(method: str) -> int:
 def neighbour_pair_table(
     ids: Sequence[str],
     landmark_ids: ArrayLike,
-    embeddings: ArrayLike,
+    embeddings: ArrayLike | StoreRows,
     store: LocalFeatureStore,
     out: str | Path,
     config: VerifyConfig,
@@ -72,7 +72,8 @@ def neighbour_pair_table(
 ) -> pd.DataFrame:
     """Steps 1-3: each image paired with its same-label neighbours and verified into `out`.
 
-    `embeddings` are L2-normalised global descriptors aligned with `ids`; `store` holds the
+    `embeddings` are L2-normalised global descriptors aligned with `ids` (an array, or
+    `StoreRows` of an embedding store, streamed by the kNN); `store` holds the
     images' local features. The pair table in `out` is resumable (see `verify_pairs`);
     returns it, read back.
     """

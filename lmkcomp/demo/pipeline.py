@@ -98,13 +98,14 @@ def _local_features(data: LandmarkData, paths: DemoArtifacts, workers: int, prog
 def _clean(data: LandmarkData, paths: DemoArtifacts, workers: int, progress: bool) -> dict:
     from lmkcomp.clean.result import write_result
     from lmkcomp.clean.verify_method import clean_verify, neighbour_pair_table
+    from lmkcomp.features.store import StoreRows
     from lmkcomp.local.store import LocalFeatureStore
     from lmkcomp.local.verify import verify_config
 
     labels = data.train_labels()
     ids, landmarks = labels["id"].tolist(), labels["landmark_id"].to_numpy()
     train = paths.store("train")
-    embeddings = train.array()[train.position(ids)]
+    embeddings = StoreRows(train, train.position(ids))
     table = neighbour_pair_table(ids, landmarks, embeddings, LocalFeatureStore(paths.local / "train"),
                                  paths.clean / "pairs", verify_config("fast"), k=1000, max_neighbours=100,
                                  workers=workers, progress=progress)

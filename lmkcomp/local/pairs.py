@@ -44,12 +44,12 @@ from tqdm import tqdm
 
 from lmkcomp.data.gldv2 import ID_PATTERN
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
+from lmkcomp.features.store import StoreRows, positive_int
 from lmkcomp.fileio import atomic_write
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig, create_verifier, verify_pair
 from lmkcomp.manifest import MANIFEST_NAME, first_setting_difference, read_manifest
-from lmkcomp.search import exact_search
+from lmkcomp.search import create_searcher
 
 FORMAT = "lmkcomp-pair-table"
 FORMAT_VERSION = 1
@@ -57,7 +57,8 @@ FORMAT_VERSION = 1
 PAIR_COLUMNS = ("query_id", "candidate_id")
 SCHEMA = pa.schema([("query_id", pa.string()), ("candidate_id", pa.string()), ("n_putative", pa.int32()),
                     ("inliers", pa.int32()), ("hull_area", pa.float64())])
-# Queries per exact_search call in knn_pairs: bounds its (queries x k) result arrays.
+# Queries per search in knn_pairs: bounds its (queries x k) result arrays, and each pass over
+# the database serves this many queries.
 _KNN_QUERY_BLOCK = 8192
 
 
@@ -314,9 +315,9 @@ def read_pair_table(out: str | Path) -> pd.DataFrame:
 
 def knn_pairs(
     query_ids: Sequence[str],
-    query_emb: ArrayLike,
+    query_emb: ArrayLike | StoreRows,
     db_ids: Sequence[str],
-    db_emb: ArrayLike,
+    db_emb: ArrayLike | StoreRows,
     k: int,
     same_label: tuple[ArrayLike, ArrayLike] | None = None,
     max_per_query: int | None = None,
@@ -324,8 +325,10 @@ def knn_pairs(
 ) -> pd.DataFrame:
     """Pairs of each query and its nearest database images by global descriptor.
 
-    Embeddings are L2-normalised rows aligned with their ids; similarity is the inner product
-    (`exact_search`, blocked, ties to the lower database row). For each query:
+    Embeddings are L2-normalised rows aligned with their ids, arrays or `StoreRows` of an
+    embedding store (read block by block, never whole: the train-vs-train kNN of GLDv2 cleaning
+    is 4.1 M x 4.1 M); similarity is the inner product (the exact streaming "flat" searcher, ties
+    to the lower database row). For each query:
 
     1. its `k` nearest database rows, leaving out the row with the query's own id when
        `exclude_self`; `rank` is the position in this list, 1 = nearest;
@@ -337,7 +340,10 @@ def knn_pairs(
     `query_ids` order, then by rank.
     """
     query_ids, db_ids = np.asarray(query_ids, dtype=str), np.asarray(db_ids, dtype=str)
-    query_emb, db_emb = np.asarray(query_emb), np.asarray(db_emb)
+    if not isinstance(query_emb, StoreRows):
+        query_emb = np.asarray(query_emb)
+    if not isinstance(db_emb, StoreRows):
+        db_emb = np.asarray(db_emb)
     if len(query_ids) != len(query_emb) or len(db_ids) != len(db_emb):
         raise ValueError(f"ids and embeddings differ in length: {len(query_ids)} query ids for {len(query_emb)} "
                          f"rows, {len(db_ids)} database ids for {len(db_emb)} rows")
@@ -349,10 +355,13 @@ def knn_pairs(
         if len(query_labels) != len(query_ids) or len(db_labels) != len(db_ids):
             raise ValueError("same_label must hold one label per query and one per database row")
     frames = []
-    for start in range(0, len(query_ids), _KNN_QUERY_BLOCK):
+    searcher = create_searcher("flat", db_emb.shape[1], query_block=_KNN_QUERY_BLOCK)
+    if len(db_ids):
+        searcher.attach(lambda rows: db_emb[rows], len(db_ids))
+    for start in range(0, len(query_ids) if len(db_ids) else 0, _KNN_QUERY_BLOCK):
         stop = min(start + _KNN_QUERY_BLOCK, len(query_ids))
         # One more than k, since the query itself is usually among its own nearest rows.
-        similarity, neighbours = exact_search(query_emb[start:stop], db_emb, k + int(exclude_self))
+        similarity, neighbours = searcher.search(query_emb[start:stop], k + int(exclude_self))
         keep = np.ones(neighbours.shape, dtype=bool)
         if exclude_self:
             keep &= db_ids[neighbours] != query_ids[start:stop, None]

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import EmbeddingStore, positive_int
+from lmkcomp.features.store import EmbeddingStore, positive_int, read_positions
 from lmkcomp.search.knn_table import DEFAULT_SHARD_SIZE, KnnTable, KnnTableWriter
 from lmkcomp.search.searchers import create_searcher, index_database
 
@@ -34,15 +34,6 @@ def store_positions(store: EmbeddingStore, ids: Sequence[str] | None) -> np.ndar
     if repeated.size:
         raise UserInputError(f"ids chosen from {store.directory}: id {store.ids[positions[repeated[0]]]} appears twice")
     return positions
-
-
-def read_positions(store: EmbeddingStore, positions: np.ndarray) -> np.ndarray:
-    """Rows `positions` (sorted, unique) of `store` as float32, read run by run of consecutive rows."""
-    out = np.empty((len(positions), store.dim), dtype=np.float32)
-    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
-    for start, stop in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(positions)]])):
-        out[start:stop] = store.read(int(positions[start]), int(positions[stop - 1]) + 1)
-    return out
 
 
 def search_stores(queries: EmbeddingStore, database: EmbeddingStore, out: str | Path, k: int = 100,
