@@ -1,5 +1,12 @@
-"""`lmkcomp bench verify`: throughput per core and accuracy of the `fast` and `official-delf`
-verification presets, measured in one run on the same local features and the same pairs.
+"""`lmkcomp bench verify`: throughput per core and accuracy of pair verification, measured in one
+run on the same local features and the same pairs. The rows:
+
+- `official-delf reference`: the official DELF example re-written with scipy and scikit-image
+  (`delf_reference`), the outside yardstick; skipped, with a line saying so, without
+  scikit-image;
+- the `official-delf` and `fast` presets;
+- `fast` with each other homography verifier in place of its own (`fast model=NAME`), the
+  evidence for its choice; a verifier whose package is missing is skipped the same way.
 
 Pairs come from the train and index images of a dataset, with true labels: the synthetic
 data's `noise_truth.csv` when present (so that a noisy label does not turn a different-scene
@@ -8,22 +15,25 @@ labels as given. Same-landmark pairs: a landmark drawn uniformly among those wit
 or more, then two of its images; different-landmark pairs: two images drawn uniformly, redrawn
 while their landmarks agree. Pairs are drawn independently, so one may repeat.
 
-Each preset verifies every pair in this process with one OpenCV and one BLAS thread (pairs/s
-per core), after a few untimed warm-up pairs; features are read into memory first, so disk
-reads are not timed. Accuracy is the ROC AUC of the inlier count as a same-vs-different score.
+Each row verifies every pair in this process with one OpenCV and one BLAS thread (pairs/s per
+core), after a few untimed warm-up pairs; features are read into memory first, so disk reads
+are not timed. Accuracy is the ROC AUC of the inlier count as a same-vs-different score.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from lmkcomp.bench.common import one_core, report
+from lmkcomp.bench.delf_reference import OfficialDelfReference
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import positive_int
@@ -31,11 +41,15 @@ from lmkcomp.local.extract import extract_local_split
 from lmkcomp.local.extractors import create_local_extractor
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.store import LocalFeatureStore
-from lmkcomp.local.verify import VERIFY_PRESETS, create_verifier, verify_pair
+from lmkcomp.local.verify import VERIFY_PRESETS, VerifyConfig, create_verifier, verify_pair
 
-#: the reference first: the table's ratio column is each preset's pairs/s over its
 PRESETS = ("official-delf", "fast")
+#: the verifiers that can stand in for `fast`'s own (all fit a homography)
+HOMOGRAPHY_VERIFIERS = ("homography", "magsac", "poselib")
 _WARMUP_PAIRS = 5
+
+#: the score of a pair: its number of inliers
+Scorer = Callable[[LocalFeatures, LocalFeatures], int]
 
 
 def labelled_images(data: LandmarkData) -> pd.DataFrame:
@@ -94,21 +108,45 @@ def _in_memory(store: LocalFeatureStore, image_id: str) -> LocalFeatures:
     return LocalFeatures(*(np.array(x) for x in (record.locations, record.descriptors, record.scales, record.scores)))
 
 
-def measure_preset(pairs: list[tuple[LocalFeatures, LocalFeatures]], preset: str) -> tuple[float, np.ndarray]:
-    """`(pairs per second, inliers of each pair)` of verifying `pairs` with `preset`, in this thread."""
-    config = VERIFY_PRESETS[preset]
+def _kit_scorer(config: VerifyConfig) -> Scorer:
     verifier = create_verifier(config)
+    return lambda a, b: verify_pair(a, b, config, verifier).inliers
+
+
+def scorers() -> tuple[dict[str, Scorer], list[str]]:
+    """The rows to measure, in table order (name -> scorer), and a line for each row skipped
+    because an optional package is missing. The reference's RANSAC takes official-delf's seed."""
+    rows: dict[str, Scorer] = {}
+    skipped = []
+    try:
+        rows["official-delf reference"] = OfficialDelfReference(VERIFY_PRESETS["official-delf"].seed).inliers
+    except UserInputError as exc:
+        skipped.append(f"official-delf reference skipped: {exc}")
+    for preset in PRESETS:
+        rows[preset] = _kit_scorer(VERIFY_PRESETS[preset])
+    fast = VERIFY_PRESETS["fast"]
+    for model in HOMOGRAPHY_VERIFIERS:
+        if model != fast.model:
+            try:
+                rows[f"fast model={model}"] = _kit_scorer(dataclasses.replace(fast, model=model))
+            except UserInputError as exc:
+                skipped.append(f"fast model={model} skipped: {exc}")
+    return rows, skipped
+
+
+def measure(pairs: list[tuple[LocalFeatures, LocalFeatures]], score: Scorer) -> tuple[float, np.ndarray]:
+    """`(pairs per second, inliers of each pair)` of scoring `pairs`, in this thread."""
     for a, b in pairs[:_WARMUP_PAIRS]:
-        verify_pair(a, b, config, verifier)
+        score(a, b)
     started = time.perf_counter()
-    inliers = np.array([verify_pair(a, b, config, verifier).inliers for a, b in pairs])
+    inliers = np.array([score(a, b) for a, b in pairs])
     return len(pairs) / (time.perf_counter() - started), inliers
 
 
 def run_verify_benchmark(data: LandmarkData, pairs: int = 300, method: str = "sift", out: str | Path = "bench/verify.json",
                          local_features: str | Path | None = None, extractor_options: dict | None = None,
                          seed: int = 0, progress: bool = True) -> str:
-    """Measure every preset of `PRESETS` on `pairs` same- and `pairs` different-landmark pairs.
+    """Measure every row of `scorers()` on `pairs` same- and `pairs` different-landmark pairs.
 
     Features: the complete stores `local_features/train` and `local_features/index` (as
     `lmkcomp extract-local` writes them) when given, else `method` features extracted with
@@ -124,12 +162,13 @@ def run_verify_benchmark(data: LandmarkData, pairs: int = 300, method: str = "si
         records = {row: _in_memory(stores[images.at[row, "split"]], images.at[row, "id"]) for row in used.index}
     features = [(records[a], records[b]) for a, b in zip(chosen["a"], chosen["b"])]
     same = chosen["same"].to_numpy()
+    named, skipped = scorers()
     rows = []
     with one_core():
-        for preset in PRESETS:
-            pairs_per_s, inliers = measure_preset(features, preset)
+        for name, score in named.items():
+            pairs_per_s, inliers = measure(features, score)
             rows.append({
-                "preset": preset,
+                "preset": name,
                 "pairs_per_s": pairs_per_s,
                 "roc_auc": float(roc_auc_score(same, inliers)),
                 "mean_inliers_same": float(inliers[same].mean()),
@@ -137,7 +176,7 @@ def run_verify_benchmark(data: LandmarkData, pairs: int = 300, method: str = "si
                 "max_inliers_different": int(inliers[~same].max()),
             })
     title = (f"bench verify: {pairs} same + {pairs} different-landmark pairs, {method} features, {data.root}, "
-             "1 thread (ratio: pairs/s over official-delf)")
-    columns = [("preset", "preset"), ("pairs_per_s", "pairs/s/core"), ("roc_auc", "ROC AUC"),
+             f"1 thread (ratio: pairs/s over {rows[0]['preset']})")
+    columns = [("preset", "verification"), ("pairs_per_s", "pairs/s/core"), ("roc_auc", "ROC AUC"),
                ("mean_inliers_same", "inliers same"), ("mean_inliers_different", "inliers diff")]
-    return report(title, rows, columns, out, ratio_of="pairs_per_s")
+    return "\n".join([*skipped, report(title, rows, columns, out, ratio_of="pairs_per_s")])
