@@ -291,9 +291,10 @@ def create_verifier(config: VerifyConfig) -> Verifier:
 # different-landmark pairs: ratio 0.8 ranked them a little better than 0.85 and 0.9 (fewer
 # chance inliers between different landmarks), and residuals from 2 to 8 px were on a par.
 # Its verifier is the fastest homography at equal ROC AUC (within 0.002) on `lmkcomp bench
-# verify`: OpenCV's MAGSAC, about 2.5x faster than pydegensac and 2x faster than poselib.
-# Confidence 0.9999 rather than 0.999: over RANSAC seeds 0-9 its AUC spread 0.9903-0.9913
-# against 0.9896-0.9913, at a cost too small to measure on the shared cores.
+# verify`: OpenCV's MAGSAC, 1.3-1.6x pydegensac's pairs/s and 1.2x poselib's for the whole
+# pair (2-2.5x and 2x for the RANSAC alone). Confidence 0.9999 rather than 0.999: over RANSAC
+# seeds 0-9 its AUC spread 0.9903-0.9913 against 0.9896-0.9913, at a cost within the shared
+# cores' run-to-run noise (about 5 %).
 VERIFY_PRESETS: dict[str, VerifyConfig] = {
     "fast": VerifyConfig(),
     "official-delf": VerifyConfig(matcher="kdtree", max_distance=0.8, ratio=None, model="delf-affine",
