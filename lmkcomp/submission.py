@@ -322,10 +322,12 @@ def score_retrieval(submission: Submission, solution: Solution, split: str = "al
     """mAP@100, mean precision@1/@10 and the mean / median position of the first hit on `split`."""
     scored, predictions = _scored_predictions(submission, solution, split)
     mean_position, median_position = metrics.mean_median_position(predictions, scored)
+    # one pass for both precisions (each access to `predictions` splits a row's text again)
+    precisions = metrics.mean_precisions(predictions, scored, max_predictions=10)
     return {
         "map@100": metrics.mean_average_precision(predictions, scored),
-        "mean_precision@1": metrics.mean_precision_at(predictions, scored, 1),
-        "mean_precision@10": metrics.mean_precision_at(predictions, scored, 10),
+        "mean_precision@1": float(precisions[0]),
+        "mean_precision@10": float(precisions[9]),
         "mean_position": mean_position,
         "median_position": median_position,
         "split": split,
