@@ -146,10 +146,35 @@ def test_memory_budget_sets_the_database_block():
     # 256 MiB / (4096 queries x 6 bytes + 512 dims x 4 bytes) per database row
     assert database_block_rows(4096, 512, 256) == 268435456 // 26624 == 10082
     searcher = create_searcher("numpy", 512, memory_mb=64, query_block=1024)
-    assert searcher.database_block == 64 * 2**20 // (1024 * 6 + 2048)
+    # half the budget is the working memory of a search, half for a database small enough to keep
+    assert searcher.database_block == 32 * 2**20 // (1024 * 6 + 2048)
     assert create_searcher("flat", 8, database_block=5).database_block == 5
     with pytest.raises(UserInputError, match="memory_mb must be positive"):
         create_searcher("numpy", 8, memory_mb=0)
+
+
+def test_a_database_that_fits_half_the_budget_is_read_once_and_kept():
+    database = np.random.default_rng(9).standard_normal((100, 8)).astype(np.float32)
+    reads = []
+
+    def read_rows(rows):
+        reads.append(len(rows))
+        return database[rows]
+
+    # 100 x 8 float32 rows are 3,200 bytes: kept with a budget of 6,400 bytes, streamed below it
+    kept = create_searcher("numpy", 8, memory_mb=6400 / 2**20, query_block=4)
+    kept.attach(read_rows, 100)
+    read_at_attach = sum(reads)
+    for _ in range(2):
+        kept.search(database[:10], 3)
+    assert read_at_attach == 100 and sum(reads) == 100
+    reads.clear()
+    streamed = create_searcher("numpy", 8, memory_mb=6399 / 2**20, query_block=4)
+    streamed.attach(read_rows, 100)
+    assert sum(reads) == 0
+    np.testing.assert_array_equal(streamed.search(database[:10], 3)[1], kept.search(database[:10], 3)[1])
+    # 10 queries in blocks of 4: three passes over the database
+    assert sum(reads) == 300
 
 
 def test_numpy_keeps_added_arrays_in_bounded_blocks():

@@ -99,8 +99,9 @@ def test_a_store_larger_than_the_block_budget_is_read_one_block_at_a_time(tmp_pa
 
     monkeypatch.setattr(EmbeddingStore, "read", counting_read)
     monkeypatch.setattr(ExactSearcher, "top_k", counting_top_k)
-    # 40 rows of budget for the 20 queries of one search: 16 dims x 4 bytes + 20 x 6 bytes a row
-    budget_mb = 40 * 184 / 2**20
+    # 40 rows of working memory (half the budget) for the 20 queries of one search: 16 dims x 4
+    # bytes + 20 x 6 bytes a row; the 300 x 16 float32 database does not fit the other half
+    budget_mb = 2 * 40 * 184 / 2**20
     table = search_stores(query_store, database_store, tmp_path / "knn", k=10, spec="numpy", memory_mb=budget_mb,
                           progress=False)
     np.testing.assert_array_equal(table.indices(), exact_search(queries.astype(np.float32),
@@ -206,6 +207,43 @@ def test_bench_search_writes_json(tmp_path, monkeypatch, capsys):
     assert rows[2]["projected"] and not rows[0]["projected"] and "recall" not in rows[2]
     assert rows[2]["queries_per_s"] == pytest.approx(rows[0]["queries_per_s"] / 10)
     assert rows[2]["build_s"] == pytest.approx(rows[0]["build_s"] * 10)
+    # a streaming searcher's anonymous memory is its budget's, whatever the database size
+    assert rows[2]["anonymous_mb"] == rows[0]["anonymous_mb"] > 0
+
+
+def test_clustered_rows_have_the_stated_cosines():
+    from lmkcomp.bench.scale import cluster_centres, clustered_rows
+
+    centres = cluster_centres(4, 512, seed=0)
+    rows = clustered_rows(centres, 2000, 0.05, (0, 0, 0))
+    assert rows.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    # 1 / sqrt(1 + 512 x 0.05^2) = 0.66 to the own centre; about 0 to the others
+    to_centres = np.sort(rows @ centres.T, axis=1)
+    assert abs(np.median(to_centres[:, -1]) - 0.66) < 0.02 and np.abs(to_centres[:, :-1]).max() < 0.25
+    np.testing.assert_array_equal(rows, clustered_rows(centres, 2000, 0.05, (0, 0, 0)))
+
+
+def test_bench_scale_writes_stores_once_and_projects(tmp_path, capsys):
+    out = tmp_path / "scale.json"
+    arguments = ["bench", "scale", "--train", "700", "--index", "300", "--test", "90", "--dim", "16", "--sample", "40",
+                 "--k", "10", "--clusters", "20", "--workdir", str(tmp_path / "w"), "--out", str(out), "--quiet"]
+    assert cli.main(arguments) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["search"], row["database_rows"], row["sample"], row["full_queries"]) for row in rows] == [
+        ("train-vs-train", 700, 40, 700), ("test-vs-index", 300, 40, 90)]
+    for row in rows:
+        assert row["projected_hours"] == pytest.approx(row["full_queries"] / row["queries_per_s"] / 3600)
+        table = KnnTable(row["out"])
+        assert len(table) == 40 and table.k == 10
+    # a train image's nearest train image is itself
+    train_table = KnnTable(rows[0]["out"])
+    assert [train_table.database_ids[i] for i in train_table.indices()[:, 0]] == train_table.query_ids
+    written = (tmp_path / "w" / "train" / "shard-00000.npy").stat().st_mtime_ns
+    assert cli.main(arguments) == 0
+    assert (tmp_path / "w" / "train" / "shard-00000.npy").stat().st_mtime_ns == written
+    assert cli.main([*arguments[:-3], "--sample", "91", "--quiet"]) == 2
+    assert "sample 91 exceeds the 90 rows of the query stores" in capsys.readouterr().err
 
 
 def test_chosen_ids_must_be_in_the_store_and_unique(tmp_path, stores):

@@ -8,6 +8,7 @@ import json
 import platform
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -46,6 +47,47 @@ def peak_resident_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def resident_anonymous_mb() -> float:
+    """Anonymous resident memory of this process now (RssAnon), in MiB; 0 where /proc is missing.
+
+    Unlike the resident set it leaves out file pages: a memory-mapped store read block by block
+    is page cache the kernel can drop, not memory the process holds."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+class AnonymousPeak:
+    """Peak of `resident_anonymous_mb` while the `with` block runs, sampled every `interval` s
+    by a thread (Linux keeps no high-water mark of anonymous memory); `.mb` after the block."""
+
+    def __init__(self, interval: float = 0.01):
+        self.interval = interval
+        self.mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.mb = max(self.mb, resident_anonymous_mb())
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "AnonymousPeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.mb = max(self.mb, resident_anonymous_mb())
 
 
 def peak_memory_mb(device: torch.device) -> float:

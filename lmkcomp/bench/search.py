@@ -1,18 +1,23 @@
 """`lmkcomp bench search`: queries/s, build time, peak memory and recall@k of the search backends
-at several database sizes, on random L2-normalised float32 vectors.
+at several database sizes, on random L2-normalised vectors in a float16 embedding store.
 
 Data: each block of 65536 database rows and the queries are drawn from generators seeded by
-(seed, 0, block) and (seed, 1), standard normal then L2-normalised, so every variant (each in a
-fresh process, see `lmkcomp.bench.common.run_variant`) sees the same vectors without the parent
-holding them. Uniform random directions have no cluster structure: the hardest case for an IVF
-index, whose recall on real, clustered embeddings is much higher at the same nprobe.
+(seed, 0, block) and (seed, 1), standard normal then L2-normalised; the database is written once
+per size as a float16 embedding store (what `lmkcomp extract` writes), which every variant (each
+in a fresh process, see `lmkcomp.bench.common.run_variant`) reads as `lmkcomp search` does:
+the exact streaming searchers block by block at each search, the faiss indexes by filling
+themselves block by block. Uniform random directions have no cluster structure: the hardest
+case for an IVF index, whose recall on real, clustered embeddings is much higher at the same
+nprobe.
 
-Per variant: `build_s` (train + add, not counting drawing the vectors), `queries_per_s` (one
-search call for all queries, k neighbours each), `peak_memory_mb` (the process's peak resident
-set, or the CUDA allocator peak of the torch searcher on a GPU) and `index_memory_mb` (that peak
-minus the peak before the index was built: the index, the search's working memory and one
-128 MB block of generated vectors). `recall` is |top-k found ∩ exact top-k| / k averaged over
-the queries, against the first exact variant at the same size.
+Per variant: `build_s` (train + add; nothing for a streaming searcher, whose reading is part of
+its search), `queries_per_s` (one search call for all queries, k neighbours each),
+`peak_memory_mb` (the process's peak resident set, which counts the store's memory-mapped pages
+it touched, or the CUDA allocator peak of the torch searcher on a GPU), `anonymous_mb` (the
+peak anonymous resident memory while building and searching: what the process holds, page cache
+left out) and `index_memory_mb` (the resident peak minus the peak before the index was built).
+`recall` is |top-k found ∩ exact top-k| / k averaged over the queries, against the first exact
+variant at the same size.
 
 On a machine shared with other jobs, run with OMP_WAIT_POLICY=PASSIVE: faiss's (and torch's)
 OpenMP threads otherwise busy-wait at every barrier, and k-means becomes 10 times slower or more.
@@ -41,13 +46,16 @@ from lmkcomp.features.store import positive_int
 GENERATION_BLOCK = 65536
 #: variant name -> spec, exact ones first: the first exact variant run is the recall reference
 VARIANTS = {
-    "flat": "Flat",
+    "flat": "flat",
+    "faiss-flat": "Flat",
     "numpy": "numpy",
     "torch": "torch",
     "ivf-flat": "IVF{nlist},Flat",
     "ivf-pq": "IVF{nlist},PQ32",
 }
-EXACT_VARIANTS = ("flat", "numpy", "torch")
+EXACT_VARIANTS = ("flat", "faiss-flat", "numpy", "torch")
+#: the variants that read the store at each search instead of holding the database
+STREAMING_VARIANTS = ("flat", "numpy", "torch")
 
 
 def ivf_lists(size: int) -> int:
@@ -63,16 +71,16 @@ def random_unit_vectors(count: int, dim: int, seed: Sequence[int]) -> np.ndarray
     return vectors
 
 
-def database_rows(size: int, dim: int, seed: int, rows: np.ndarray) -> np.ndarray:
-    """Database rows `rows` (sorted) of the benchmark database: each generation block is drawn
-    whole (seeded by (seed, 0, block)) and the wanted rows are taken from it."""
-    out = np.empty((len(rows), dim), dtype=np.float32)
-    blocks = rows // GENERATION_BLOCK
-    for block in np.unique(blocks):
-        count = min(GENERATION_BLOCK, size - block * GENERATION_BLOCK)
-        chosen = np.flatnonzero(blocks == block)
-        out[chosen] = random_unit_vectors(count, dim, (seed, 0, int(block)))[rows[chosen] - block * GENERATION_BLOCK]
-    return out
+def write_database(directory: Path, size: int, dim: int, seed: int) -> None:
+    """The benchmark database of `size` rows as a float16 embedding store in `directory`: each
+    generation block drawn whole (seeded by (seed, 0, block)) and written as one shard."""
+    from lmkcomp.features.store import EmbeddingWriter
+
+    writer = EmbeddingWriter(directory, [f"{row:016x}" for row in range(size)], dim, dtype="float16",
+                             shard_size=GENERATION_BLOCK)
+    for block, rows in writer.pending_shards():
+        writer.write_shard(block, random_unit_vectors(rows.stop - rows.start, dim, (seed, 0, block)))
+    writer.finish()
 
 
 def _cuda_peak_mb(device) -> float:
@@ -87,38 +95,32 @@ def _cuda_peak_mb(device) -> float:
 
 def _measure(spec: dict) -> dict:
     """One variant at one size, in this process; writes its indices to `spec["indices_file"]`."""
+    from lmkcomp.bench.common import AnonymousPeak
+    from lmkcomp.features.store import EmbeddingStore, read_positions
     from lmkcomp.search.searchers import create_searcher, index_database
 
-    size, dim = spec["size"], spec["dim"]
-    queries = random_unit_vectors(spec["queries"], dim, (spec["seed"], 1))
-    searcher = create_searcher(spec["spec"], dim, **spec["options"])
+    database = EmbeddingStore(spec["store"])
+    queries = random_unit_vectors(spec["queries"], spec["dim"], (spec["seed"], 1))
+    searcher = create_searcher(spec["spec"], spec["dim"], **spec["options"])
     # Only the torch searcher's GPU memory is measured on the GPU (faiss GPU memory is not
     # torch's, so faiss reports host memory); torch is imported only by the variants that use it.
     gpu = getattr(searcher, "device", None)
     if gpu is not None and gpu.type != "cuda":
         gpu = None
     before = peak_resident_mb() if gpu is None else _cuda_peak_mb(gpu)
-    generating = 0.0
-
-    def read_rows(rows: np.ndarray) -> np.ndarray:
-        nonlocal generating
+    with AnonymousPeak() as anonymous:
         started = time.perf_counter()
-        vectors = database_rows(size, dim, spec["seed"], rows)
-        generating += time.perf_counter() - started
-        return vectors
-
-    started = time.perf_counter()
-    index_database(searcher, read_rows, size, block_rows=GENERATION_BLOCK, seed=spec["seed"], progress=False)
-    if gpu is not None:
-        _cuda_peak_mb(gpu)  # waits for the GPU, so build time is not counted as search time
-    built = time.perf_counter()
-    _, indices = searcher.search(queries, spec["k"])
-    elapsed = time.perf_counter() - built
+        index_database(searcher, lambda rows: read_positions(database, rows), len(database),
+                       block_rows=GENERATION_BLOCK, seed=spec["seed"], progress=False)
+        if gpu is not None:
+            _cuda_peak_mb(gpu)  # waits for the GPU, so build time is not counted as search time
+        built = time.perf_counter()
+        _, indices = searcher.search(queries, spec["k"])
+        elapsed = time.perf_counter() - built
     np.save(spec["indices_file"], indices)
     peak = peak_resident_mb() if gpu is None else _cuda_peak_mb(gpu)
-    # build time: training and adding only, not drawing the random vectors
-    return {"build_s": built - started - generating, "search_s": elapsed, "queries_per_s": spec["queries"] / elapsed,
-            "peak_memory_mb": peak, "index_memory_mb": peak - before}
+    return {"build_s": built - started, "search_s": elapsed, "queries_per_s": spec["queries"] / elapsed,
+            "peak_memory_mb": peak, "anonymous_mb": anonymous.mb, "index_memory_mb": peak - before}
 
 
 def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
@@ -136,6 +138,9 @@ def _projected(row: dict, size: int) -> dict:
             "build_s": row["build_s"] * factor, "search_s": row["search_s"] * factor,
             "queries_per_s": row["queries_per_s"] / factor,
             "peak_memory_mb": row["peak_memory_mb"] + row["index_memory_mb"] * (factor - 1),
+            # a streaming searcher's working memory is set by its budget, not the database size
+            "anonymous_mb": row["anonymous_mb"] if row["variant"] in STREAMING_VARIANTS else
+            row["anonymous_mb"] * factor,
             "index_memory_mb": row["index_memory_mb"] * factor}
 
 
@@ -159,6 +164,8 @@ def run_search_benchmark(sizes: Sequence[int] = (10_000, 100_000, 1_000_000), qu
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for size in sizes:
+            store = Path(scratch) / f"database-{size}"
+            write_database(store, size, dim, seed)
             reference = None
             for name in variants:
                 options = {"device": device} if device is not None and name != "numpy" else {}
@@ -166,10 +173,10 @@ def run_search_benchmark(sizes: Sequence[int] = (10_000, 100_000, 1_000_000), qu
                     options["nprobe"] = nprobe
                 indices_file = Path(scratch) / f"{name}-{size}.npy"
                 spec = {"variant": name, "size": size, "spec": VARIANTS[name].format(nlist=ivf_lists(size)),
-                        "options": options, "queries": queries, "k": k, "dim": dim, "seed": seed,
+                        "store": str(store), "options": options, "queries": queries, "k": k, "dim": dim, "seed": seed,
                         "indices_file": str(indices_file)}
                 row = {**run_variant("lmkcomp.bench.search", spec), "projected": False}
-                del row["indices_file"]
+                del row["indices_file"], row["store"]
                 if "error" not in row:
                     found = np.load(indices_file)
                     if reference is None and name in EXACT_VARIANTS:
@@ -180,10 +187,10 @@ def run_search_benchmark(sizes: Sequence[int] = (10_000, 100_000, 1_000_000), qu
     if project_to is not None:
         rows += [_projected(row, project_to) for row in rows
                  if row["size"] == sizes[-1] and row["variant"] in EXACT_VARIANTS and "error" not in row]
-    title = (f"bench search: {queries} queries, k {k}, {dim}-d random unit vectors, recall@{k} against exact; "
-             f"ratio: queries/s over the first row's")
+    title = (f"bench search: {queries} queries, k {k}, {dim}-d random unit vectors in a float16 store, "
+             f"recall@{k} against exact; ratio: queries/s over the first row's")
     columns = [("size", "database"), ("variant", "variant"), ("spec", "spec"), ("build_s", "build s"),
-               ("queries_per_s", "queries/s"), ("peak_memory_mb", "peak MB"), ("index_memory_mb", "index MB"),
+               ("queries_per_s", "queries/s"), ("peak_memory_mb", "peak RSS MB"), ("anonymous_mb", "anonymous MB"),
                ("recall", f"recall@{k}")]
     return report(title, rows, columns, out, ratio_of="queries_per_s")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmkcomp.commands.args import positive_int, positive_ints
+from lmkcomp.commands.args import positive_float, positive_int, positive_ints
 from lmkcomp.errors import UserInputError
 
 
@@ -26,7 +26,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from lmkcomp.features.store import EmbeddingStore
     from lmkcomp.search import search_stores
 
-    options = {key: value for key, value in (("nprobe", args.nprobe), ("device", args.device)) if value is not None}
+    options = {key: value for key, value in (("nprobe", args.nprobe), ("device", args.device),
+                                             ("memory_mb", args.memory_mb)) if value is not None}
     table = search_stores(
         EmbeddingStore(args.queries), EmbeddingStore(args.database), args.out, k=args.k, spec=args.index,
         progress=not args.quiet, query_ids=read_id_list(args.query_ids) if args.query_ids else None,
@@ -47,6 +48,15 @@ def _cmd_bench_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_scale(args: argparse.Namespace) -> int:
+    from lmkcomp.bench.scale import run_scale_benchmark
+
+    print(run_scale_benchmark(args.workdir, args.train, args.index, args.test, args.dim, args.sample, args.k, args.index_spec,
+                              args.memory_mb, args.clusters, args.noise, args.seed, args.out, progress=not args.quiet))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
     search = commands.add_parser("search", help="k nearest database images of every query image (embedding stores) "
                                  "into a resumable kNN table")
@@ -54,8 +64,12 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     search.add_argument("--database", required=True, help="embedding store of the database images")
     search.add_argument("--out", required=True, help="kNN table folder (resumable)")
     search.add_argument("--k", type=positive_int, default=100, help="neighbours per query")
-    search.add_argument("--index", default="flat", help="searcher spec: flat (exact; faiss, or numpy without faiss), "
-                        "numpy, torch, torch:cuda, or a faiss index-factory string: Flat, IVF1024,Flat, IVF1024,PQ32")
+    search.add_argument("--index", default="flat", help="searcher spec: flat (exact, streaming the database from its "
+                        "store; faiss's kernel for large query blocks), numpy, torch, torch:cuda, or a faiss "
+                        "index-factory string held in memory: Flat, IVF1024,Flat, IVF1024,PQ32 (default: flat)")
+    search.add_argument("--memory-mb", type=positive_float, metavar="MB",
+                        help="exact searchers (flat, numpy, torch): working memory of a search, which sets the "
+                        "database block (default: 256)")
     search.add_argument("--nprobe", type=positive_int, help="IVF indexes: inverted lists scanned per query")
     search.add_argument("--device", help="torch / faiss searchers: auto (default), cpu, cuda or cuda:N")
     search.add_argument("--query-ids", metavar="FILE", help="search only these query images (one id per line, "
@@ -74,7 +88,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument("--k", type=positive_int, default=100)
     bench.add_argument("--dim", type=positive_int, default=512)
     bench.add_argument("--variants", type=lambda text: text.split(","), default=None,
-                       help="comma-separated subset of flat,numpy,torch,ivf-flat,ivf-pq (default all)")
+                       help="comma-separated subset of flat,faiss-flat,numpy,torch,ivf-flat,ivf-pq (default all)")
     bench.add_argument("--nprobe", type=positive_int, default=16, help="IVF variants")
     bench.add_argument("--device", help="torch / faiss variants: auto (default), cpu, cuda")
     bench.add_argument("--seed", type=int, default=0)
@@ -82,3 +96,24 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
                        help="add exact-search rows extrapolated linearly to this database size, marked projected")
     bench.add_argument("--out", default="bench/search.json", help="JSON output")
     bench.set_defaults(run=_cmd_bench_search)
+
+    from lmkcomp.bench.scale import GLDV2_INDEX, GLDV2_TEST, GLDV2_TRAIN
+
+    scale = benches.add_parser("scale", help="GLDv2-size rehearsal: writes clustered float16 stores of GLDv2's sizes, "
+                               "then times train-vs-train and test-vs-index kNN on query samples and projects the "
+                               "full searches", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    scale.add_argument("--workdir", default="runs/bench-scale", help="where the stores are written (reused)")
+    scale.add_argument("--train", type=positive_int, default=GLDV2_TRAIN, help="train store rows")
+    scale.add_argument("--index", type=positive_int, default=GLDV2_INDEX, help="index store rows")
+    scale.add_argument("--test", type=positive_int, default=GLDV2_TEST, help="test store rows")
+    scale.add_argument("--dim", type=positive_int, default=512)
+    scale.add_argument("--sample", type=positive_int, default=20_000, help="queries searched per search (seeded)")
+    scale.add_argument("--k", type=positive_int, default=100)
+    scale.add_argument("--index-spec", default="flat", help="searcher spec, as lmkcomp search --index")
+    scale.add_argument("--memory-mb", type=positive_float, help="exact searchers' memory budget (default: theirs)")
+    scale.add_argument("--clusters", type=positive_int, default=65_536, help="landmark centres of the data")
+    scale.add_argument("--noise", type=positive_float, default=0.05, help="per-dimension deviation around a centre")
+    scale.add_argument("--seed", type=int, default=0)
+    scale.add_argument("--out", default="bench/scale.json", help="JSON output")
+    scale.add_argument("--quiet", action="store_true")
+    scale.set_defaults(run=_cmd_bench_scale)

@@ -7,9 +7,10 @@ so results are deterministic and equal to a full sort of the whole similarity ma
 (score descending, index ascending).
 
 `ExactSearcher` streams: a database attached as a row reader (an embedding store's float16
-shards) is read block by block at each search, converted to float32 one block at a time, and
-never held whole; a block's size follows from a memory budget (`database_block_rows`). Each
-pass over the database serves `query_block` queries, so the reading is amortised over them.
+shards) too large for half its memory budget is read block by block at each search, converted to
+float32 one block at a time, and never held whole; a block's size follows from the other half of
+the budget (`database_block_rows`). Each pass over the database serves `query_block` queries, so
+the reading is amortised over them. A database that fits is read once and kept.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from lmkcomp.search.base import check_vectors
 
 DEFAULT_QUERY_BLOCK = 4096
 DEFAULT_DATABASE_BLOCK = 16384
-#: working memory of one search, in MiB, that sets the database block (`database_block_rows`)
-DEFAULT_MEMORY_MB = 256
+#: memory of an exact searcher, in MiB: half for a database small enough to keep (as float32),
+#: half for the working memory of a search, which sets the database block (`database_block_rows`)
+DEFAULT_MEMORY_MB = 512
 #: bytes per similarity of a block at work: the float32 score, the comparison mask of
 #: `block_top_k` and slack for its group maxima and candidates
 BYTES_PER_SIMILARITY = 6
@@ -138,9 +140,10 @@ class ExactSearcher:
     """Exact search over database parts kept where they are, by a block kernel (`top_k`).
 
     `add` keeps a float32 copy of arrays in memory (small databases, tests); `attach` registers
-    a row reader that is read block by block at every search and never held whole (embedding
-    stores: GLDv2's 4.1 M x 512 train set is 4.2 GB as float16 and 8.4 GB as float32). Peak
-    working memory is about `memory_mb` whatever the database size; `database_block` fixes the
+    a row reader, read at once and kept while the database's float32 rows fit half of
+    `memory_mb`, else read block by block at every search and never held whole (embedding
+    stores: GLDv2's 4.1 M x 512 train set is 4.2 GB as float16 and 8.4 GB as float32). The other
+    half bounds a search's working memory whatever the database size; `database_block` fixes the
     block instead. Results equal `exact_search`'s (ties by the lower index).
     """
 
@@ -170,7 +173,7 @@ class ExactSearcher:
         given, else what the memory budget allows for one pass of that many queries."""
         if self._database_block is not None:
             return self._database_block
-        return database_block_rows(min(queries, self.query_block), self.dim, self.memory_mb)
+        return database_block_rows(min(queries, self.query_block), self.dim, self.memory_mb / 2)
 
     def settings(self) -> dict:
         # blocks and budgets change neither the result nor its ties
@@ -179,18 +182,29 @@ class ExactSearcher:
     def add(self, vectors: np.ndarray) -> None:
         """Append `vectors` (n, dim) as database rows `count, count + 1, ...`, copied as float32."""
         vectors = check_vectors(vectors, self.dim)
-        self._parts.append([self._prepare(vectors[start:start + self.database_block])
+        self._parts.append([self._prepare(np.array(vectors[start:start + self.database_block], dtype=np.float32))
                             for start in range(0, len(vectors), self.database_block)])
         self.count += len(vectors)
 
     def attach(self, read_rows: RowReader, count: int) -> None:
-        """Append rows `0 .. count - 1` of `read_rows` as database rows `count, ...`, read at search time."""
-        self._parts.append((read_rows, positive_int("database rows", count)))
+        """Append rows `0 .. count - 1` of `read_rows` as database rows `count, ...`: read now and
+        kept if the whole database then fits half the memory budget as float32, else read at
+        each search."""
+        count = positive_int("database rows", count)
+        if (self.count + count) * self.dim * 4 <= self.memory_mb * 2**20 / 2:
+            self._parts.append(list(self._read_blocks(read_rows, count, self.database_block)))
+        else:
+            self._parts.append((read_rows, count))
         self.count += count
 
+    def _read_blocks(self, read_rows: RowReader, rows: int, block_rows: int) -> Iterator[np.ndarray]:
+        for start in range(0, rows, block_rows):
+            block = check_vectors(read_rows(np.arange(start, min(start + block_rows, rows))), self.dim)
+            yield self._prepare(np.asarray(block, dtype=np.float32))
+
     def _prepare(self, block: np.ndarray) -> np.ndarray:
-        """A database block as the kernel takes it."""
-        return np.array(block, dtype=np.float32)
+        """A float32 database block as the kernel takes it."""
+        return block
 
     def blocks(self, block_rows: int | None = None) -> Iterator[np.ndarray]:
         """The database in row order: added arrays as stored, attached readers read `block_rows`
@@ -199,11 +213,8 @@ class ExactSearcher:
         for part in self._parts:
             if isinstance(part, list):
                 yield from part
-                continue
-            read_rows, rows = part
-            for start in range(0, rows, block_rows):
-                block = check_vectors(read_rows(np.arange(start, min(start + block_rows, rows))), self.dim)
-                yield self._prepare(block)
+            else:
+                yield from self._read_blocks(*part, block_rows)
 
     def top_k(self, queries: np.ndarray, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The kernel: `k` best rows of one database block per query."""

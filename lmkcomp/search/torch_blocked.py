@@ -51,8 +51,9 @@ def block_top_k(similarity: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.T
 class TorchSearcher(ExactSearcher):
     """Exact blocked search with torch matrix products on `device` ("auto": the GPU if any).
 
-    Arrays added are kept on the device; an attached reader's blocks are copied there one at a
-    time at each search (`ExactSearcher`), so a GPU holds one database block, not the database.
+    Arrays added, and databases that fit the budget, are kept on the device; a larger attached
+    reader's blocks are copied there one at a time at each search (`ExactSearcher`), so a GPU
+    holds one database block, not the database.
     """
 
     def __init__(self, dim: int, device: str = "auto", query_block: int = DEFAULT_QUERY_BLOCK,
@@ -65,7 +66,7 @@ class TorchSearcher(ExactSearcher):
         return {"backend": "torch"}
 
     def _prepare(self, block: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).to(self.device, copy=True)
+        return torch.from_numpy(np.ascontiguousarray(block)).to(self.device)
 
     @torch.no_grad()
     def top_k(self, queries: np.ndarray, block: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
