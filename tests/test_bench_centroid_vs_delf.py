@@ -127,6 +127,7 @@ def test_bench_runs_on_tiny_and_writes_table_json_and_plot(tiny_with_descriptor,
     for row in rows:
         assert 0 <= row["specificity"] <= 1 and 0 <= row["gap"] <= 1 and row["memory_bytes"] > 0
         assert row["total_ms"] == pytest.approx(row["knn_ms"] + row["ransac_ms"])
+        assert row["end_to_end_ms"] == pytest.approx(row["features_ms"] + row["total_ms"])
         assert (row["ransac_ms"] > 0) == (row["method"] == "DELF")
         assert row["method"] == "centroids" or row["verify"] == "fast"
     # the offline set keeps every non-landmark query of the test set and few landmark ones
@@ -139,6 +140,10 @@ def test_bench_runs_on_tiny_and_writes_table_json_and_plot(tiny_with_descriptor,
     assert result["features_ms"]["centroids"] > 0 and result["features_ms"]["descriptor 7 scales"] > 0
     assert result["features_ms"]["DELF"] > 0
     assert {(r["method"], r["passes"]) for r in rows} == {("centroids", 1), ("DELF", 0)}
+    real = {r["setting"]: r for r in rows if r["set"] == "test"}
+    assert result["this_dataset"]["end_to_end_time_ratio"] == pytest.approx(
+        real["3 candidates"]["end_to_end_ms"] / real["several per class"]["end_to_end_ms"])
+    assert "end to end with features" in printed
     assert [r["images"] for r in result["sweep"]["centroids"]] == [40, 80]
     assert [r["features"] for r in result["sweep"]["delf"]] == [400, 800]
     # the flat DELF index holds 40-d float32 vectors and an int32 image per feature
