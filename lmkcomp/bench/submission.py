@@ -8,7 +8,8 @@ test images); `sample_submission.csv` listing the test ids; `retrieval_solution_
 every test id is a scored query (a third Public, the rest Private) whose 5 relevant index ids
 are its own predictions at ranks r, r + 20, ..., r + 80 (r uniform in 0..19), so the scores are
 not 0. Every query scored is the worst case for the scorer, which keeps the predictions of scored
-queries only (GLDv2 scores about 1 % of its test images); `score --split public` keeps a third.
+queries only (most GLDv2 test images are distractors, Ignored by its retrieval solution);
+`score --split public` keeps a third.
 
 Each command runs `repeats` times, each in a fresh process (`python -m lmkcomp.bench.submission
 ARGV_JSON`, which calls `lmkcomp.cli.main`): `wall_s` is the fastest run's wall time as the parent
