@@ -36,7 +36,9 @@ from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig
 
 #: Inliers that make a pair verified, by local-feature method. DELF's is seed 001's. SIFT's was
-#: measured with the `fast` preset on the synthetic small dataset (256 px images, at most 1000
+#: measured with the `fast` preset when it fitted with pydegensac (it now uses MAGSAC, whose
+#: chance pairs score 0.4 more inliers on average, the same maximum on `lmkcomp bench verify`)
+#: on the synthetic small dataset (256 px images, at most 1000
 #: SIFT features, thumbnail kNN, 52 K pairs): pairs showing the same landmark had a median of
 #: 31 inliers, other pairs a 99th percentile of 6 and a maximum of 10 (a homography fits its
 #: own 4-point sample, so chance pairs score 4 or 5). With min_verified 2, threshold 8 removed
