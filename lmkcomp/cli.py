@@ -423,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=_cmd_bench_models)
 
     bench_verify = benches.add_parser("verify", help="pairs/s per core and same-vs-different ROC AUC of the "
-                                      "fast and official-delf verification presets")
+                                      "fast and official-delf verification presets, an official-style "
+                                      "reference and fast's other homography backends")
     bench_verify.add_argument("--data", required=True, help="dataset root (train and index images with labels)")
     bench_verify.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     bench_verify.add_argument("--pairs", type=positive_int, default=300, help="same-landmark pairs, and as many different")
