@@ -423,8 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=_cmd_bench_models)
 
     bench_verify = benches.add_parser("verify", help="pairs/s per core and same-vs-different ROC AUC of the "
-                                      "fast and official-delf verification presets, an official-style "
-                                      "reference and fast's other homography backends")
+                                      "fast, fast-magsac and official-delf verification presets, an "
+                                      "official-style reference and fast with poselib")
     bench_verify.add_argument("--data", required=True, help="dataset root (train and index images with labels)")
     bench_verify.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     bench_verify.add_argument("--pairs", type=positive_int, default=300, help="same-landmark pairs, and as many different")
@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--inlier-threshold", type=positive_int,
                        help="verify: inliers that make a neighbour verified (default by feature: delf-tf 30, sift 8)")
     clean.add_argument("--min-verified", type=int, default=2, help="verify: keep images with more verified neighbours than this")
-    clean.add_argument("--preset", default="fast", help="verify: verification preset, fast or official-delf")
+    clean.add_argument("--preset", default="fast", help="verify: verification preset, fast, fast-magsac or official-delf")
     clean.add_argument("--pair-table", metavar="DIR", help="verify: resumable pair table folder (default OUT/pairs)")
     clean.add_argument("--workers", type=positive_int, default=1, help="verify: verification processes")
     clean.add_argument("--quiet", action="store_true", help="verify: no progress bars")
@@ -508,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--features", required=True, help="local feature store of the query images")
     verify.add_argument("--candidate-features", help="local feature store of the candidates (default: --features)")
     verify.add_argument("--out", required=True, help="pair table folder (resumable)")
-    verify.add_argument("--preset", default="fast", help="verification preset: fast or official-delf")
+    verify.add_argument("--preset", default="fast", help="verification preset: fast, fast-magsac or official-delf")
     verify.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field, e.g. residual=4")
     verify.add_argument("--workers", type=positive_int, default=1, help="verification processes")
     verify.add_argument("--chunk-size", type=positive_int, default=2000, help="pairs per chunk file")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -161,6 +163,31 @@ def test_seeded_verifiers_are_reproducible(features, name):
         np.random.seed(99)  # nor numpy's legacy global one
         assert_same_result(first, verify_pair(a, b, config))
         assert_same_result(first, verify_pair(a, b, config, create_verifier(config)))
+
+
+def test_fast_is_pydegensac_and_fast_magsac_differs_only_in_its_verifier():
+    # `fast` stays on pydegensac (the SIFT thresholds and demo figures were measured with it);
+    # MAGSAC, faster but with other inlier counts, is its own preset.
+    fast, magsac = VERIFY_PRESETS["fast"], VERIFY_PRESETS["fast-magsac"]
+    assert (fast.model, fast.confidence) == ("homography", 0.999)
+    assert isinstance(create_verifier(fast), verify.HomographyVerifier)
+    assert (magsac.model, magsac.confidence) == ("magsac", 0.9999)
+    assert magsac == dataclasses.replace(fast, model="magsac", confidence=0.9999)
+    assert verify_config("fast-magsac", seed=4) == dataclasses.replace(magsac, seed=4)
+
+
+@pytest.mark.parametrize("preset", ["fast", "fast-magsac"])
+def test_fast_presets_are_reproducible_for_a_fixed_seed(features, preset):
+    config = VERIFY_PRESETS[preset]
+    for other in ("warped", "other"):
+        first = verify_pair(features["photo"], features[other], config)
+        cv2.setRNGSeed(12345)  # the process-global OpenCV generator must not matter
+        np.random.seed(99)  # nor numpy's legacy global one
+        assert_same_result(first, verify_pair(features["photo"], features[other], config))
+        assert_same_result(first, verify_pair(features["photo"], features[other], config, create_verifier(config)))
+    related = verify_pair(features["photo"], features["warped"], config)
+    probe = np.array([[40.0, 40.0], [280.0, 50.0], [60.0, 200.0], [250.0, 210.0], [160.0, 120.0]])
+    assert related.inliers >= 50 and np.abs(apply(related.model, probe) - apply(TRUE_H, probe)).max() < 2.0
 
 
 def test_official_delf_preset_is_reproducible(features):

@@ -104,8 +104,8 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     parser.add_argument("--inlier-threshold", type=positive_int,
                         help="inliers the best candidate needs for a prediction "
                              "(default by feature and preset, where measured: sift with fast 20)")
-    parser.add_argument("--preset", help="verification preset, fast or official-delf (default: fast for sift and "
-                                         "rootsift, official-delf otherwise)")
+    parser.add_argument("--preset", help="verification preset, fast, fast-magsac or official-delf (default: fast "
+                                         "for sift and rootsift, official-delf otherwise)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a verification preset field, e.g. residual=4")
     parser.add_argument("--seed", type=int, default=0, help="seed of the index training sample and of RANSAC")
