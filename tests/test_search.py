@@ -143,11 +143,11 @@ def test_block_top_k_prefilter_equals_a_full_sort():
 
 
 def test_memory_budget_sets_the_database_block():
-    # 256 MiB / (4096 queries x 6 bytes + 512 dims x 4 bytes) per database row
-    assert database_block_rows(4096, 512, 256) == 268435456 // 26624 == 10082
+    # 256 MiB / (4096 queries x 6 bytes + 2 blocks x 512 dims x 4 bytes) per database row
+    assert database_block_rows(4096, 512, 256) == 268435456 // 28672 == 9362
     searcher = create_searcher("numpy", 512, memory_mb=64, query_block=1024)
     # half the budget is the working memory of a search, half for a database small enough to keep
-    assert searcher.database_block == 32 * 2**20 // (1024 * 6 + 2048)
+    assert searcher.database_block == 32 * 2**20 // (1024 * 6 + 2 * 2048)
     assert create_searcher("flat", 8, database_block=5).database_block == 5
     with pytest.raises(UserInputError, match="memory_mb must be positive"):
         create_searcher("numpy", 8, memory_mb=0)

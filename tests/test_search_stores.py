@@ -99,9 +99,9 @@ def test_a_store_larger_than_the_block_budget_is_read_one_block_at_a_time(tmp_pa
 
     monkeypatch.setattr(EmbeddingStore, "read", counting_read)
     monkeypatch.setattr(ExactSearcher, "top_k", counting_top_k)
-    # 40 rows of working memory (half the budget) for the 20 queries of one search: 16 dims x 4
-    # bytes + 20 x 6 bytes a row; the 300 x 16 float32 database does not fit the other half
-    budget_mb = 2 * 40 * 184 / 2**20
+    # 40 rows of working memory (half the budget) for the 20 queries of one search: 2 blocks x 16
+    # dims x 4 bytes + 20 x 6 bytes a row; the 300 x 16 float32 database does not fit the other half
+    budget_mb = 2 * 40 * 248 / 2**20
     table = search_stores(query_store, database_store, tmp_path / "knn", k=10, spec="numpy", memory_mb=budget_mb,
                           progress=False)
     np.testing.assert_array_equal(table.indices(), exact_search(queries.astype(np.float32),

@@ -43,7 +43,7 @@ def _cmd_bench_search(args: argparse.Namespace) -> int:
     from lmkcomp.bench.search import VARIANTS, run_search_benchmark
 
     print(run_search_benchmark(args.sizes, args.queries, args.k, args.dim, args.variants or tuple(VARIANTS),
-                               args.nprobe, args.device, args.seed, args.project_to, args.out))
+                               args.nprobe, args.device, args.seed, args.project_to, args.out, args.repeats))
     print(f"wrote {args.out}")
     return 0
 
@@ -94,6 +94,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--project-to", type=positive_int, metavar="SIZE",
                        help="add exact-search rows extrapolated linearly to this database size, marked projected")
+    bench.add_argument("--repeats", type=positive_int, default=3, help="search calls per variant; the fastest counts")
     bench.add_argument("--out", default="bench/search.json", help="JSON output")
     bench.set_defaults(run=_cmd_bench_search)
 

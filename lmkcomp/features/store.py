@@ -281,10 +281,12 @@ class EmbeddingStore:
 
 def read_positions(store: EmbeddingStore, positions: np.ndarray) -> np.ndarray:
     """Rows `positions` (sorted, unique) of `store` as float32, read run by run of consecutive rows."""
-    out = np.empty((len(positions), store.dim), dtype=np.float32)
     if not len(positions):
-        return out
+        return np.empty((0, store.dim), dtype=np.float32)
     breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+    if not len(breaks):  # one run of consecutive rows (a database block): no second copy
+        return store.read(int(positions[0]), int(positions[-1]) + 1)
+    out = np.empty((len(positions), store.dim), dtype=np.float32)
     for start, stop in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(positions)]])):
         out[start:stop] = store.read(int(positions[start]), int(positions[stop - 1]) + 1)
     return out

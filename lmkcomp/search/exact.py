@@ -15,6 +15,7 @@ the reading is amortised over them. A database that fits is read once and kept.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -129,11 +130,13 @@ def exact_search(queries: np.ndarray, database: np.ndarray, k: int, query_block:
     return search_chunks(queries, chunks, min(positive_int("k", k), database.shape[0]), query_block)
 
 
-def database_block_rows(query_block: int, dim: int, memory_mb: float) -> int:
+def database_block_rows(query_block: int, dim: int, memory_mb: float,
+                        bytes_per_similarity: float = BYTES_PER_SIMILARITY) -> int:
     """Database rows per block so that a block's similarities to `query_block` queries, their
-    working memory (`BYTES_PER_SIMILARITY` each) and the float32 block itself fit `memory_mb`."""
-    per_row = query_block * BYTES_PER_SIMILARITY + dim * 4
-    return max(1, int(memory_mb * 2**20) // per_row)
+    working memory (`bytes_per_similarity` each) and two float32 blocks (the one searched and
+    the next, read meanwhile) fit `memory_mb`."""
+    per_row = query_block * bytes_per_similarity + 2 * dim * 4
+    return max(1, int(memory_mb * 2**20 // per_row))
 
 
 class ExactSearcher:
@@ -173,7 +176,13 @@ class ExactSearcher:
         given, else what the memory budget allows for one pass of that many queries."""
         if self._database_block is not None:
             return self._database_block
-        return database_block_rows(min(queries, self.query_block), self.dim, self.memory_mb / 2)
+        rows, bytes_per_similarity = self.similarity_memory(min(queries, self.query_block))
+        return database_block_rows(rows, self.dim, self.memory_mb / 2, bytes_per_similarity)
+
+    def similarity_memory(self, queries: int) -> tuple[int, float]:
+        """(rows, bytes per similarity) of the similarity matrix the kernel holds for `queries`
+        queries and one database row."""
+        return queries, BYTES_PER_SIMILARITY
 
     def settings(self) -> dict:
         # blocks and budgets change neither the result nor its ties
@@ -198,9 +207,20 @@ class ExactSearcher:
         self.count += count
 
     def _read_blocks(self, read_rows: RowReader, rows: int, block_rows: int) -> Iterator[np.ndarray]:
-        for start in range(0, rows, block_rows):
+        """Blocks of `read_rows` in order; each next block is read (and converted from float16) by
+        a thread while the current one is searched, which hides most of the reading."""
+
+        def read(start: int) -> np.ndarray:
             block = check_vectors(read_rows(np.arange(start, min(start + block_rows, rows))), self.dim)
-            yield self._prepare(np.asarray(block, dtype=np.float32))
+            return self._prepare(np.asarray(block, dtype=np.float32))
+
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            upcoming = reader.submit(read, 0)
+            for start in range(0, rows, block_rows):
+                block = upcoming.result()
+                if start + block_rows < rows:
+                    upcoming = reader.submit(read, start + block_rows)
+                yield block
 
     def _prepare(self, block: np.ndarray) -> np.ndarray:
         """A float32 database block as the kernel takes it."""

@@ -22,13 +22,20 @@ import numpy as np
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import positive_int
 from lmkcomp.search.base import check_vectors
-from lmkcomp.search.exact import DEFAULT_DATABASE_BLOCK, ExactSearcher, gemm_top_k, search_chunks
+from lmkcomp.search.exact import (
+    BYTES_PER_SIMILARITY,
+    DEFAULT_DATABASE_BLOCK,
+    ExactSearcher,
+    gemm_top_k,
+    search_chunks,
+)
 
 GPU_MAX_K = 2048
 #: query rows per block from which faiss's brute-force kernel (`faiss.knn`: BLAS, then a heap)
-#: beats the kit's GEMM + `block_top_k`; below it faiss leaves its fast path (`lmkcomp bench
-#: search --queries 200` vs `--queries 4096`)
-FAISS_MIN_QUERIES = 1024
+#: beats the kit's GEMM + `block_top_k`: measured on 2 cores (faiss 1.15, 512-d, k 100, 40 K
+#: rows), faiss ran 480-620 queries/s from 8 to 240 queries against the GEMM kernel's
+#: 1,300-2,300, and 1,600-3,900 from 256 on against 1,000-2,300
+FAISS_MIN_QUERIES = 256
 # Training sample of an IVF index: rows per coarse centroid (faiss warns below 39) and a floor
 # that also covers the 256 centroids of each PQ sub-quantizer.
 TRAIN_ROWS_PER_LIST = 64
@@ -173,6 +180,12 @@ class FlatSearcher(ExactSearcher):
     def top_k(self, queries: np.ndarray, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         kernel = faiss_top_k if len(queries) >= FAISS_MIN_QUERIES else gemm_top_k
         return kernel(queries, block, k)
+
+    def similarity_memory(self, queries: int) -> tuple[int, float]:
+        # faiss's kernel holds no similarity matrix of its own size (it works in fixed tiles);
+        # a query block smaller than FAISS_MIN_QUERIES (the last of a search) goes to the GEMM
+        # kernel, so the blocks leave room for its similarities
+        return min(queries, FAISS_MIN_QUERIES - 1), BYTES_PER_SIMILARITY
 
 
 def _rank(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
