@@ -68,8 +68,8 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
                         "store; faiss's kernel for large query blocks), numpy, torch, torch:cuda, or a faiss "
                         "index-factory string held in memory: Flat, IVF1024,Flat, IVF1024,PQ32 (default: flat)")
     search.add_argument("--memory-mb", type=positive_float, metavar="MB",
-                        help="exact searchers (flat, numpy, torch): working memory of a search, which sets the "
-                        "database block (default: 256)")
+                        help="exact searchers (flat, numpy, torch): memory in MiB; a database that fits half of it "
+                        "is kept, a larger one streamed in blocks sized by the other half (default: 512)")
     search.add_argument("--nprobe", type=positive_int, help="IVF indexes: inverted lists scanned per query")
     search.add_argument("--device", help="torch / faiss searchers: auto (default), cpu, cuda or cuda:N")
     search.add_argument("--query-ids", metavar="FILE", help="search only these query images (one id per line, "

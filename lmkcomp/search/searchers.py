@@ -96,7 +96,7 @@ def create_searcher(spec: str, dim: int, **options: Any) -> Searcher:
     """The searcher that `spec` names (see the module docstring), for `dim`-dimensional vectors.
 
     `options` go to the backend, e.g. `nprobe=16` (faiss IVF), `device="cuda"` (torch, faiss),
-    `memory_mb=256` or `database_block=16384` (flat, numpy, torch); an option the backend does
+    `memory_mb=512` or `database_block=16384` (flat, numpy, torch); an option the backend does
     not take is an error.
     """
     if not spec:
