@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +233,20 @@ def test_cli_fit_pca_then_extract_local(tiny_root, cli_run, tmp_path):
         assert 0 < len(features) <= 50 and features.descriptors.shape[1] == 8
         x, y = np.asarray(features.locations, np.float64).T
         assert (x >= -0.5).all() and (x <= width - 0.5).all() and (y >= -0.5).all() and (y <= height - 0.5).all()
+
+    # Two worker processes give the same store. Run as a child process with a time limit: pool
+    # processes forked after this process had started torch's threads deadlocked (the old code
+    # hung here for good).
+    parallel_dir = tmp_path / "local-2"
+    subprocess.run([sys.executable, "-m", "lmkcomp", "extract-local", "--method", "delf-torch", "--data",
+                    str(tiny_root), "--split", "test", "--out", str(parallel_dir), "--max-features", "50",
+                    "--set", f"checkpoint={cli_run / 'delf.pt'}", "--set", f"pca={pca_path}",
+                    "--set", "scales=[0.5, 1.0]", "--workers", "2", "--quiet"], check=True, timeout=300)
+    parallel = LocalFeatureStore(parallel_dir)
+    for image_id in store.ids:
+        a, b = store.get(image_id), parallel.get(image_id)
+        np.testing.assert_array_equal(a.locations, b.locations)
+        np.testing.assert_allclose(a.descriptors.astype(np.float32), b.descriptors.astype(np.float32), atol=2e-3)
 
 
 def test_user_errors_exit_2_with_a_clear_message(tiny_root, cli_run, tmp_path, capsys):

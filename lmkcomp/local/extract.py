@@ -8,13 +8,16 @@ computes only the shards still missing.
 
 from __future__ import annotations
 
-import functools
 import logging
+import multiprocessing
+import sys
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+import cv2
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from lmkcomp.data.images import load_image_rgb
@@ -49,12 +52,40 @@ def _extract_file(extractor: LocalExtractor, path: str) -> tuple[LocalFeatures |
                          features.scales, features.scores), None
 
 
+# The extractor of a pool process, set once by `_start_worker`: each chunk then carries only
+# image paths, and an extractor that loads a model on first use (delf-torch) loads it once per
+# process rather than once per chunk. Set only in pool processes, never in the caller's.
+_worker_extractor: LocalExtractor | None = None
+
+
+def _start_worker(extractor: LocalExtractor) -> None:
+    global _worker_extractor
+    # The processes are the parallelism: one thread each for OpenCV, BLAS/OpenMP and torch
+    # avoids oversubscribing the cores.
+    cv2.setNumThreads(1)
+    threadpool_limits(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    _worker_extractor = extractor
+
+
+def _extract_in_worker(path: str) -> tuple[LocalFeatures | None, str | None]:
+    return _extract_file(_worker_extractor, path)
+
+
 def _results(pool: Executor | None, extractor: LocalExtractor,
              paths: Sequence[str]) -> Iterator[tuple[LocalFeatures | None, str | None]]:
-    task = functools.partial(_extract_file, extractor)
     if pool is None:
-        return map(task, paths)
-    return pool.map(task, paths, chunksize=_CHUNK)
+        return (_extract_file(extractor, path) for path in paths)
+    return pool.map(_extract_in_worker, paths, chunksize=_CHUNK)
+
+
+def _worker_pool(workers: int, extractor: LocalExtractor) -> ProcessPoolExecutor:
+    # Spawned, not forked: a child forked after the caller has started torch's or OpenCV's
+    # thread pools (delf-torch loads its model in the caller to learn its dimension) can
+    # deadlock on its first parallel call; `extract-local --workers 2` with delf-torch hung.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(extractor,))
 
 
 def extract_local_split(
@@ -84,7 +115,7 @@ def extract_local_split(
     skipped = 0
     total = sum(rows.stop - rows.start for _, rows in pending)
     with (tqdm(total=total, desc=f"local features {split}", unit="img", disable=not progress) as bar,
-          ProcessPoolExecutor(max_workers=workers) if workers > 1 and pending else nullcontext() as pool):
+          _worker_pool(workers, extractor) if workers > 1 and pending else nullcontext() as pool):
         for k, rows in pending:
             paths = [str(data.image_path(split, image_id)) for image_id in ids[rows]]
             records = []
