@@ -247,6 +247,15 @@ def test_the_shipped_centroid_config_follows_the_paper():
     assert config.model.head == "softmax" and config.curriculum is not None and config.curriculum.region_column == "region"
 
 
+def test_the_shipped_pretrained_centroid_config_keeps_the_papers_learning_rate_ratios():
+    config = load_config(resolve_config_path("cpu-centroid-v1"), TrainConfig)
+    assert config.model.pretrained and config.model.pooling == "gem" and config.loss.name == "center"
+    stage_one, later = config.optim.part_lr, config.curriculum.later_lr
+    # the pretrained trunk 10x slower than the fresh parts, then trunk and embedding 10x slower than the classifier
+    assert stage_one.embedding == stage_one.classifier == pytest.approx(10 * stage_one.backbone)
+    assert later.backbone == later.embedding and later.classifier == pytest.approx(10 * later.backbone)
+
+
 # --- whole runs ------------------------------------------------------------------------------
 
 
