@@ -35,6 +35,13 @@ SHOWN_CHARS = 80
 #: ``_ . - ( ) space``, at most 40 characters. A first line of other text (a password file, a
 #: key, a binary file) is not shown back in a message.
 _COLUMN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.() -]{0,39}")
+#: the longest field `csv` splits, in characters (its default, 128 Ki, is less than a
+#: train_clean.csv row of a landmark with 10,000 images: 170,000 characters). The submission
+#: reader bounds whole records far below this with `max_record_chars`.
+MAX_FIELD_CHARS = 1 << 26
+
+# The kit reads every CSV here, so setting the csv module's one process-wide limit is safe.
+csv.field_size_limit(MAX_FIELD_CHARS)
 
 
 def shown(value: str, limit: int = SHOWN_CHARS) -> str:
@@ -161,9 +168,9 @@ class CsvReader:
         return self._records()
 
     def require_columns(self, required: Sequence[str], *, exact: bool = False) -> list[int]:
-        """Positions of the `required` columns in the header; a missing one, a name the header
-        holds twice, or, with `exact`, any difference from `required` is an error at the header's line that lists the
-        expected columns and describes what was found (`describe_header`)."""
+        """Positions of the `required` columns in the header. A missing one, a name the header
+        holds twice, or, with `exact`, any difference from `required` is an error at the header's
+        line that lists the expected columns and describes what was found (`describe_header`)."""
         header = self.header
         missing = [name for name in required if name not in header]
         duplicated = sorted({name for name in header if header.count(name) > 1})

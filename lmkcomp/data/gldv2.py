@@ -39,7 +39,7 @@ def image_relpath(split: str, image_id: str) -> Path:
     if split not in SPLITS:
         raise UserInputError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if not is_valid_id(image_id):
-        raise UserInputError(f"invalid image id {image_id!r}: expected 16 hexadecimal characters")
+        raise UserInputError(f"invalid image id {shown(image_id)}: expected 16 hexadecimal characters")
     return Path(split, image_id[0], image_id[1], image_id[2], f"{image_id}.jpg")
 
 
