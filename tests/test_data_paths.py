@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lmkcomp.cli import main
+from lmkcomp.commands.search import read_id_list
 from lmkcomp.errors import UserInputError
 from lmkcomp.train.data import data_file
 
@@ -67,3 +68,14 @@ def test_data_file_keeps_paths_inside_the_root_and_absolute_paths(tmp_path):
     assert data_file(root, "sub/alias.csv", "data.non_landmarks") == root / "sub" / "alias.csv"
     with pytest.raises(UserInputError, match=r"^data\.non_landmarks: \.\. leads outside"):
         data_file(root, "..", "data.non_landmarks")
+
+
+def test_an_id_list_names_the_line_of_a_bad_id_without_showing_it(tmp_path):
+    path = tmp_path / "ids.txt"
+    path.write_text(f"0123456789abcdef\n\n{SECRET}\n")
+    with pytest.raises(UserInputError) as excinfo:
+        read_id_list(str(path))
+    assert str(excinfo.value) == (f"{path}:3: not an image id (an id list holds one id of 16 hexadecimal "
+                                  "characters per line)")
+    path.write_text("\ufeff0123456789abcdef\n\nfedcba9876543210\n")
+    assert read_id_list(str(path)) == ["0123456789abcdef", "fedcba9876543210"]
