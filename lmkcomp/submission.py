@@ -8,14 +8,14 @@ naming the file and line, and memory is bounded by the rows kept, not by the fil
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Container, Iterator, Mapping, Sequence, TextIO
+from typing import Any, Container, Iterator, Mapping, Sequence
 
 from lmkcomp import metrics
+from lmkcomp.csvfile import CsvReader, shown
 from lmkcomp.data.gldv2 import ID_PATTERN, Solution, is_valid_id, write_csv_rows
 from lmkcomp.errors import CsvFormatError, UserInputError
 
@@ -75,84 +75,24 @@ def write_retrieval_submission(path: str | Path, test_ids: Sequence[str], predic
 #: several when a quoted field holds line ends). A retrieval row of 100 ids is 1,717 characters;
 #: 64 Ki leaves a wide margin while bounding what a malformed file can make the reader hold.
 MAX_ROW_CHARS = 65536
-#: Characters of a retrieval row of `MAX_RETRIEVED` ids: id, comma, the ids each followed by a
-#: space or, the last, the line end
-FULL_ROW_CHARS = 16 + 1 + MAX_RETRIEVED * 17
 #: A non-empty retrieval `images` field: 1 to 100 ids separated by whitespace (`str.split`'s)
 _IMAGES_FIELD = re.compile(rf"{ID_PATTERN.pattern}(?:\s+{ID_PATTERN.pattern}){{0,{MAX_RETRIEVED - 1}}}")
-
-
-class _BoundedLines:
-    """The lines of a text file for `csv.reader`, each read with a bounded buffer.
-
-    `line` counts the lines handed out (as `csv.reader.line_num` does). A record longer than
-    `max_chars` characters, line ends included, raises `SubmissionError` naming the line where it
-    went over; at most `max_chars + 1` characters of it are ever held. The consumer calls
-    `end_record` after each record that `csv.reader` returns.
-    """
-
-    def __init__(self, handle: TextIO, path: Path, max_chars: int):
-        self.handle = handle
-        self.path = path
-        self.max_chars = max_chars
-        self.line = 0
-        self.record_chars = 0
-
-    def __iter__(self) -> Iterator[str]:
-        return self
-
-    def __next__(self) -> str:
-        room = self.max_chars - self.record_chars
-        try:
-            # readline stops after room + 1 characters: enough to tell an over-long record
-            text = self.handle.readline(room + 1)
-        except UnicodeDecodeError:
-            # the text layer decodes ahead in chunks: the bad byte is on this line or a later one
-            raise SubmissionError(self.path, None, f"not a UTF-8 text file (an undecodable byte on line "
-                                                   f"{self.line + 1} or later)") from None
-        if not text:
-            raise StopIteration
-        self.line += 1
-        self.record_chars += len(text)
-        if self.record_chars > self.max_chars:
-            raise SubmissionError(self.path, self.line, f"row longer than {self.max_chars} characters "
-                                                        f"(a row of {MAX_RETRIEVED} ids has {FULL_ROW_CHARS})")
-        return text
-
-    def end_record(self) -> None:
-        self.record_chars = 0
 
 
 def _rows(path: Path, task: str, max_row_chars: int = MAX_ROW_CHARS) -> Iterator[tuple[int, str, str]]:
     """Yield (line number, id, value) for each data row as it is read, after checking the header.
 
-    Fields are split as `csv.reader` splits them (quotes, quoted line ends) and stripped; blank
-    lines are skipped; the line number of a row is its last line's. Any row longer than
-    `max_row_chars` characters, line ends included, is an error (see `MAX_ROW_CHARS`).
+    Read with `CsvReader` (a byte order mark accepted, blank lines skipped, a row's line is its
+    last line's); fields are stripped. Any row longer than `max_row_chars` characters, line ends
+    included, is an error (see `MAX_ROW_CHARS`).
     """
-    if not path.is_file():
-        raise UserInputError(f"{path}: file not found")
     expected = HEADERS[task]
-    with path.open(newline="", encoding="utf-8") as handle:
-        lines = _BoundedLines(handle, path, max_row_chars)
-        reader = csv.reader(lines)
-        try:
-            header = next(reader, None)
-            if header is None:
-                raise SubmissionError(path, 1, f"empty file: expected the header {','.join(expected)}")
-            if [column.strip() for column in header] != expected:
-                raise SubmissionError(path, 1, f"header is {','.join(header)!r}; expected {','.join(expected)}")
-            lines.end_record()
-            for row in reader:
-                lines.end_record()
-                if not row:
-                    continue
-                if len(row) != 2:
-                    raise SubmissionError(path, lines.line,
-                                          f"expected 2 fields (id and {expected[1]}), found {len(row)}")
-                yield lines.line, row[0].strip(), row[1].strip()
-        except csv.Error as exc:
-            raise SubmissionError(path, lines.line, f"malformed CSV: {exc}") from None
+    with CsvReader(path, max_record_chars=max_row_chars, error=SubmissionError) as reader:
+        reader.require_columns(expected, exact=True)
+        for line, row in reader:
+            if len(row) != 2:
+                raise SubmissionError(path, line, f"expected 2 fields (id and {expected[1]}), found {len(row)}")
+            yield line, row[0].strip(), row[1].strip()
 
 
 def _recognition_problem(value: str) -> str | None:
@@ -162,14 +102,14 @@ def _recognition_problem(value: str) -> str | None:
         return None
     tokens = value.split()
     if len(tokens) != 2:
-        return f"landmarks {value!r}: expected exactly '<landmark_id> <confidence>'"
+        return f"landmarks {shown(value)}: expected exactly '<landmark_id> <confidence>'"
     if not tokens[0].isdigit():
-        return f"landmark id {tokens[0]!r} is not a non-negative integer"
+        return f"landmark id {shown(tokens[0])} is not a non-negative integer"
     try:
         score = float(tokens[1])
     except ValueError:
-        return f"confidence {tokens[1]!r} is not a number"
-    return None if math.isfinite(score) else f"confidence {tokens[1]!r} is not finite"
+        return f"confidence {shown(tokens[1])} is not a number"
+    return None if math.isfinite(score) else f"confidence {shown(tokens[1])} is not finite"
 
 
 def _retrieval_problem(value: str) -> str | None:
@@ -181,7 +121,7 @@ def _retrieval_problem(value: str) -> str | None:
     if len(tokens) > MAX_RETRIEVED:
         return f"{len(tokens)} images; at most {MAX_RETRIEVED} are allowed"
     bad = next(token for token in tokens if not is_valid_id(token))
-    return f"image id {bad!r} is not 16 hexadecimal characters"
+    return f"image id {shown(bad)} is not 16 hexadecimal characters"
 
 
 def _decode_recognition(field: str) -> tuple[int, float] | None:
@@ -257,7 +197,7 @@ def read_submission(
     filled = 0
     for line, image_id, value in _rows(path, task, max_row_chars):
         if not is_valid_id(image_id):
-            raise SubmissionError(path, line, f"id {image_id!r} is not 16 hexadecimal characters")
+            raise SubmissionError(path, line, f"id {shown(image_id)} is not 16 hexadecimal characters")
         if image_id in lines:
             raise SubmissionError(path, line, f"id {image_id} appears again (first on line {lines[image_id]})")
         message = problem(value)

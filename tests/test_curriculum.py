@@ -134,7 +134,7 @@ def test_read_regions_and_its_errors(tmp_path):
     path = tmp_path / "regions.csv"
     path.write_text("landmark_id,zone\n7,North\n3,South\n")
     assert read_regions(path, "zone") == {7: "North", 3: "South"}
-    with pytest.raises(UserInputError, match=r"regions\.csv:1: no region column"):
+    with pytest.raises(UserInputError, match=r"regions\.csv:1: missing column\(s\) region"):
         read_regions(path)
     path.write_text("landmark_id,region\n7,North\n7,South\n")
     with pytest.raises(UserInputError, match=r"regions\.csv:3: duplicate landmark_id 7"):

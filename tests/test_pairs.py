@@ -136,11 +136,11 @@ def test_read_pairs_checks_columns_and_ids(pair_list, tmp_path):
 
     missing = tmp_path / "missing.csv"
     pair_list[["query_id", "note"]].to_csv(missing, index=False)
-    with pytest.raises(UserInputError, match=f"{missing}: missing column\\(s\\) candidate_id"):
+    with pytest.raises(UserInputError, match=f"{missing}:1: missing column\\(s\\) candidate_id"):
         read_pairs(missing)
     invalid = tmp_path / "invalid.csv"
     pair_list.assign(candidate_id=["x" * 16] + pair_list["candidate_id"].tolist()[1:]).to_csv(invalid, index=False)
-    with pytest.raises(UserInputError, match=f"{invalid}: data row 1: invalid candidate_id 'xxxxxxxxxxxxxxxx'"):
+    with pytest.raises(UserInputError, match=f"{invalid}:2: invalid candidate_id 'xxxxxxxxxxxxxxxx'"):
         read_pairs(invalid)
     with pytest.raises(UserInputError, match="not found"):
         read_pairs(tmp_path / "absent.csv")

@@ -35,6 +35,7 @@ from sklearn.metrics import roc_auc_score
 
 from lmkcomp.bench.common import one_core, report
 from lmkcomp.bench.delf_reference import OfficialDelfReference
+from lmkcomp.csvfile import read_table
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import positive_int
@@ -58,7 +59,7 @@ def labelled_images(data: LandmarkData) -> pd.DataFrame:
     """`split, id, landmark_id` of the train and index images that show a known landmark."""
     truth_csv = data.root / "noise_truth.csv"
     if truth_csv.is_file():
-        truth = pd.read_csv(truth_csv, dtype=str, keep_default_na=False)
+        truth = read_table(truth_csv, ["id", "true_landmark_id"]).frame
         truth = truth[truth["true_landmark_id"] != ""]
         train = pd.DataFrame({"id": truth["id"], "landmark_id": truth["true_landmark_id"].astype(np.int64)})
     else:

@@ -18,22 +18,21 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from lmkcomp.data.gldv2 import read_csv_columns
-from lmkcomp.errors import CsvFormatError
+from lmkcomp.csvfile import CsvTable, read_table, shown
 
 #: kilometres per degree of latitude (and of longitude at the equator), on a sphere of radius 6378 km
 KM_PER_DEGREE = 111.32
 
 
-def _coordinates(path: Path, frame: pd.DataFrame, column: str, limit: float) -> np.ndarray:
+def _coordinates(table: CsvTable, column: str, limit: float) -> np.ndarray:
     """A latitude or longitude column as float64, NaN where empty; anything else is an error."""
-    text = frame[column].str.strip()
+    text = table.frame[column].str.strip()
     values = pd.to_numeric(text.where(text != "", "nan"), errors="coerce").to_numpy(np.float64)
     bad = (np.isnan(values) & (text != "").to_numpy()) | (np.abs(values) > limit)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise CsvFormatError(path, row + 2,
-                             f"{column} {frame[column].iloc[row]!r} is not a number in [-{limit}, {limit}]")
+        value = shown(table.frame[column].iloc[row])
+        raise table.error(row, f"{column} {value} is not a number in [-{limit}, {limit}]")
     return values
 
 
@@ -78,25 +77,25 @@ class LandmarkMetadata:
 
 def read_landmark_metadata(path: str | Path) -> LandmarkMetadata:
     """Read `landmark_metadata.csv` (see the module docstring); duplicate landmarks are errors."""
-    path = Path(path)
-    frame = read_csv_columns(path, ["landmark_id", "city", "latitude", "longitude"])
+    table = read_table(path, ["landmark_id", "city", "latitude", "longitude"])
+    frame = table.frame
     ids = frame["landmark_id"].str.strip()
     numeric = ids.str.fullmatch(r"\d+")
     if not numeric.all():
         row = int(np.flatnonzero(~numeric.to_numpy())[0])
-        raise CsvFormatError(path, row + 2, f"landmark_id {ids.iloc[row]!r} is not a non-negative integer")
+        raise table.error(row, f"landmark_id {shown(ids.iloc[row])} is not a non-negative integer")
     landmark_ids = ids.astype(np.int64).to_numpy()
     duplicated = pd.Series(landmark_ids).duplicated().to_numpy()
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
-        raise CsvFormatError(path, row + 2, f"landmark_id {landmark_ids[row]} appears twice")
+        raise table.error(row, f"landmark_id {landmark_ids[row]} appears twice")
     city = frame["city"].str.strip()
     key = (frame["region"].str.strip() + "/" + city) if "region" in frame.columns else city
     names = sorted(set(key[city != ""]))
     code_of = {name: code for code, name in enumerate(names)}
     codes = np.array([code_of.get(k, -1) if c else -1 for k, c in zip(key, city)], dtype=np.int64)
-    latitudes = _coordinates(path, frame, "latitude", 90.0)
-    longitudes = _coordinates(path, frame, "longitude", 180.0)
+    latitudes = _coordinates(table, "latitude", 90.0)
+    longitudes = _coordinates(table, "longitude", 180.0)
     order = np.argsort(landmark_ids)
     return LandmarkMetadata(landmark_ids[order], codes[order], latitudes[order], longitudes[order], tuple(names))
 
@@ -104,14 +103,14 @@ def read_landmark_metadata(path: str | Path) -> LandmarkMetadata:
 def read_image_coordinates(path: str | Path, ids: Sequence[str]) -> np.ndarray:
     """(latitude, longitude) of each of `ids` from `image_metadata.csv`, as an n x 2 float64
     array; NaN for an id the file does not list or lists without coordinates."""
-    path = Path(path)
-    frame = read_csv_columns(path, ["id", "latitude", "longitude"])
-    coordinates = np.stack([_coordinates(path, frame, "latitude", 90.0),
-                            _coordinates(path, frame, "longitude", 180.0)], axis=1)
+    table = read_table(path, ["id", "latitude", "longitude"])
+    frame = table.frame
+    coordinates = np.stack([_coordinates(table, "latitude", 90.0),
+                            _coordinates(table, "longitude", 180.0)], axis=1)
     position = pd.Series(np.arange(len(frame)), index=frame["id"].str.strip())
     if position.index.duplicated().any():
         row = int(np.flatnonzero(position.index.duplicated())[0])
-        raise CsvFormatError(path, row + 2, f"id {position.index[row]} appears twice")
+        raise table.error(row, f"id {position.index[row]} appears twice")
     rows = position.reindex(list(ids)).to_numpy()
     out = np.full((len(ids), 2), np.nan)
     known = ~np.isnan(rows)

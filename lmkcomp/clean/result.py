@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lmkcomp.csvfile import read_table
 from lmkcomp.data import gldv2
 from lmkcomp.fileio import atomic_write
 
@@ -80,7 +81,7 @@ def score_against_truth(result: CleaningResult, noise_truth: str | Path) -> dict
     precision = |removed ∩ noisy| / |removed|; recall = |removed ∩ noisy| / |noisy|, over the
     images the method saw. Only evaluation reads the ground truth, never a method.
     """
-    truth = pd.read_csv(noise_truth, dtype=str, keep_default_na=False).set_index("id")["noise"]
+    truth = read_table(noise_truth, ["id", "noise"]).frame.set_index("id")["noise"]
     noisy = truth.reindex(result.ids).fillna("none").to_numpy() != "none"
     removed = ~result.keep
     hits = int((removed & noisy).sum())

@@ -11,15 +11,27 @@ from lmkcomp.errors import UserInputError
 
 
 def read_id_list(path: str) -> list[str]:
-    """Image ids from `path`: the `id` column of a CSV (e.g. train.csv), else one id per line."""
-    if path.endswith(".csv"):
-        from lmkcomp.data.gldv2 import read_id_column
+    """Image ids from `path`: the `id` column of a CSV (e.g. train.csv), else one id per line
+    (blank lines skipped). A line that is no image id is an error naming its line, without
+    showing it (the file may be anything)."""
+    from lmkcomp.data.gldv2 import is_valid_id, read_id_column
 
+    if path.endswith(".csv"):
         return read_id_column(path)
     try:
-        return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserInputError(f"{path}: unreadable id list: {exc}") from None
+    ids = []
+    for number, line in enumerate(lines, start=1):
+        image_id = line.strip()
+        if not image_id:
+            continue
+        if not is_valid_id(image_id):
+            raise UserInputError(f"{path}:{number}: not an image id (an id list holds one id of 16 hexadecimal "
+                                 "characters per line)")
+        ids.append(image_id)
+    return ids
 
 
 def _cmd_search(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """The Google Landmarks v2 layouts: image ids, image paths and the dataset's CSV files.
 
-Every reader validates what it reads and rejects a bad file with a `CsvFormatError` that names
-the file and the (1-based, header = line 1) line at fault, so a user never trains on a CSV that
-was silently misread.
+Every reader reads with `lmkcomp.csvfile`, validates what it reads and rejects a bad file with
+a `CsvFormatError` that names the file and the exact (1-based) line at fault, so a user never
+trains on a CSV that was silently misread.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from lmkcomp.errors import CsvFormatError, UserInputError
+from lmkcomp.csvfile import CsvTable, read_table, shown
+from lmkcomp.errors import UserInputError
 from lmkcomp.fileio import atomic_write
 
 #: GLDv2 image ids are 16 lower-case hexadecimal characters.
@@ -38,7 +39,7 @@ def image_relpath(split: str, image_id: str) -> Path:
     if split not in SPLITS:
         raise UserInputError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if not is_valid_id(image_id):
-        raise UserInputError(f"invalid image id {image_id!r}: expected 16 hexadecimal characters")
+        raise UserInputError(f"invalid image id {shown(image_id)}: expected 16 hexadecimal characters")
     return Path(split, image_id[0], image_id[1], image_id[2], f"{image_id}.jpg")
 
 
@@ -64,58 +65,30 @@ def scan_split_ids(root: str | Path, split: str) -> list[str]:
 # Reading CSVs
 
 
-def read_csv_columns(path: str | Path, required: Sequence[str]) -> pd.DataFrame:
-    """Read a CSV as strings, check the required columns are present."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: file not found")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    except pd.errors.EmptyDataError:
-        raise CsvFormatError(path, 1, "empty file: expected a header row") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        line = _parser_error_line(str(exc))
-        raise CsvFormatError(path, line, f"malformed CSV: {exc}") from None
-    missing = [name for name in required if name not in frame.columns]
-    if missing:
-        raise CsvFormatError(
-            path, 1, f"missing column(s) {', '.join(missing)}; header has {', '.join(frame.columns)}"
-        )
-    return frame
+def _first(mask: pd.Series | np.ndarray) -> int | None:
+    """Position of the first True of a boolean mask, None when there is none."""
+    positions = np.flatnonzero(np.asarray(mask, dtype=bool))
+    return int(positions[0]) if positions.size else None
 
 
-def _parser_error_line(message: str) -> int | None:
-    match = re.search(r"line (\d+)", message)
-    return int(match.group(1)) if match else None
-
-
-def _line_of(row_position: int) -> int:
-    """CSV line of the row at `row_position` (0-based data row; the header is line 1)."""
-    return row_position + 2
-
-
-def _check_ids(path: Path, ids: pd.Series, unique: bool = True) -> None:
-    bad = ~ids.str.fullmatch(ID_PATTERN.pattern)
-    if bad.any():
-        position = int(np.flatnonzero(bad.to_numpy())[0])
-        raise CsvFormatError(
-            path, _line_of(position), f"invalid image id {ids.iloc[position]!r}: expected 16 hex characters"
-        )
+def _check_ids(table: CsvTable, column: str = "id", unique: bool = True) -> None:
+    """Every value of `column` is an image id, and (with `unique`) none is listed twice."""
+    ids = table.frame[column]
+    position = _first(~ids.str.fullmatch(ID_PATTERN.pattern))
+    if position is not None:
+        raise table.error(position, f"invalid image id {shown(ids.iloc[position])}: expected 16 hex characters")
     if unique:
-        duplicated = ids.duplicated()
-        if duplicated.any():
-            position = int(np.flatnonzero(duplicated.to_numpy())[0])
-            raise CsvFormatError(path, _line_of(position), f"duplicate id {ids.iloc[position]}")
+        position = _first(ids.duplicated())
+        if position is not None:
+            raise table.error(position, f"duplicate id {ids.iloc[position]}")
 
 
-def _parse_landmark_ids(path: Path, values: pd.Series, column: str) -> np.ndarray:
+def _parse_landmark_ids(table: CsvTable, column: str = "landmark_id") -> np.ndarray:
     """Parse a column of single non-negative integer landmark ids."""
-    numeric = values.str.fullmatch(r"\d+")
-    if not numeric.all():
-        position = int(np.flatnonzero(~numeric.to_numpy())[0])
-        raise CsvFormatError(
-            path, _line_of(position), f"{column} {values.iloc[position]!r} is not a non-negative integer"
-        )
+    values = table.frame[column]
+    position = _first(~values.str.fullmatch(r"\d+"))
+    if position is not None:
+        raise table.error(position, f"{column} {shown(values.iloc[position])} is not a non-negative integer")
     return values.astype(np.int64).to_numpy()
 
 
@@ -124,11 +97,10 @@ def read_train_csv(path: str | Path) -> pd.DataFrame:
 
     Returns a frame with columns `id` (str) and `landmark_id` (int64), in file order.
     """
-    path = Path(path)
-    frame = read_csv_columns(path, ["id", "landmark_id"])
-    _check_ids(path, frame["id"])
-    labels = _parse_landmark_ids(path, frame["landmark_id"], "landmark_id")
-    return pd.DataFrame({"id": frame["id"].to_numpy(), "landmark_id": labels})
+    table = read_table(path, ["id", "landmark_id"])
+    _check_ids(table)
+    labels = _parse_landmark_ids(table)
+    return pd.DataFrame({"id": table.frame["id"].to_numpy(), "landmark_id": labels})
 
 
 def read_index_csv(path: str | Path) -> pd.DataFrame:
@@ -141,50 +113,43 @@ def read_train_clean_csv(path: str | Path) -> pd.DataFrame:
 
     An image listed twice (in one landmark or two) is an error, as is a landmark listed twice.
     """
-    path = Path(path)
-    frame = read_csv_columns(path, ["landmark_id", "images"])
-    labels = _parse_landmark_ids(path, frame["landmark_id"], "landmark_id")
-    duplicated = pd.Series(labels).duplicated().to_numpy()
-    if duplicated.any():
-        position = int(np.flatnonzero(duplicated)[0])
-        raise CsvFormatError(path, _line_of(position), f"duplicate landmark_id {labels[position]}")
+    table = read_table(path, ["landmark_id", "images"])
+    labels = _parse_landmark_ids(table)
+    position = _first(pd.Series(labels).duplicated())
+    if position is not None:
+        raise table.error(position, f"duplicate landmark_id {labels[position]}")
     ids: list[str] = []
     owners: list[int] = []
-    lines: list[int] = []
-    for position, (landmark, images) in enumerate(zip(labels, frame["images"])):
+    rows: list[int] = []
+    for position, (landmark, images) in enumerate(zip(labels, table.frame["images"])):
         tokens = images.split()
         if not tokens:
-            raise CsvFormatError(path, _line_of(position), f"landmark {landmark} lists no images")
+            raise table.error(position, f"landmark {landmark} lists no images")
         ids.extend(tokens)
         owners.extend([int(landmark)] * len(tokens))
-        lines.extend([_line_of(position)] * len(tokens))
+        rows.extend([position] * len(tokens))
     id_series = pd.Series(ids, dtype=str)
-    bad = ~id_series.str.fullmatch(ID_PATTERN.pattern)
-    if bad.any():
-        position = int(np.flatnonzero(bad.to_numpy())[0])
-        raise CsvFormatError(path, lines[position], f"invalid image id {ids[position]!r}")
-    duplicated = id_series.duplicated().to_numpy()
-    if duplicated.any():
-        position = int(np.flatnonzero(duplicated)[0])
-        raise CsvFormatError(path, lines[position], f"image {ids[position]} is listed more than once")
+    position = _first(~id_series.str.fullmatch(ID_PATTERN.pattern))
+    if position is not None:
+        raise table.error(rows[position], f"invalid image id {shown(ids[position])}")
+    position = _first(id_series.duplicated())
+    if position is not None:
+        raise table.error(rows[position], f"image {ids[position]} is listed more than once")
     return pd.DataFrame({"id": ids, "landmark_id": np.asarray(owners, dtype=np.int64)})
 
 
 def read_category_csv(path: str | Path) -> pd.DataFrame:
     """`train_label_to_category.csv` (`landmark_id,category`)."""
-    path = Path(path)
-    frame = read_csv_columns(path, ["landmark_id", "category"])
-    labels = _parse_landmark_ids(path, frame["landmark_id"], "landmark_id")
-    return pd.DataFrame({"landmark_id": labels, "category": frame["category"].to_numpy()})
+    table = read_table(path, ["landmark_id", "category"])
+    labels = _parse_landmark_ids(table)
+    return pd.DataFrame({"landmark_id": labels, "category": table.frame["category"].to_numpy()})
 
 
-def _check_usage(path: Path, usage: pd.Series) -> None:
-    bad = ~usage.isin(USAGES)
-    if bad.any():
-        position = int(np.flatnonzero(bad.to_numpy())[0])
-        raise CsvFormatError(
-            path, _line_of(position), f"Usage {usage.iloc[position]!r} is not one of {', '.join(USAGES)}"
-        )
+def _check_usage(table: CsvTable) -> None:
+    usage = table.frame["Usage"]
+    position = _first(~usage.isin(USAGES))
+    if position is not None:
+        raise table.error(position, f"Usage {shown(usage.iloc[position])} is not one of {', '.join(USAGES)}")
 
 
 @dataclass(frozen=True)
@@ -211,15 +176,15 @@ class Solution:
 def read_recognition_solution(path: str | Path) -> Solution:
     """`recognition_solution_v2.1.csv` (`id,landmarks,Usage`; landmarks space-separated ints,
     empty for a non-landmark image)."""
-    path = Path(path)
-    frame = read_csv_columns(path, ["id", "landmarks", "Usage"])
-    _check_ids(path, frame["id"])
-    _check_usage(path, frame["Usage"])
+    table = read_table(path, ["id", "landmarks", "Usage"])
+    _check_ids(table)
+    _check_usage(table)
+    frame = table.frame
     answers: dict[str, list] = {}
     for position, (image_id, landmarks) in enumerate(zip(frame["id"], frame["landmarks"])):
         tokens = landmarks.split()
         if not all(token.isdigit() for token in tokens):
-            raise CsvFormatError(path, _line_of(position), f"landmarks {landmarks!r} are not integers")
+            raise table.error(position, f"landmarks {shown(landmarks)} are not integers")
         answers[image_id] = [int(token) for token in tokens]
     return Solution("recognition", answers, dict(zip(frame["id"], frame["Usage"])))
 
@@ -227,28 +192,27 @@ def read_recognition_solution(path: str | Path) -> Solution:
 def read_retrieval_solution(path: str | Path) -> Solution:
     """`retrieval_solution_v2.1.csv` (`id,images,Usage`; images space-separated index ids,
     `None` for an Ignored query)."""
-    path = Path(path)
-    frame = read_csv_columns(path, ["id", "images", "Usage"])
-    _check_ids(path, frame["id"])
-    _check_usage(path, frame["Usage"])
+    table = read_table(path, ["id", "images", "Usage"])
+    _check_ids(table)
+    _check_usage(table)
+    frame = table.frame
     answers: dict[str, list] = {}
     for position, (image_id, images, usage) in enumerate(zip(frame["id"], frame["images"], frame["Usage"])):
         tokens = [] if images in ("", "None") else images.split()
         bad = [token for token in tokens if not is_valid_id(token)]
         if bad:
-            raise CsvFormatError(path, _line_of(position), f"invalid index image id {bad[0]!r}")
+            raise table.error(position, f"invalid index image id {shown(bad[0])}")
         if usage != "Ignored" and not tokens:
-            raise CsvFormatError(path, _line_of(position), f"{usage} query {image_id} has no relevant images")
+            raise table.error(position, f"{usage} query {image_id} has no relevant images")
         answers[image_id] = tokens
     return Solution("retrieval", answers, dict(zip(frame["id"], frame["Usage"])))
 
 
 def read_id_column(path: str | Path) -> list[str]:
     """The ids of a CSV's `id` column, checked (valid and unique), in file order."""
-    path = Path(path)
-    frame = read_csv_columns(path, ["id"])
-    _check_ids(path, frame["id"])
-    return frame["id"].tolist()
+    table = read_table(path, ["id"])
+    _check_ids(table)
+    return table.frame["id"].tolist()
 
 
 def read_sample_submission(path: str | Path) -> list[str]:

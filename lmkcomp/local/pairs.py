@@ -42,8 +42,9 @@ from numpy.typing import ArrayLike
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from lmkcomp.csvfile import describe_header, read_table, shown
 from lmkcomp.data.gldv2 import ID_PATTERN
-from lmkcomp.errors import UserInputError
+from lmkcomp.errors import CsvFormatError, UserInputError
 from lmkcomp.features.store import StoreRows, positive_int
 from lmkcomp.fileio import atomic_write
 from lmkcomp.local.store import LocalFeatureStore
@@ -71,36 +72,40 @@ def chunk_file(k: int) -> str:
 # Pair lists
 
 
-def check_pairs(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+def check_pairs(frame: pd.DataFrame, source: str, lines: np.ndarray | None = None) -> pd.DataFrame:
     """`query_id, candidate_id` of `frame` as strings, index 0..n-1; other columns dropped.
 
     A missing column or an id that is not 16 lower-case hexadecimal characters is a
-    UserInputError naming `source` (the file, or what the frame is) and the data row (from 1).
+    UserInputError naming `source` (the file, or what the frame is) and the row: its line in
+    the file when `lines` (the line of each row) is given, else its data row (from 1).
     """
     missing = [name for name in PAIR_COLUMNS if name not in frame.columns]
     if missing:
-        raise UserInputError(f"{source}: missing column(s) {', '.join(missing)}; "
-                             f"a pair list needs {', '.join(PAIR_COLUMNS)}, found {', '.join(map(str, frame.columns))}")
+        raise UserInputError(f"{source}: missing column(s) {', '.join(missing)}; a pair list needs "
+                             f"{', '.join(PAIR_COLUMNS)} ({describe_header([str(name) for name in frame.columns])})")
     pairs = frame[list(PAIR_COLUMNS)].astype(str).reset_index(drop=True)
     for column in PAIR_COLUMNS:
         bad = np.flatnonzero(~pairs[column].str.fullmatch(ID_PATTERN.pattern).to_numpy(dtype=bool))
         if bad.size:
-            raise UserInputError(f"{source}: data row {bad[0] + 1}: invalid {column} {pairs[column].iloc[bad[0]]!r}: "
-                                 "expected 16 hexadecimal characters")
+            message = f"invalid {column} {shown(pairs[column].iloc[bad[0]])}: expected 16 hexadecimal characters"
+            if lines is not None:
+                raise CsvFormatError(source, int(lines[bad[0]]), message)
+            raise UserInputError(f"{source}: data row {bad[0] + 1}: {message}")
     return pairs
 
 
 def read_pairs(path: str | Path) -> pd.DataFrame:
-    """The pair list in `path` (`.parquet`, or else CSV with a header row), checked by `check_pairs`."""
+    """The pair list in `path` (`.parquet`, or else CSV with a header row, read with
+    `lmkcomp.csvfile`), checked by `check_pairs`."""
     path = Path(path)
+    if path.suffix != ".parquet":
+        table = read_table(path, PAIR_COLUMNS)
+        return check_pairs(table.frame, str(path), table.lines)
     if not path.is_file():
         raise UserInputError(f"{path}: pair list not found")
     try:
-        if path.suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    # pandas' and pyarrow's parse errors are ValueErrors, unreadable files OSErrors.
+        frame = pd.read_parquet(path)
+    # pyarrow's parse errors are ValueErrors, unreadable files OSErrors.
     except (OSError, ValueError) as exc:
         raise UserInputError(f"{path}: unreadable pair list: {exc}") from None
     return check_pairs(frame, str(path))

@@ -14,7 +14,8 @@ from lmkcomp.models.model import ModelConfig
 class DataConfig:
     root: str
     layout: str = "gldv2"
-    #: "train", "train_clean", or the path of a cleaned CSV in train_clean format
+    #: "train", "train_clean", or the path of a cleaned CSV in train_clean format, taken as given
+    #: (relative to the working directory): `lmkcomp clean` writes it outside the data root
     labels: str = "train"
     min_images_per_class: int = 2
     #: share of the images of classes with >= 3 images held out as validation queries
@@ -22,8 +23,9 @@ class DataConfig:
     #: decode images at most this large (JPEG draft mode makes big photos cheap)
     max_side: int | None = None
     on_error: Literal["raise", "skip"] = "raise"
-    #: CSV with an ``id`` column of non-landmark images in the train folder (relative paths are
-    #: inside ``root``; the synthetic generator writes ``train_nonlandmark.csv``). They train an
+    #: CSV with an ``id`` column of non-landmark images in the train folder (a relative path is
+    #: inside ``root`` and may not lead out of it, by ``..`` or a symbolic link; an absolute path
+    #: is read as given; the synthetic generator writes ``train_nonlandmark.csv``). They train an
     #: extra class after the landmark classes (the centroid method's class n + 1).
     non_landmarks: str | None = None
     #: non-landmark images drawn per landmark image in each epoch (the centroid method: 0.4)
@@ -111,7 +113,8 @@ class CurriculumConfig:
     stage 1's rate; the paper: backbone 1e-4, embedding 1e-4, classifier 1e-2).
     """
 
-    #: CSV with ``landmark_id`` and `region_column` (relative paths are inside ``data.root``)
+    #: CSV with ``landmark_id`` and `region_column` (a relative path is inside ``data.root`` and
+    #: may not lead out of it; an absolute path is read as given)
     regions_csv: str = "landmark_metadata.csv"
     region_column: str = "region"
     #: the parts in training order, each a list of regions; empty: one part per region,

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from torch import nn
 
-from lmkcomp.errors import CsvFormatError, UserInputError
+from lmkcomp.csvfile import read_table, shown
+from lmkcomp.errors import UserInputError
 from lmkcomp.models.model import LandmarkModel
 
 __all__ = ["Stage", "carry_over", "curriculum_stages", "read_regions", "stage_seed"]
@@ -41,24 +41,15 @@ def read_regions(path: str | Path, column: str = "region") -> dict[int, str]:
     ids must be non-negative integers, listed once, with a non-empty region; an error names the
     file and the line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: region CSV not found")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise CsvFormatError(path, 1, "empty file, expected a header row") from None
-    for required in ("landmark_id", column):
-        if required not in frame.columns:
-            raise CsvFormatError(path, 1, f"no {required} column (columns: {', '.join(frame.columns)})")
+    table = read_table(path, ["landmark_id", column])
     regions: dict[int, str] = {}
-    for line, (landmark, region) in enumerate(zip(frame["landmark_id"], frame[column]), start=2):
+    for position, (landmark, region) in enumerate(zip(table.frame["landmark_id"], table.frame[column])):
         if not landmark.isdigit():
-            raise CsvFormatError(path, line, f"landmark_id {landmark!r} is not a non-negative integer")
+            raise table.error(position, f"landmark_id {shown(landmark)} is not a non-negative integer")
         if not region.strip():
-            raise CsvFormatError(path, line, f"landmark {landmark} has an empty {column}")
+            raise table.error(position, f"landmark {landmark} has an empty {column}")
         if int(landmark) in regions:
-            raise CsvFormatError(path, line, f"duplicate landmark_id {landmark}")
+            raise table.error(position, f"duplicate landmark_id {landmark}")
         regions[int(landmark)] = region.strip()
     return regions
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from lmkcomp.csvfile import read_table
 from lmkcomp.data import gldv2
 from lmkcomp.data.dataset import LandmarkImageDataset
 from lmkcomp.data.images import read_image_size
@@ -84,10 +85,22 @@ def restrict_split(split: TrainingSplit, landmark_ids: Collection[int]) -> tuple
     return restricted, train_positions, val_positions
 
 
-def data_file(root: str | Path, name: str) -> Path:
-    """`name` if it is an absolute path, else the file of that relative path inside `root`."""
+def data_file(root: str | Path, name: str, key: str) -> Path:
+    """The file that the config key `key` names (``data.non_landmarks``, ``curriculum.regions_csv``).
+
+    An absolute `name` is taken as given: the user chose that file outright. A relative one is
+    inside the data root `root`, and must stay there: one that leads outside it, through ``..``
+    or a symbolic link (both resolved), is a UserInputError naming the key and the path.
+    """
     path = Path(name)
-    return path if path.is_absolute() else Path(root) / path
+    if path.is_absolute():
+        return path
+    inside = Path(root) / path
+    base = Path(root).resolve()
+    if not inside.resolve().is_relative_to(base):
+        raise UserInputError(f"{key}: {name} leads outside the data root {base}; a relative path must "
+                             "stay inside it (give an absolute path for a file elsewhere)")
+    return inside
 
 
 def image_sizes(data: LandmarkData, split: str, ids: list[str], cache: Path | None = None,
@@ -95,7 +108,7 @@ def image_sizes(data: LandmarkData, split: str, ids: list[str], cache: Path | No
     """(width, height) of every image, read from file headers; cached in `cache` (CSV)."""
     known: dict[str, tuple[int, int]] = {}
     if cache is not None and cache.is_file():
-        frame = pd.read_csv(cache, dtype={"id": str})
+        frame = read_table(cache, ["id", "width", "height"]).frame
         known = {i: (int(w), int(h)) for i, w, h in zip(frame["id"], frame["width"], frame["height"])}
     missing = [i for i in ids if i not in known]
     for image_id in tqdm(missing, desc=f"image sizes {split}", unit="img", disable=not progress or not missing):

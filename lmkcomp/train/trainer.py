@@ -169,7 +169,7 @@ class Trainer:
         """Ids of ``data.non_landmarks`` (none without it); none of them may carry a landmark label."""
         if self.config.data.non_landmarks is None:
             return []
-        path = data_file(self.data.root, self.config.data.non_landmarks)
+        path = data_file(self.data.root, self.config.data.non_landmarks, "data.non_landmarks")
         ids = gldv2.read_id_column(path)
         if not ids:
             raise UserInputError(f"{path}: lists no non-landmark image")
@@ -183,7 +183,8 @@ class Trainer:
         curriculum = self.config.curriculum
         if curriculum is None:
             return [Stage(1, (), tuple(self.full_split.landmark_ids))]
-        regions = read_regions(data_file(self.data.root, curriculum.regions_csv), curriculum.region_column)
+        regions_csv = data_file(self.data.root, curriculum.regions_csv, "curriculum.regions_csv")
+        regions = read_regions(regions_csv, curriculum.region_column)
         return curriculum_stages(self.full_split.landmark_ids, regions, curriculum.parts)
 
     def _build_stage(self, number: int, carry_from: LandmarkModel | None = None) -> None:
