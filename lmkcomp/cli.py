@@ -272,11 +272,8 @@ def _cmd_extract_local(args: argparse.Namespace) -> int:
     from lmkcomp.local.extract import extract_local_split
     from lmkcomp.local.extractors import create_local_extractor
 
-    options = {**_extractor_options(args), **overrides(args.set)}
-    try:
-        extractor = create_local_extractor(args.method, **options)
-    except TypeError as exc:  # an option the extractor does not take
-        raise UserInputError(f"--method {args.method}: {exc}") from None
+    options = {**_extractor_options(args), **overrides(args.set)}  # --set wins over --max-features
+    extractor = create_local_extractor(args.method, **options)
     store = extract_local_split(LandmarkData(args.data, args.layout), args.split, args.out, extractor,
                                 shard_size=args.shard_size, workers=args.workers, progress=not args.quiet,
                                 skip_bad=args.skip_bad)
