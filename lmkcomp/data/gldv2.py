@@ -89,6 +89,10 @@ def _parser_error_line(message: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+#: landmark ids are stored as int64
+_MAX_LANDMARK_ID = int(np.iinfo(np.int64).max)
+
+
 def _line_of(row_position: int) -> int:
     """CSV line of the row at `row_position` (0-based data row; the header is line 1)."""
     return row_position + 2
@@ -116,6 +120,13 @@ def _parse_landmark_ids(path: Path, values: pd.Series, column: str) -> np.ndarra
         raise CsvFormatError(
             path, _line_of(position), f"{column} {values.iloc[position]!r} is not a non-negative integer"
         )
+    # only ids as long as the limit can pass it; compared as numbers (leading zeros are allowed)
+    long_positions = np.flatnonzero(values.str.len().to_numpy() >= len(str(_MAX_LANDMARK_ID)))
+    too_large = [position for position in long_positions if int(values.iloc[position]) > _MAX_LANDMARK_ID]
+    if too_large:
+        position = int(too_large[0])
+        raise CsvFormatError(path, _line_of(position), f"{column} {values.iloc[position]} is too large "
+                             f"(at most {_MAX_LANDMARK_ID}, the int64 limit)")
     return values.astype(np.int64).to_numpy()
 
 
