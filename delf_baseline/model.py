@@ -21,6 +21,7 @@ the descriptors (optionally PCA-projected and normalised again).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 
 from delf_baseline.pca import PcaProjection, load_pca
 from delf_baseline.savedmodel import OFFICIAL_SCALES, postprocess
+from lmkcomp.devices import resolve_device
 from lmkcomp.errors import UserInputError
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.train.augment import IMAGENET_MEAN, IMAGENET_STD
@@ -196,8 +198,8 @@ class DelfTorchExtractor:
       floating-point rounding).
     """
 
-    checkpoint: str
-    pca: str | None = None
+    checkpoint: str | Path
+    pca: str | Path | None = None
     scales: tuple[float, ...] = OFFICIAL_SCALES
     max_features: int = 1000
     score_threshold: float | None = None
@@ -214,6 +216,9 @@ class DelfTorchExtractor:
             raise UserInputError(f"scales must be positive and not empty, got {self.scales!r}")
         if isinstance(self.max_features, bool) or not isinstance(self.max_features, int) or self.max_features < 1:
             raise UserInputError(f"max_features must be a positive integer, got {self.max_features!r}")
+        if self.score_threshold is not None and not math.isfinite(self.score_threshold):
+            raise UserInputError(f"score_threshold must be a finite number or None, got {self.score_threshold!r}")
+        resolve_device(self.device)  # a missing GPU fails here, not in each worker's first image
 
     def __getstate__(self) -> dict[str, Any]:
         # the loaded model stays behind: each process loads its own

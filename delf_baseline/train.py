@@ -49,6 +49,7 @@ from delf_baseline.savedmodel import OFFICIAL_SCALES
 from lmkcomp.data.dataset import collate_skipping
 from lmkcomp.data.images import load_image_rgb
 from lmkcomp.data.layout import LandmarkData
+from lmkcomp.devices import resolve_device
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.extract import autocast_context
 from lmkcomp.features.whitening import fit_pca_whitening
@@ -59,7 +60,6 @@ from lmkcomp.train.data import BucketedImageDataset, TrainingSplit, read_labels,
 from lmkcomp.train.samplers import BucketBatchSampler, ordered_batches
 from lmkcomp.train.config import OptimConfig
 from lmkcomp.train.optim import create_scheduler
-from lmkcomp.train.trainer import select_device
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class DelfTrainer:
         self.out = Path(out)
         self.checkpoint_path = self.out / CHECKPOINT_NAME
         self.progress = progress
-        self.device = select_device(config.device)
+        self.device = resolve_device(config.device)
         checkpoint = self._existing_checkpoint(resume)
         torch.manual_seed(config.seed)
 
@@ -390,7 +390,7 @@ def fit_delf_pca(checkpoint: str | Path, data: LandmarkData, out: str | Path, di
     (`sample_ids`), with the extraction settings `scales` and `max_features`; save it to
     `out` (`.npz`) for the `delf-torch` extractor's `pca` option, and return it."""
     _check_npz_name(out)  # before the extraction, not after
-    model, _ = load_delf(checkpoint, select_device(device))
+    model, _ = load_delf(checkpoint, resolve_device(device, "--device"))
     ids = sample_ids(data.split_ids("train"), images, seed)
     pca = fit_pca(model, data, ids, dim, scales, max_features, progress=progress)
     save_pca(pca, out)

@@ -1,4 +1,8 @@
-"""The `lmkcomp` command line: argument parsing, and turning user errors into exit code 2.
+"""The `lmkcomp` command line: argument parsing, and the error boundary.
+
+The boundary (`main`) turns every expected failure (`expected_failure_message`: bad input, an
+OSError on a user's path, a missing GPU) into one line, ``lmkcomp: error: ...``, and exit code
+2; a genuine bug keeps its traceback, and ``--debug`` shows the traceback of every error.
 
 Each subcommand is a thin wrapper over a library function; heavy imports (torch, the
 generator) happen inside the subcommand so that `lmkcomp score` starts fast.
@@ -7,9 +11,12 @@ generator) happen inside the subcommand so that `lmkcomp score` starts fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +26,10 @@ from lmkcomp.commands.args import fraction, overrides, positive_int, scales
 from lmkcomp.errors import UserInputError
 
 EXIT_USER_ERROR = 2
+#: OSErrors that a user's path or disk causes (not the kit): one line each, exit code 2
+USER_PATH_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                              errno.ENOTEMPTY, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG,
+                              errno.ELOOP, errno.EFBIG})
 
 
 def _cmd_make_dataset(args: argparse.Namespace) -> int:
@@ -272,11 +283,8 @@ def _cmd_extract_local(args: argparse.Namespace) -> int:
     from lmkcomp.local.extract import extract_local_split
     from lmkcomp.local.extractors import create_local_extractor
 
-    options = {**_extractor_options(args), **overrides(args.set)}
-    try:
-        extractor = create_local_extractor(args.method, **options)
-    except TypeError as exc:  # an option the extractor does not take
-        raise UserInputError(f"--method {args.method}: {exc}") from None
+    options = {**_extractor_options(args), **overrides(args.set)}  # --set wins over --max-features
+    extractor = create_local_extractor(args.method, **options)
     store = extract_local_split(LandmarkData(args.data, args.layout), args.split, args.out, extractor,
                                 shard_size=args.shard_size, workers=args.workers, progress=not args.quiet,
                                 skip_bad=args.skip_bad)
@@ -323,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmkcomp", description="Google Landmarks v2 competition kit")
     parser.add_argument("--version", action="version", version=f"lmkcomp {__version__}")
     parser.add_argument("--verbose", action="store_true", help="log debugging details")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of every error, bad input included (before the command: "
+                             "lmkcomp --debug COMMAND ...)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     make = commands.add_parser("make-dataset", help="write a synthetic mini-GLDv2, or import photo folders, in the GLDv2 layout")
@@ -534,14 +545,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def expected_failure_message(error: BaseException) -> str | None:
+    """The one-line message of an expected failure, or None for a bug.
+
+    Expected: a `UserInputError` (bad input, a missing GPU, a setting a library refused) and an
+    OSError about a user's path (missing, not permitted, not a folder, a folder, disk full...),
+    shown as "PATH: reason". Any other OSError (a bad file descriptor, say) is a bug.
+    """
+    if isinstance(error, UserInputError):
+        return str(error)
+    if isinstance(error, OSError) and error.errno in USER_PATH_ERRNOS:
+        paths = [str(path) for path in (error.filename, error.filename2) if path is not None]
+        reason = error.strerror or os.strerror(error.errno)
+        return f"{' -> '.join(paths)}: {reason}" if paths else reason
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except UserInputError as error:
-        print(f"lmkcomp: error: {error}", file=sys.stderr)
+    except (UserInputError, OSError) as error:
+        message = expected_failure_message(error)
+        if message is None:  # a genuine bug: its traceback is the report
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"lmkcomp: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("lmkcomp: interrupted", file=sys.stderr)

@@ -54,6 +54,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         items = [_coerce(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # an object built by the caller, already checked by its class
+            return value
         if not isinstance(value, dict):
             raise UserInputError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
         return _build(tp, value, key + ".")
@@ -139,13 +141,32 @@ def to_dict(config: Any) -> dict:
     return plain(dataclasses.asdict(config))
 
 
+def typed_options(cls: type, options: dict[str, Any], kind: str, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`options` for the dataclass `cls`, each checked against its field's annotation (ints
+    become floats where a float is declared); an unknown key, or one in `exclude`, is a user
+    error listing the valid ones, and a value of the wrong type one naming the key.
+
+    Ranges are the class's own business (its `__post_init__`): this only guarantees that the
+    values it compares have the declared types.
+    """
+    hints = typing.get_type_hints(cls)
+    valid = sorted(f.name for f in dataclasses.fields(cls) if f.init and f.name not in exclude)
+    checked = {}
+    for key, value in options.items():
+        if key not in valid:
+            raise UserInputError(f"unknown {kind} option {key!r}; valid options: {', '.join(valid)}")
+        try:
+            checked[key] = _coerce(value, hints[key], key)
+        except UserInputError as error:
+            raise UserInputError(f"{kind} option {error}") from None
+    return checked
+
+
 def preset_with_overrides(presets: dict[str, T], name: str, kind: str, **overrides: Any) -> T:
-    """`presets[name]` with `overrides` replacing its fields; an unknown preset or field is a
-    user error naming the `kind` of preset (e.g. "dataset", "verification")."""
+    """`presets[name]` with `overrides` replacing its fields (checked by `typed_options`); an
+    unknown preset or field is a user error naming the `kind` of preset (e.g. "dataset",
+    "verification")."""
     if name not in presets:
         raise UserInputError(f"unknown {kind} preset {name!r}; known: {', '.join(presets)}")
     preset = presets[name]
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(preset)})
-    if unknown:
-        raise UserInputError(f"unknown {kind} option(s): {', '.join(unknown)}")
-    return dataclasses.replace(preset, **overrides)
+    return dataclasses.replace(preset, **typed_options(type(preset), overrides, kind))

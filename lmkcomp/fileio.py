@@ -4,10 +4,14 @@ either the old file or the new one behind, never a truncated one."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+#: a write that fails for want of room: disk full, quota, file size limit
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @contextlib.contextmanager
@@ -26,9 +30,11 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[I
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS and error.filename is None:
+            error.filename = str(path)  # a failed write names the file it was writing, not a temporary fd
         raise
 
 

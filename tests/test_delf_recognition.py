@@ -286,3 +286,6 @@ def test_delf_recognize_cli_on_tiny_sift(tmp_path, capsys):
     # bad option: a user error naming the index kinds, exit code 2
     assert main([*argv[:7], "--index", "hnsw", *argv[9:]]) == 2
     assert "known: flat, pca10-kdtree, pq" in capsys.readouterr().err
+    # a verification setting is typed, and --set seed may repeat --seed's key
+    assert main([*argv, "--set", "seed=3", "--set", "ratio=abc"]) == 2
+    assert capsys.readouterr().err == "lmkcomp: error: verification option ratio: expected float, got 'abc'\n"

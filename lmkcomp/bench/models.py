@@ -11,9 +11,9 @@ import time
 import torch
 
 from lmkcomp.bench.common import peak_memory_mb, report, run_variant
+from lmkcomp.devices import resolve_device
 from lmkcomp.features.extract import autocast_context, embed_tensor
 from lmkcomp.models import ModelConfig, create_model
-from lmkcomp.train.trainer import select_device
 
 VARIANTS = (
     {"name": "fp32"},
@@ -26,7 +26,7 @@ VARIANTS = (
 
 def _measure(spec: dict) -> dict:
     """One variant, in this process: warm-up steps, then timed steps."""
-    device = select_device(spec["device"])
+    device = resolve_device(spec["device"], "--device")
     torch.manual_seed(0)
     model = create_model(ModelConfig(backbone=spec["backbone"], embedding_size=512, head=spec["head"]), spec["classes"]).to(device)
     images = torch.randn(spec["batch_size"], 3, spec["image_size"], spec["image_size"], device=device)

@@ -52,10 +52,11 @@ def _cmd_delf_recognize(args: argparse.Namespace) -> int:
     database_ids = [image_id for image_id in database.ids if image_id in labels]
     work = Path(args.workdir) / args.name
     index_dir = Path(args.index_dir) if args.index_dir else work / f"index-{args.index}"
+    preset = args.preset or default_verify_preset(database.method)
+    # before the index is built, so that a bad setting fails at once; --set seed wins over --seed
+    config = verify_config(preset, **{"seed": args.seed, **overrides(args.set)})
     index = open_database_index(index_dir, database, args.index, database_ids, seed=args.seed,
                                 train_size=args.train_size, progress=not args.quiet, **overrides(args.index_option))
-    preset = args.preset or default_verify_preset(database.method)
-    config = verify_config(preset, seed=args.seed, **overrides(args.set))
     threshold = args.inlier_threshold or default_inlier_threshold(database.method, preset)
     recognizer = DelfRecognizer(index, labels, database, inlier_threshold=threshold, candidates=args.candidates,
                                 neighbours=args.neighbours, max_distance=args.max_distance, verify=config)

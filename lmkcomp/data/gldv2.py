@@ -71,6 +71,10 @@ def _first(mask: pd.Series | np.ndarray) -> int | None:
     return int(positions[0]) if positions.size else None
 
 
+#: landmark ids are stored as int64
+_MAX_LANDMARK_ID = int(np.iinfo(np.int64).max)
+
+
 def _check_ids(table: CsvTable, column: str = "id", unique: bool = True) -> None:
     """Every value of `column` is an image id, and (with `unique`) none is listed twice."""
     ids = table.frame[column]
@@ -89,6 +93,12 @@ def _parse_landmark_ids(table: CsvTable, column: str = "landmark_id") -> np.ndar
     position = _first(~values.str.fullmatch(r"\d+"))
     if position is not None:
         raise table.error(position, f"{column} {shown(values.iloc[position])} is not a non-negative integer")
+    # only ids as long as the limit can pass it; compared as numbers (leading zeros are allowed)
+    long_positions = np.flatnonzero(values.str.len().to_numpy() >= len(str(_MAX_LANDMARK_ID)))
+    too_large = [int(position) for position in long_positions if int(values.iloc[position]) > _MAX_LANDMARK_ID]
+    if too_large:
+        raise table.error(too_large[0], f"{column} {shown(values.iloc[too_large[0]])} is too large "
+                                        f"(at most {_MAX_LANDMARK_ID}, the int64 limit)")
     return values.astype(np.int64).to_numpy()
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from lmkcomp.data import gldv2
-from lmkcomp.errors import UserInputError
+from lmkcomp.errors import CsvFormatError, UserInputError
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,12 @@ class LandmarkData:
 
     @cached_property
     def _train(self) -> pd.DataFrame:
-        return gldv2.read_train_csv(self.file("train"))
+        path = self.file("train")
+        labels = gldv2.read_train_csv(path)
+        if labels.empty:  # every consumer of the train split needs at least one image
+            raise CsvFormatError(path, None, "no images: the file holds only its header; the train split needs "
+                                 "at least one labelled image")
+        return labels
 
     @cached_property
     def _train_clean(self) -> pd.DataFrame:

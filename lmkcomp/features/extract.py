@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lmkcomp.data.dataset import collate_skipping
+from lmkcomp.devices import resolve_device
 from lmkcomp.models.pooling import power_mean
 from lmkcomp.train.samplers import BatchItem
 
@@ -118,10 +119,9 @@ def extract_split(
     from lmkcomp.train.checkpoint import load_trained_model
     from lmkcomp.train.data import BucketedImageDataset, image_sizes
     from lmkcomp.train.samplers import assign_buckets, ordered_batches
-    from lmkcomp.train.trainer import select_device
 
+    torch_device = resolve_device(device, "--device")  # before the model: a missing GPU fails first
     model, config, _ = load_trained_model(checkpoint)
-    torch_device = select_device(device)
     model = model.to(torch_device)
     if image_size is None:
         image_size = config.finetune_image_size if config.finetune_epochs else config.image_size

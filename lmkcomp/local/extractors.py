@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from lmkcomp.config import typed_options
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.sift import SiftExtractor
 from lmkcomp.registry import Registry
@@ -40,12 +41,12 @@ LOCAL_EXTRACTORS: Registry[LocalExtractor] = Registry("local feature")
 
 @LOCAL_EXTRACTORS.register("sift")
 def _sift(**options: Any) -> LocalExtractor:
-    return SiftExtractor(root=False, **options)
+    return SiftExtractor(root=False, **typed_options(SiftExtractor, options, "sift", exclude=("root",)))
 
 
 @LOCAL_EXTRACTORS.register("rootsift")
 def _rootsift(**options: Any) -> LocalExtractor:
-    return SiftExtractor(root=True, **options)
+    return SiftExtractor(root=True, **typed_options(SiftExtractor, options, "rootsift", exclude=("root",)))
 
 
 @LOCAL_EXTRACTORS.register("delf-tf")
@@ -58,7 +59,7 @@ def _delf_tf(**options: Any) -> LocalExtractor:
     # Imported on use: the lmkcomp core does not depend on delf_baseline.
     from delf_baseline.savedmodel import DelfSavedModelExtractor
 
-    return DelfSavedModelExtractor(**options)
+    return DelfSavedModelExtractor(**typed_options(DelfSavedModelExtractor, options, "delf-tf"))
 
 
 @LOCAL_EXTRACTORS.register("delf-torch")
@@ -67,9 +68,13 @@ def _delf_torch(**options: Any) -> LocalExtractor:
     # Imported on use: the lmkcomp core does not depend on delf_baseline.
     from delf_baseline.model import DelfTorchExtractor
 
-    return DelfTorchExtractor(**options)
+    return DelfTorchExtractor(**typed_options(DelfTorchExtractor, options, "delf-torch"))
 
 
 def create_local_extractor(name: str, **options: Any) -> LocalExtractor:
-    """The extractor registered as `name`, built with `options` (e.g. `max_features=1000`)."""
+    """The extractor registered as `name`, built with `options` (e.g. `max_features=1000`).
+
+    Each option is checked against the extractor's declared fields (`typed_options`): an
+    unknown one, or one of the wrong type, is a user error naming it.
+    """
     return LOCAL_EXTRACTORS.create(name, **options)

@@ -7,6 +7,7 @@ SIFT histograms; the result is then L2-normalised (it already has unit L2 norm u
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -49,8 +50,8 @@ class SiftExtractor:
         if self.max_side is not None and (
                 isinstance(self.max_side, bool) or not isinstance(self.max_side, int) or self.max_side < 16):
             raise UserInputError(f"max_side must be an integer of at least 16 or None, got {self.max_side!r}")
-        if not self.contrast_threshold > 0:
-            raise UserInputError(f"contrast_threshold must be positive, got {self.contrast_threshold!r}")
+        if not 0 < self.contrast_threshold < math.inf:
+            raise UserInputError(f"contrast_threshold must be positive and finite, got {self.contrast_threshold!r}")
 
     @property
     def method(self) -> str:

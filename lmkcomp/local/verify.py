@@ -35,6 +35,7 @@ matches below distance 0.8, affine RANSAC with a 20 px residual and 1000 trials)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar, Protocol
@@ -97,8 +98,8 @@ class _RansacSettings:
 
 
 def _check_ransac_settings(residual: float, iterations: int, confidence: float, seed: int) -> None:
-    if not residual > 0:
-        raise UserInputError(f"residual must be a positive number of pixels, got {residual!r}")
+    if not 0 < residual < math.inf:
+        raise UserInputError(f"residual must be a positive, finite number of pixels, got {residual!r}")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise UserInputError(f"iterations must be a positive integer, got {iterations!r}")
     if not 0 < confidence <= 1:
@@ -270,8 +271,8 @@ class VerifyConfig:
     def __post_init__(self) -> None:
         if self.matcher not in MATCHERS:
             raise UserInputError(f"unknown matcher {self.matcher!r}; known: {', '.join(MATCHERS)}")
-        if self.max_distance is not None and not self.max_distance > 0:
-            raise UserInputError(f"max_distance must be positive, got {self.max_distance!r}")
+        if self.max_distance is not None and not 0 < self.max_distance < math.inf:
+            raise UserInputError(f"max_distance must be positive and finite, got {self.max_distance!r}")
         if self.ratio is not None and not 0 < self.ratio <= 1:
             raise UserInputError(f"ratio must be in (0, 1], got {self.ratio!r}")
         if self.matcher == "kdtree" and (self.max_distance is None or self.ratio is not None):

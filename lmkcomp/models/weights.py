@@ -11,17 +11,16 @@ checkpoint cannot run code.
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from lmkcomp.errors import UserInputError
+from lmkcomp.torch_files import load_weights_only
 
 __all__ = ["BACKBONE_PREFIX", "LoadReport", "backbone_state", "load_backbone_weights", "load_state", "load_weights",
            "log_report", "read_state_dict"]
@@ -92,26 +91,20 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a local checkpoint as a flat ``name -> tensor`` dict with wrapper prefixes removed.
 
     ``.safetensors`` files are read with safetensors; anything else with
-    ``torch.load(map_location="cpu", weights_only=True)``. A dict holding the state dict
+    `lmkcomp.torch_files.load_weights_only`. A dict holding the state dict
     under ``state_dict``, ``model_state_dict`` or ``model`` is unwrapped.
     """
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors":
+        try:
             raw = load_file(str(path), device="cpu")
-        else:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # Also raised for files that are not pickles at all; either way nothing ran.
-        raise UserInputError(
-            f"{path}: cannot load weights: not a tensor-only checkpoint "
-            "(read with torch.load(weights_only=True), which refuses arbitrary Python objects)"
-        ) from err
-    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserInputError(f"{path}: cannot load weights: {reason}") from err
+        except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UserInputError(f"{path}: cannot load weights: {reason}") from err
+    else:
+        raw = load_weights_only(path, "weights file")
 
     if isinstance(raw, Mapping):
         for key in _WRAPPER_KEYS:

@@ -58,9 +58,7 @@ class FaissSearcher:
         try:
             index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
-            # faiss prefixes its reason with the C++ function and source line
-            reason = str(exc).strip().splitlines()[-1].rsplit(": ", 1)[-1]
-            raise UserInputError(f"faiss index {factory!r} not understood: {reason}") from None
+            raise UserInputError(f"faiss index {factory!r} not understood: {_faiss_reason(exc)}") from None
         # exact: a flat index compares every vector; its ties across the k-th place are fixed up
         self.exact = isinstance(faiss.downcast_index(index), faiss.IndexFlat)
         ivf = faiss.try_extract_index_ivf(index)
@@ -71,6 +69,7 @@ class FaissSearcher:
             # The factory's PQ indexes also learn a code ordering for polysemous (Hamming)
             # filtering, which plain search never uses; it makes training 20x slower.
             quantizing.do_polysemous_training = False
+        self.training_minimum = _training_minimum(ivf, quantizing)
         self.nprobe = None
         if nprobe is not None:
             if ivf is None:
@@ -119,8 +118,23 @@ class FaissSearcher:
         return settings
 
     def train(self, sample: np.ndarray) -> None:
-        """Learn the coarse centroids / PQ codebooks from `sample` (faiss's k-means is seeded)."""
-        self._index.train(np.ascontiguousarray(check_vectors(sample, self.dim), dtype=np.float32))
+        """Learn the coarse centroids / PQ codebooks from `sample` (faiss's k-means is seeded).
+
+        Too few rows for a part of the index (fewer than an IVF's lists, or than a PQ's
+        centroids) is a user error naming that part of the spec, as is any other refusal of
+        faiss to train on them.
+        """
+        sample = np.ascontiguousarray(check_vectors(sample, self.dim), dtype=np.float32)
+        for part, rows, what in self.training_minimum:
+            if len(sample) < rows:
+                raise UserInputError(
+                    f"faiss index {self.factory!r}: {part} needs at least {rows} training vectors ({what}), got "
+                    f"{len(sample)}; lower the number in {part}, or search exactly (--index flat)")
+        try:
+            self._index.train(sample)
+        except RuntimeError as exc:
+            raise UserInputError(f"faiss index {self.factory!r} cannot be trained on {len(sample)} vectors: "
+                                 f"{_faiss_reason(exc)}") from None
         self.needs_training = False
 
     def add(self, vectors: np.ndarray) -> None:
@@ -153,6 +167,24 @@ class FaissSearcher:
         if crowded.size:
             scores[crowded], indices[crowded] = search_chunks(queries[crowded], _StoredVectors(self._index), k)
         return scores, indices
+
+
+def _faiss_reason(error: RuntimeError) -> str:
+    """faiss's reason for an error, without the C++ function and source line it prefixes."""
+    return str(error).strip().splitlines()[-1].rsplit(": ", 1)[-1]
+
+
+def _training_minimum(ivf, quantizing) -> list[tuple[str, int, str]]:
+    """(spec part, fewest training rows, why) for each trained part of an index: an IVF's
+    k-means needs a row per list, a product quantizer's a row per sub-quantizer centroid."""
+    minimum = []
+    if ivf is not None:
+        minimum.append((f"IVF{ivf.nlist}", int(ivf.nlist), "one per inverted list"))
+    pq = getattr(quantizing, "pq", None)
+    if pq is not None:
+        part = f"PQ{pq.M}" + ("" if pq.nbits == 8 else f"x{pq.nbits}")
+        minimum.append((part, int(pq.ksub), f"one per centroid of its {pq.nbits}-bit sub-quantizers"))
+    return minimum
 
 
 def faiss_top_k(queries: np.ndarray, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,23 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lmkcomp.errors import UserInputError
+from lmkcomp.devices import resolve_device
 from lmkcomp.search.exact import DEFAULT_MEMORY_MB, DEFAULT_QUERY_BLOCK, ExactSearcher
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" (a GPU when torch sees one, else the CPU), "cpu", "cuda" or "cuda:N"."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserInputError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"device {name!r} requested but torch sees no CUDA GPU")
-    if device.type not in ("cpu", "cuda"):
-        raise UserInputError(f"device {name!r} not supported; expected auto, cpu, cuda or cuda:N")
-    return device
 
 
 def block_top_k(similarity: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

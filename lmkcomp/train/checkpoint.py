@@ -17,6 +17,7 @@ import torch
 
 from lmkcomp.errors import UserInputError
 from lmkcomp.fileio import atomic_write_bytes
+from lmkcomp.torch_files import load_weights_only
 
 FORMAT_VERSION = 1
 
@@ -33,10 +34,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a bad file; all mean "unreadable"
-        raise UserInputError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
+    payload = load_weights_only(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise UserInputError(f"{path}: not an lmkcomp checkpoint (format_version {FORMAT_VERSION} expected)")
     return payload

@@ -41,6 +41,7 @@ from lmkcomp.clean.embedding_methods import landmark_groups
 from lmkcomp.data import gldv2
 from lmkcomp.data.dataset import collate_skipping
 from lmkcomp.data.layout import LandmarkData
+from lmkcomp.devices import resolve_device
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.extract import autocast_context, embed_dataset
 from lmkcomp.features.health import embedding_health
@@ -73,12 +74,6 @@ METRICS_CSV = "metrics.csv"
 HEALTH_COLUMNS = ["val_auc", "val_same_cos", "val_diff_cos", "train_mean_norm", "val_effective_rank"]
 METRIC_COLUMNS = ["epoch", "phase", "image_size", "train_loss", "lr", "val_map@100", "val_gap", *HEALTH_COLUMNS,
                   "seconds", "images_per_s", "stage"]
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -117,7 +112,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
-        self.device = select_device(config.device)
+        self.device = resolve_device(config.device)
         self.context = distributed.init_distributed(self.device.type)
         if self.context.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.context.local_rank)
