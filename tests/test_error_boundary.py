@@ -100,7 +100,7 @@ def test_landmark_id_beyond_int64(tmp_path, capsys):
     big = "99999999999999999999999"
     path.write_text(f"id,url,landmark_id\n{ID},http://x,{big}\n")
     assert main(["baseline", str(tmp_path), "--out", str(tmp_path / "submissions"), "--quiet"]) == EXIT_USER_ERROR
-    assert one_error_line(capsys) == (f"{path}:2: landmark_id {big} is too large "
+    assert one_error_line(capsys) == (f"{path}:2: landmark_id {big!r} is too large "
                                       "(at most 9223372036854775807, the int64 limit)")
 
 
