@@ -43,6 +43,7 @@ from lmkcomp.data import gldv2, scenes
 from lmkcomp.data.images import encode_jpeg
 from lmkcomp.errors import UserInputError
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
+from lmkcomp.outdir import LOCK_NAME
 
 GENERATOR_VERSION = 1
 MANIFEST = "dataset.json"
@@ -400,7 +401,8 @@ def _counts(plan: Plan) -> dict[str, int]:
 def _check_resumable(out: Path, manifest: dict) -> None:
     existing = out / MANIFEST
     if not existing.is_file():
-        if out.exists() and any(out.iterdir()):
+        # the lock file of the job writing the dataset (`lmkcomp.outdir`) is not content
+        if out.exists() and any(entry.name != LOCK_NAME for entry in out.iterdir()):
             raise UserInputError(f"{out}: folder is not empty and holds no {MANIFEST}; choose an empty folder")
         return
     try:
