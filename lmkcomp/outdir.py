@@ -91,7 +91,10 @@ def output_folder(folder: str | Path, command: str) -> Iterator[Path]:
         raise UserInputError(f"{folder}: cannot create the output folder ({error.strerror})") from None
     if not folder.is_dir():
         raise UserInputError(f"{folder}: not a folder")
-    fd = _acquire(folder / LOCK_NAME, command)
+    try:
+        fd = _acquire(folder / LOCK_NAME, command)
+    except PermissionError as error:
+        raise UserInputError(f"{folder}: cannot write its lock file ({error.strerror})") from None
     try:
         remove_temp_files(folder)
         yield folder
