@@ -54,10 +54,11 @@ class LockHolder:
     def describe(self) -> str:
         return f"pid {self.pid} on host {self.host} (started {self.started}: {self.command})"
 
-    def runs_here(self) -> bool:
-        """True when this holder's pid is a live process of this host."""
-        if self.host != socket.gethostname():
-            return False
+    def may_be_running(self) -> bool:
+        """False only when this holder is known to be gone: its host is this one and its pid
+        runs no process. (Windows is never asked: os.kill there ends the process.)"""
+        if self.host != socket.gethostname() or os.name == "nt":
+            return True
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -188,10 +189,10 @@ def _still_at(path: Path, fd: int) -> bool:
 
 
 def _live_holder(fd: int) -> bool:
-    """Without OS locks: is the job the lock file names still running? One on another host, or
-    one that recorded nothing, counts as running (nothing here can tell)."""
+    """Without OS locks: may the job the lock file names still be running? One that recorded
+    nothing counts as running (nothing here can tell)."""
     holder = _read_holder(fd)
-    return holder is None or holder.host != socket.gethostname() or holder.runs_here()
+    return holder is None or holder.may_be_running()
 
 
 def _read_holder(fd: int) -> LockHolder | None:

@@ -126,6 +126,26 @@ def test_a_stale_lock_is_reported_and_taken_over(tmp_path, pid, caplog, capsys):
     assert not (folder / LOCK_NAME).exists()
 
 
+def test_without_os_locks_the_pid_decides(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("lmkcomp.outdir.fcntl", None)  # as on Windows, or a file system without flock
+    folder = tmp_path / "out"
+    with output_folder(folder, "first"):
+        with pytest.raises(FolderInUseError, match=f"in use by pid {os.getpid()} "):
+            with output_folder(folder, "second"):
+                pass
+    gone = {"pid": dead_pid(), "host": socket.gethostname(), "started": "2026-01-01T00:00:00+00:00", "command": "x"}
+    folder.mkdir()
+    (folder / LOCK_NAME).write_text(json.dumps(gone))
+    with caplog.at_level(logging.WARNING, logger="lmkcomp.outdir"), output_folder(folder, "third"):
+        assert json.loads((folder / LOCK_NAME).read_text())["command"] == "third"
+    assert f"stale lock of pid {gone['pid']}" in caplog.text
+    # a job of another host cannot be checked from here: it is taken to be running
+    (folder / LOCK_NAME).write_text(json.dumps({**gone, "host": "elsewhere"}))
+    with pytest.raises(FolderInUseError, match=f"pid {gone['pid']} on host elsewhere"):
+        with output_folder(folder, "fourth"):
+            pass
+
+
 def test_leftover_temporary_files_are_removed_when_a_job_takes_the_folder(tmp_path):
     folder = tmp_path / "run"
     (folder / "tensorboard").mkdir(parents=True)
