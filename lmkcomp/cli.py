@@ -11,10 +11,12 @@ generator) happen inside the subcommand so that `lmkcomp score` starts fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
 import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -352,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--index-fraction", type=fraction, default=0.2)
     make.add_argument("--skip-bad", action="store_true", help="skip unreadable photos (listed in skipped.csv) instead of failing")
     make.add_argument("--quiet", action="store_true", help="no progress bars")
-    make.set_defaults(run=_cmd_make_dataset)
+    make.set_defaults(run=_cmd_make_dataset, output_folder="out")
 
     score = commands.add_parser("score", help="score a submission as the official evaluation does; prints JSON")
     score.add_argument("--task", choices=("recognition", "retrieval"), required=True)
@@ -385,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. model.head=cosface")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--quiet", action="store_true")
-    train.set_defaults(run=_cmd_train)
+    train.set_defaults(run=_cmd_train, output_folder="out")
 
     extract = commands.add_parser("extract", help="embed a split with a trained checkpoint (sharded, resumable)")
     extract.add_argument("--checkpoint", required=True)
@@ -404,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--shard-size", type=positive_int, default=50_000)
     extract.add_argument("--skip-bad", action="store_true", help="zero rows for unreadable images (counted) instead of failing")
     extract.add_argument("--quiet", action="store_true")
-    extract.set_defaults(run=_cmd_extract)
+    extract.set_defaults(run=_cmd_extract, output_folder="out")
 
     ensemble = commands.add_parser("ensemble", help="combine aligned embedding stores: per-model L2, weights, concat, L2")
     ensemble.add_argument("out")
@@ -457,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     heads.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     heads.add_argument("--out", help="JSON output (default bench/heads.json)")
     heads.add_argument("--quiet", action="store_true")
-    heads.set_defaults(run=_cmd_bench_heads)
+    heads.set_defaults(run=_cmd_bench_heads, output_folder="workdir")
 
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on the test split (kNN retrieval, soft-voting recognition)")
     evaluate.add_argument("--checkpoint", required=True)
@@ -495,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--workers", type=positive_int, default=1, help="verify: verification processes")
     clean.add_argument("--quiet", action="store_true", help="verify: no progress bars")
     clean.add_argument("--min-images", type=positive_int, default=2, help="drop landmarks left with fewer images")
-    clean.set_defaults(run=_cmd_clean)
+    clean.set_defaults(run=_cmd_clean, output_folder="out")
 
     extract_local = commands.add_parser("extract-local", help="local features (SIFT, RootSIFT, ...) of a split into a "
                                         "sharded, resumable store")
@@ -512,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract_local.add_argument("--shard-size", type=positive_int, default=1000, help="images per shard")
     extract_local.add_argument("--skip-bad", action="store_true", help="store unreadable images with no features instead of failing")
     extract_local.add_argument("--quiet", action="store_true")
-    extract_local.set_defaults(run=_cmd_extract_local)
+    extract_local.set_defaults(run=_cmd_extract_local, output_folder="out")
 
     verify = commands.add_parser("verify", help="spatially verify a list of image pairs into a resumable pair table")
     verify.add_argument("--pairs", required=True, help="CSV or parquet with columns query_id,candidate_id")
@@ -524,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--workers", type=positive_int, default=1, help="verification processes")
     verify.add_argument("--chunk-size", type=positive_int, default=2000, help="pairs per chunk file")
     verify.add_argument("--quiet", action="store_true")
-    verify.set_defaults(run=_cmd_verify)
+    verify.set_defaults(run=_cmd_verify, output_folder="out")
 
     demo = commands.add_parser("demo", help="the kit end to end on the synthetic dataset, with a score table")
     demo.add_argument("--preset", choices=("tiny", "small", "medium"), default="small")
@@ -561,12 +563,26 @@ def expected_failure_message(error: BaseException) -> str | None:
     return None
 
 
+def _output_folder_lock(args: argparse.Namespace, argv: Sequence[str]) -> contextlib.AbstractContextManager:
+    """The lock of the folder a command writes (`lmkcomp.outdir`): the argument its parser names
+    in ``output_folder``; nothing for a command without one, or for a torchrun rank other than 0
+    (rank 0 holds the run folder's lock for all of them)."""
+    name = getattr(args, "output_folder", None)
+    folder = getattr(args, name) if name else None
+    if folder is None or os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    from lmkcomp.outdir import output_folder
+
+    return output_folder(folder, shlex.join(["lmkcomp", *argv]))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.run(args)
+        with _output_folder_lock(args, sys.argv[1:] if argv is None else argv):
+            return args.run(args)
     except (UserInputError, OSError) as error:
         message = expected_failure_message(error)
         if message is None:  # a genuine bug: its traceback is the report

@@ -21,6 +21,7 @@ from lmkcomp.train.curriculum import carry_over, curriculum_stages, read_regions
 from lmkcomp.train.data import TrainingSplit, restrict_split
 from lmkcomp.train.samplers import BucketBatchSampler
 from lmkcomp.train.trainer import CHECKPOINT, Trainer, run_is_finished
+from test_trainer import metrics_without_timing
 
 pytestmark = pytest.mark.slow
 
@@ -324,3 +325,5 @@ def test_a_killed_curriculum_resumes_in_its_stage_and_ends_like_an_unbroken_one(
     for key, value in final_a["model"].items():
         assert torch.allclose(value.float(), final_b["model"][key].float(), atol=1e-5), key
     torch.testing.assert_close(final_a["loss"]["centers"], final_b["loss"]["centers"], atol=1e-5, rtol=0)
+    # metrics.csv lists every epoch of both stages, once, as the unbroken run's does
+    assert metrics_without_timing(tmp_path / "killed") == metrics_without_timing(straight)

@@ -26,6 +26,7 @@ from lmkcomp.errors import UserInputError
 from lmkcomp.local.extractors import create_local_extractor
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.train.checkpoint import load_checkpoint
+from test_trainer import metrics_without_timing
 
 pytestmark = pytest.mark.slow
 
@@ -134,6 +135,8 @@ def test_resume_after_a_kill_mid_epoch_is_bit_identical(tiny_root, cli_run, tmp_
     for row, reference in zip(resumed, read_metrics(cli_run), strict=True):
         for column in ("train_loss", "val_loss", "val_accuracy", "lr"):
             assert repr(row[column]) == reference[column], column
+    # and its metrics.csv is the uninterrupted run's, text for text, but for the wall-clock columns
+    assert metrics_without_timing(tmp_path / "run") == metrics_without_timing(cli_run)
 
 
 def test_backbone_weights_from_a_local_file(tiny_root, tmp_path):

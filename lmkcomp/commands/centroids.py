@@ -197,4 +197,4 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument("--out", default="bench/centroid-vs-delf.json")
     bench.add_argument("--plot", default="bench/centroid-vs-delf.png")
     bench.add_argument("--quiet", action="store_true")
-    bench.set_defaults(run=_cmd_bench)
+    bench.set_defaults(run=_cmd_bench, output_folder="workdir")

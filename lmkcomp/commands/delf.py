@@ -70,7 +70,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     train.add_argument("--workers", type=int, default=0, help="data-loading processes")
     train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     train.add_argument("--quiet", action="store_true")
-    train.set_defaults(run=_cmd_train_delf)
+    train.set_defaults(run=_cmd_train_delf, output_folder="out")
 
     pca = commands.add_parser("fit-delf-pca", help="fit the descriptor PCA of a trained PyTorch DELF on train images")
     pca.add_argument("--checkpoint", required=True, help="delf.pt written by train-delf")

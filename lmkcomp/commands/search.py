@@ -91,7 +91,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     search.add_argument("--shard-size", type=positive_int, default=10_000, help="queries per table shard")
     search.add_argument("--seed", type=int, default=0, help="training sample of IVF / PQ indexes")
     search.add_argument("--quiet", action="store_true")
-    search.set_defaults(run=_cmd_search)
+    search.set_defaults(run=_cmd_search, output_folder="out")
 
     bench = benches.add_parser("search", help="queries/s, peak memory and recall of exact and approximate search "
                                "on random unit vectors")
@@ -129,4 +129,4 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     scale.add_argument("--seed", type=int, default=0)
     scale.add_argument("--out", default="bench/scale.json", help="JSON output")
     scale.add_argument("--quiet", action="store_true")
-    scale.set_defaults(run=_cmd_bench_scale)
+    scale.set_defaults(run=_cmd_bench_scale, output_folder="workdir")

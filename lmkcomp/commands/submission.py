@@ -25,4 +25,4 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument("--repeats", type=positive_int, default=3, help="runs of each command; the fastest is reported")
     bench.add_argument("--workdir", help="write (and keep) the synthetic files here (default: a temporary folder)")
     bench.add_argument("--out", default="bench/submission.json", help="JSON output")
-    bench.set_defaults(run=_cmd_bench_submission)
+    bench.set_defaults(run=_cmd_bench_submission, output_folder="workdir")

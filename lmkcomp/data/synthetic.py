@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -43,6 +42,8 @@ from lmkcomp.data import gldv2, scenes
 from lmkcomp.data.images import encode_jpeg
 from lmkcomp.errors import UserInputError
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
+from lmkcomp.outdir import LOCK_NAME
+from lmkcomp.workers import process_pool
 
 GENERATOR_VERSION = 1
 MANIFEST = "dataset.json"
@@ -400,7 +401,8 @@ def _counts(plan: Plan) -> dict[str, int]:
 def _check_resumable(out: Path, manifest: dict) -> None:
     existing = out / MANIFEST
     if not existing.is_file():
-        if out.exists() and any(out.iterdir()):
+        # the lock file of the job writing the dataset (`lmkcomp.outdir`) is not content
+        if out.exists() and any(entry.name != LOCK_NAME for entry in out.iterdir()):
             raise UserInputError(f"{out}: folder is not empty and holds no {MANIFEST}; choose an empty folder")
         return
     try:
@@ -433,7 +435,7 @@ def generate(out: str | Path, config: SyntheticConfig, seed: int = 0, workers: i
     tasks = list(_tasks(plan, out))
     bar = tqdm(total=len(plan.images), desc="render images", unit="img", disable=not progress)
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             for done in pool.map(_render_task, tasks, chunksize=1):
                 bar.update(done)
     else:

@@ -27,6 +27,7 @@ from lmkcomp.features.store import positive_int
 from lmkcomp.local.extractors import LocalExtractor
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.store import DESCRIPTOR_DTYPE, LocalFeatureStore, LocalFeatureWriter
+from lmkcomp.workers import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,7 @@ def _worker_pool(workers: int, extractor: LocalExtractor) -> ProcessPoolExecutor
     # Spawned, not forked: a child forked after the caller has started torch's or OpenCV's
     # thread pools (delf-torch loads its model in the caller to learn its dimension) can
     # deadlock on its first parallel call; `extract-local --workers 2` with delf-torch hung.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(extractor,))
+    return process_pool(workers, _start_worker, (extractor,), mp_context=multiprocessing.get_context("spawn"))
 
 
 def extract_local_split(

@@ -28,7 +28,7 @@ import dataclasses
 import hashlib
 import json
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -51,6 +51,7 @@ from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig, create_verifier, verify_pair
 from lmkcomp.manifest import MANIFEST_NAME, first_setting_difference, read_manifest
 from lmkcomp.search import create_searcher
+from lmkcomp.workers import process_pool
 
 FORMAT = "lmkcomp-pair-table"
 FORMAT_VERSION = 1
@@ -278,9 +279,9 @@ def verify_pairs(
             return out
         # Spawned, not forked: a child forked while OpenCV's or BLAS's thread pools are alive can
         # deadlock when it resizes them (cv2.setNumThreads hangs in pthread_cond_destroy).
-        with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_start_worker,
-                                 initargs=(str(query_store.directory), str(candidate_store.directory), config)) as pool:
+        with process_pool(min(workers, len(pending)), _start_worker,
+                          (str(query_store.directory), str(candidate_store.directory), config),
+                          mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(_verify_in_worker, chunk) for chunk in pending]
             try:
                 for future in as_completed(futures):

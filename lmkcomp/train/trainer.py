@@ -5,8 +5,10 @@ gradient accumulation and clipping; a learning rate per model part with warm-up 
 step decay (per optimizer step); the final `finetune_epochs` at a larger resolution with
 BatchNorm frozen; validation (kNN mAP@100 and soft-voting GAP of held-out train images against
 the training images); an atomic checkpoint that `resume` continues from exactly (model, loss,
-optimizer, scheduler, scaler, RNG states, and the position in the epoch's deterministic batch
-order).
+optimizer, scheduler, scaler, RNG states, the position in the epoch's deterministic batch
+order and the epoch's running loss and image sums). The checkpoint also holds every finished
+epoch's metrics row, and metrics.csv is rewritten from them, so a killed and resumed run ends
+with the metrics.csv of an uninterrupted one (but for its wall-clock columns).
 
 The centroid method's options (Boiarov & Tyantov 2019): ``loss.name: center`` (softmax + the
 modified Center loss), ``data.non_landmarks`` (an extra non-landmark class, sampled at
@@ -19,7 +21,6 @@ epoch it stopped in. ``checkpoint-last.pt`` always holds the current stage's mod
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import sys
@@ -45,6 +46,7 @@ from lmkcomp.devices import resolve_device
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.extract import autocast_context, embed_dataset
 from lmkcomp.features.health import embedding_health
+from lmkcomp.fileio import atomic_write
 from lmkcomp.models import class_weights_inverse_log, create_loss, create_model, freeze_batchnorm
 from lmkcomp.models.losses import loss_options
 from lmkcomp.models.model import LandmarkModel
@@ -86,6 +88,12 @@ class TrainingState:
     optimizer_step: int = 0
     #: curriculum stage, from 1 (always 1 without a curriculum)
     stage: int = 1
+    #: running sums of `epoch` up to `batch`, so that a resumed epoch reports what an
+    #: uninterrupted one does: loss summed over batches, batches, images, seconds of training
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    images: int = 0
+    seconds: float = 0.0
 
 
 class LossNetwork(nn.Module):
@@ -129,6 +137,9 @@ class Trainer:
         # bucket of every train image of the run: the landmark ones, then the non-landmark ones
         self.full_buckets = self._buckets(self.full_split.train_ids + self.non_landmark_ids)
         self.full_val_buckets = self._buckets(self.full_split.val_ids)
+        #: every finished epoch's metrics row (of every stage) as metrics.csv holds it, and its columns
+        self.history: list[dict[str, str]] = []
+        self.metric_columns = METRIC_COLUMNS
         self._build_stage(checkpoint["state"].get("stage", 1) if checkpoint is not None else 1)
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -307,6 +318,7 @@ class Trainer:
             "class_counts": self.class_counts.tolist(),
             "stages": len(self.stages),
             "regions": list(self.stage.regions),
+            "metrics": {"columns": list(self.metric_columns), "rows": [dict(row) for row in self.history]},
         }
 
     def _save(self, name: str = CHECKPOINT) -> None:
@@ -328,6 +340,11 @@ class Trainer:
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.state = TrainingState(**checkpoint["state"])
         restore_rng_states(checkpoint["rng"])
+        if "metrics" in checkpoint:
+            self.metric_columns = list(checkpoint["metrics"]["columns"])
+            self.history = [dict(row) for row in checkpoint["metrics"]["rows"]]
+        else:  # written by an older lmkcomp, which appended to metrics.csv: the file holds the history
+            self.metric_columns, self.history = read_metrics_csv(self.run_dir / METRICS_CSV)
 
     # ---------------------------------------------------------------- training
 
@@ -338,15 +355,21 @@ class Trainer:
             (self.run_dir / "config.json").write_text(json.dumps(to_dict(self.config), indent=2) + "\n")
         writer = self._tensorboard()
         rows = []
+        if self.context.is_main and self.history:
+            # a run killed between its checkpoint and metrics.csv gets the file the checkpoint describes
+            self._write_metrics()
         try:
             while True:
                 while self.state.epoch < self.config.total_epochs:
                     row = self._train_epoch()
                     row.update(self.validate())
                     rows.append(row)
-                    self.state = dataclasses.replace(self.state, epoch=self.state.epoch + 1, batch=0)
+                    self.history.append(csv_text(row, self.metric_columns))
+                    self.state = TrainingState(epoch=self.state.epoch + 1, optimizer_step=self.state.optimizer_step,
+                                               stage=self.state.stage)
                     self._save()
                     if self.context.is_main:
+                        self._write_metrics()
                         self._log_row(row, writer)
                 if self.config.curriculum is None:
                     break
@@ -379,7 +402,9 @@ class Trainer:
         if phase == "finetune":
             freeze_batchnorm(self.model)
         accum = config.optim.grad_accum
-        started, seen, loss_sum, loss_count = time.perf_counter(), 0, 0.0, 0
+        state = self.state
+        # a resumed epoch goes on from the sums its checkpoint saved
+        started = time.perf_counter() - state.seconds
         stage = f"stage {self.stage.number}/{len(self.stages)} " if config.curriculum is not None else ""
         bar = tqdm(total=len(sampler), desc=f"{stage}epoch {epoch + 1}/{config.total_epochs} {phase} {size}px",
                    unit="batch", disable=not (self.progress and self.context.is_main))
@@ -394,23 +419,24 @@ class Trainer:
             with autocast_context(self.device, config.amp):
                 loss = self.network(images, labels)
             self.scaler.scale(loss / accum).backward()
-            loss_sum += float(loss.detach())
-            loss_count += 1
-            seen += len(labels)
+            state.loss_sum += float(loss.detach())
+            state.loss_count += 1
+            state.images += len(labels)
             if (batch_number + 1) % accum == 0:
                 self._optimizer_step()
-                self.state.batch = batch_number + 1
-                if config.checkpoint_every_steps and self.state.optimizer_step % config.checkpoint_every_steps == 0:
+                state.batch = batch_number + 1
+                state.seconds = time.perf_counter() - started
+                if config.checkpoint_every_steps and state.optimizer_step % config.checkpoint_every_steps == 0:
                     self._save()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / loss_count:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{state.loss_sum / state.loss_count:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
         bar.close()
         elapsed = time.perf_counter() - started
-        mean_loss = distributed.mean_across(loss_sum / max(loss_count, 1), self.context)
+        mean_loss = distributed.mean_across(state.loss_sum / max(state.loss_count, 1), self.context)
         return {
             "epoch": epoch + 1, "phase": phase, "image_size": size, "train_loss": mean_loss,
             "lr": self.scheduler.get_last_lr()[0], "seconds": elapsed,
-            "images_per_s": seen * self.context.world_size / max(elapsed, 1e-9), "stage": self.stage.number,
+            "images_per_s": state.images * self.context.world_size / max(elapsed, 1e-9), "stage": self.stage.number,
         }
 
     def _optimizer_step(self) -> None:
@@ -438,25 +464,37 @@ class Trainer:
                                 ordered_batches(self.val_buckets, self.config.eval_batch_size, size), desc="embed val", **kwargs)
         return evaluate_split(queries, database, self.split)
 
+    def _write_metrics(self) -> None:
+        """Rewrite metrics.csv (atomically) from the history: it lists exactly the epochs the
+        checkpoint holds, however often the run was killed and resumed."""
+        with atomic_write(self.run_dir / METRICS_CSV, newline="") as handle:
+            out = csv.DictWriter(handle, fieldnames=self.metric_columns, extrasaction="ignore")
+            out.writeheader()
+            out.writerows(self.history)
+
     def _log_row(self, row: dict, writer) -> None:
-        path = self.run_dir / METRICS_CSV
-        new = not path.exists()
-        columns = METRIC_COLUMNS
-        if not new:
-            # a run resumed from an older lmkcomp keeps the columns its file started with
-            with path.open(newline="") as existing:
-                columns = next(csv.reader(existing), METRIC_COLUMNS)
-        with path.open("a", newline="") as handle:
-            out = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            if new:
-                out.writeheader()
-            out.writerow(row)
         # epochs counted across curriculum stages, so the curves of the stages follow each other
         step = self._sample_epoch(row["epoch"])
         for key in ("train_loss", "lr", "val_map@100", "val_gap", *HEALTH_COLUMNS, "images_per_s"):
             writer.add_scalar(key, row[key], step)
         writer.flush()
         log.info("stage %d epoch %d: %s", row["stage"], row["epoch"], row)
+
+
+def csv_text(row: dict, columns: list[str]) -> dict[str, str]:
+    """`row`'s values of `columns` as the csv module writes them (a checkpoint can hold only
+    plain values, and numpy scalars are not)."""
+    return {key: "" if row.get(key) is None else str(row[key]) for key in columns}
+
+
+def read_metrics_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(columns, rows) of a metrics.csv; the current columns and no row when there is none."""
+    if not path.is_file():
+        return list(METRIC_COLUMNS), []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        return list(reader.fieldnames or METRIC_COLUMNS), rows
 
 
 def run_is_finished(run_dir: str | Path, config: TrainConfig) -> bool:
