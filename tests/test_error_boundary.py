@@ -175,7 +175,7 @@ def test_output_below_a_file(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     code = main(["make-dataset", str(tmp_path / "afile" / "sub"), "--preset", "tiny", "--quiet"])
     assert code == EXIT_USER_ERROR
-    assert one_error_line(capsys) == f"{tmp_path / 'afile' / 'sub'}: Not a directory"
+    assert one_error_line(capsys) == f"{tmp_path / 'afile' / 'sub'}: cannot create the output folder (Not a directory)"
 
 
 @pytest.mark.parametrize(("error", "expected"), [
@@ -253,8 +253,9 @@ def test_debug_shows_the_traceback_of_a_user_error(tmp_path, capsys):
     code = main(["--debug", "make-dataset", str(tmp_path / "afile" / "sub"), "--preset", "tiny", "--quiet"])
     assert code == EXIT_USER_ERROR
     err = capsys.readouterr().err
-    assert err.startswith("Traceback (most recent call last):") and "NotADirectoryError" in err
-    assert err.strip().splitlines()[-1] == f"lmkcomp: error: {tmp_path / 'afile' / 'sub'}: Not a directory"
+    assert err.startswith("Traceback (most recent call last):") and "UserInputError" in err
+    assert err.strip().splitlines()[-1] == (f"lmkcomp: error: {tmp_path / 'afile' / 'sub'}: "
+                                            "cannot create the output folder (Not a directory)")
 
 
 def test_debug_is_in_the_help(capsys):
