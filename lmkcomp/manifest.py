@@ -75,6 +75,25 @@ def new_store_manifest(format_name: str, version: int, fields: dict, shards: lis
     return {"format": format_name, "version": version, **fields, "shards": shards, "complete": False, "meta": meta}
 
 
+#: manifest key of the command that writes a store (e.g. "lmkcomp extract"), named when the
+#: store is found unfinished; absent or null for stores written by library code alone
+COMMAND_KEY = "command"
+
+
+def refuse_incomplete(directory: Path, kind: str, manifest: dict, missing: str | None) -> None:
+    """Raise UserInputError unless the store in `directory` is complete: `missing` says which
+    shard is missing (e.g. "shard 1 missing"), if one is, else the manifest's `complete` flag
+    decides. The message says how to finish it: every writer resumes, so rerunning the command
+    that wrote it does."""
+    if missing is None and manifest["complete"]:
+        return
+    detail = missing if missing is not None else "not marked finished"
+    command = manifest.get(COMMAND_KEY)
+    advice = (f"run the same {command} command again to finish it" if isinstance(command, str) and command
+              else "run the command that wrote it again, with the same arguments, to finish it")
+    raise UserInputError(f"{directory}: incomplete {kind} ({detail}); {advice}")
+
+
 def read_ids(directory: Path, name: str = IDS_NAME) -> list[str]:
     """The ids of a store, one per line of `directory/name` (default `ids.txt`), in row order."""
     path = directory / name

@@ -184,7 +184,8 @@ def test_extract_local_skip_bad_stores_every_bad_kind_and_counts_it(tmp_path):
     assert store.skipped == expected_skipped(kinds)
     assert all(len(store.get(BAD_IDS[kind])) == 0 for kind in kinds)
     assert all(len(store.get(image_id)) > 0 for image_id in GOOD_IDS)
-    assert json.loads((out / "manifest.json").read_text())["skipped"] == expected_skipped(kinds)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped"] == expected_skipped(kinds) and manifest["command"] == "lmkcomp extract-local"
 
 
 @pytest.mark.slow
@@ -198,6 +199,7 @@ def test_extract_skip_bad_stores_every_bad_kind_as_zero_rows_and_counts_it(tmp_p
     assert skipped_count_line(out, len(kinds)) in done.stdout.splitlines()
     store = EmbeddingStore(out)
     assert store.skipped == expected_skipped(kinds)
+    assert json.loads((out / "manifest.json").read_text())["command"] == "lmkcomp extract"
     norms = np.linalg.norm(store.array(), axis=1)
     assert np.all(norms[len(GOOD_IDS):] == 0) and np.allclose(norms[:len(GOOD_IDS)], 1.0, atol=2e-3)
 

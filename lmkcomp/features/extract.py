@@ -140,7 +140,8 @@ def extract_split(
     ids = data.split_ids(split) if ids is None else list(ids)
     meta = {"checkpoint": str(checkpoint), "split": split, "scales": list(scales), "flip": flip,
             "image_size": image_size, "backbone": config.model.backbone}
-    writer = EmbeddingWriter(out, ids, config.model.embedding_size, dtype=dtype, shard_size=shard_size, meta=meta)
+    writer = EmbeddingWriter(out, ids, config.model.embedding_size, dtype=dtype, shard_size=shard_size, meta=meta,
+                             command="lmkcomp extract")
     for shard, rows in writer.pending_shards():
         shard_ids = ids[rows]
         dataset = BucketedImageDataset(data, split, shard_ids, augment="none", max_side=config.data.max_side,

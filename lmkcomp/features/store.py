@@ -40,6 +40,7 @@ from lmkcomp.manifest import (
     read_manifest,
     read_skipped,
     record_skipped,
+    refuse_incomplete,
 )
 
 FORMAT = "lmkcomp-embeddings"
@@ -107,9 +108,9 @@ def _planned_shards(count: int, shard_size: int) -> list[dict]:
     return [{"file": shard_name(k), "rows": rows} for k, rows in enumerate(shard_rows(count, shard_size))]
 
 
-def _new_manifest(dim: int, dtype: str, count: int, shard_size: int, meta: dict) -> dict:
+def _new_manifest(dim: int, dtype: str, count: int, shard_size: int, meta: dict, command: str | None) -> dict:
     return new_store_manifest(FORMAT, FORMAT_VERSION, {"dim": dim, "dtype": dtype, "count": count, "shard_size": shard_size,
-                                                       "skipped": []},
+                                                       "command": command, "skipped": []},
                               _planned_shards(count, shard_size), meta)
 
 
@@ -136,10 +137,12 @@ class EmbeddingWriter:
     the shards on disk are kept and `pending_shards` lists only the missing ones; if it holds
     any other store a `UserInputError` names the first mismatch, since mixing the rows of two
     extractions (another checkpoint, another id order) would silently corrupt retrieval.
+    `command` names the command that writes the store (e.g. "lmkcomp extract"), for the
+    message of a reader that finds it unfinished.
     """
 
     def __init__(self, directory: str | Path, ids: Sequence[str], dim: int, dtype: DTypeLike = "float16",
-                 shard_size: int = 50_000, meta: dict | None = None):
+                 shard_size: int = 50_000, meta: dict | None = None, command: str | None = None):
         self.directory = Path(directory)
         self.ids = list(ids)
         self.dim = positive_int("dim", dim)
@@ -150,7 +153,7 @@ class EmbeddingWriter:
         self.meta = json.loads(json.dumps(meta or {}))
         check_ids(self.ids)
         self._rows = shard_rows(len(self.ids), self.shard_size)
-        wanted = _new_manifest(self.dim, self.dtype, len(self.ids), self.shard_size, self.meta)
+        wanted = _new_manifest(self.dim, self.dtype, len(self.ids), self.shard_size, self.meta, command)
         if (self.directory / MANIFEST_NAME).exists():
             self._check_same_store(wanted)
         else:
@@ -232,13 +235,9 @@ class EmbeddingStore:
             raise UserInputError(f"{self.directory / IDS_NAME}: {len(self.ids)} ids, "
                                  f"but the shards hold {manifest['count']} rows")
         self.skipped: list[dict] = read_skipped(manifest, self.directory / MANIFEST_NAME, self.ids)
-        for k in range(len(manifest["shards"])):
-            if not (self.directory / shard_name(k)).is_file():
-                raise UserInputError(f"{self.directory}: incomplete store: shard {k} missing; "
-                                     "rerun extraction to resume")
-        if not manifest["complete"]:
-            raise UserInputError(f"{self.directory}: incomplete store: not marked finished; "
-                                 "rerun extraction to resume")
+        missing = next((f"shard {k} missing" for k in range(len(manifest["shards"]))
+                        if not (self.directory / shard_name(k)).is_file()), None)
+        refuse_incomplete(self.directory, "embedding store", manifest, missing)
         self._shards = [self._open_shard(k, shard["rows"]) for k, shard in enumerate(manifest["shards"])]
         self._positions: dict[str, int] | None = None
 

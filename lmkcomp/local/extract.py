@@ -111,7 +111,8 @@ def extract_local_split(
     workers = positive_int("workers", workers)
     ids = data.split_ids(split) if ids is None else list(ids)
     meta = {"split": split, "settings": extractor.settings()}
-    writer = LocalFeatureWriter(out, ids, extractor.dim, extractor.method, meta=meta, shard_size=shard_size)
+    writer = LocalFeatureWriter(out, ids, extractor.dim, extractor.method, meta=meta, shard_size=shard_size,
+                                command="lmkcomp extract-local")
     pending = writer.pending_shards()
     skipped_count = 0
     total = sum(rows.stop - rows.start for _, rows in pending)

@@ -53,6 +53,7 @@ from lmkcomp.manifest import (
     read_manifest,
     read_skipped,
     record_skipped,
+    refuse_incomplete,
 )
 
 FORMAT = "lmkcomp-local-features"
@@ -71,9 +72,9 @@ def shard_file(array: str, k: int) -> str:
 # Manifest and ids
 
 
-def _new_manifest(method: str, dim: int, count: int, shard_size: int, meta: dict) -> dict:
+def _new_manifest(method: str, dim: int, count: int, shard_size: int, meta: dict, command: str | None) -> dict:
     return new_store_manifest(FORMAT, FORMAT_VERSION, {"method": method, "dim": dim, "count": count,
-                                                       "shard_size": shard_size, "skipped": []},
+                                                       "shard_size": shard_size, "command": command, "skipped": []},
                               shard_rows(count, shard_size), meta)
 
 
@@ -97,11 +98,13 @@ class LocalFeatureWriter:
     If `directory` already holds a store with the same ids, method, dim, shard size and meta,
     its finished shards are kept and `pending_shards` lists only the others; if it holds any
     other store, a UserInputError names the first difference, since mixing two extractions
-    (other settings, another id order) would silently corrupt matching.
+    (other settings, another id order) would silently corrupt matching. `command` names the
+    command that writes the store (e.g. "lmkcomp extract-local"), for the message of a reader
+    that finds it unfinished.
     """
 
     def __init__(self, directory: str | Path, ids: Sequence[str], dim: int, method: str,
-                 meta: dict | None = None, shard_size: int = 1000):
+                 meta: dict | None = None, shard_size: int = 1000, command: str | None = None):
         self.directory = Path(directory)
         self.ids = list(ids)
         self.dim = positive_int("dim", dim)
@@ -113,7 +116,7 @@ class LocalFeatureWriter:
         self.meta = json.loads(json.dumps(meta or {}))
         check_ids(self.ids)
         self._images = shard_rows(len(self.ids), self.shard_size)
-        wanted = _new_manifest(self.method, self.dim, len(self.ids), self.shard_size, self.meta)
+        wanted = _new_manifest(self.method, self.dim, len(self.ids), self.shard_size, self.meta, command)
         if (self.directory / MANIFEST_NAME).exists():
             problem = describe_store_difference(_read_manifest(self.directory), wanted,
                                                 ("method", "dim", "shard_size", "count"), read_ids(self.directory), self.ids)
@@ -215,17 +218,18 @@ class LocalFeatureStore:
             raise UserInputError(f"{self.directory / IDS_NAME}: {len(self.ids)} ids, "
                                  f"but the manifest counts {manifest['count']} images")
         self.skipped: list[dict] = read_skipped(manifest, self.directory / MANIFEST_NAME, self.ids)
-        for k in range(len(self._images)):
-            missing = [shard_file(a, k) for a in SHARD_ARRAYS if not (self.directory / shard_file(a, k)).is_file()]
-            if missing:
-                raise UserInputError(f"{self.directory}: incomplete store: shard {k} missing "
-                                     f"({', '.join(missing)}); rerun extraction to resume")
-        if not manifest["complete"]:
-            raise UserInputError(f"{self.directory}: incomplete store: not marked finished; "
-                                 "rerun extraction to resume")
+        refuse_incomplete(self.directory, "local-feature store", manifest, self._first_missing_shard())
         self.max_open_shards = positive_int("max_open_shards", max_open_shards)
         self._open: OrderedDict[int, _Shard] = OrderedDict()
         self._positions = {image_id: row for row, image_id in enumerate(self.ids)}
+
+    def _first_missing_shard(self) -> str | None:
+        """`shard K missing (FILES)` for the first shard not wholly on disk; None if none."""
+        for k in range(len(self._images)):
+            missing = [shard_file(a, k) for a in SHARD_ARRAYS if not (self.directory / shard_file(a, k)).is_file()]
+            if missing:
+                return f"shard {k} missing ({', '.join(missing)})"
+        return None
 
     def __len__(self) -> int:
         return len(self.ids)
