@@ -98,6 +98,7 @@ def extract_local_split(
     workers: int = 1,
     progress: bool = True,
     skip_bad: bool = False,
+    command: str = "lmkcomp extract-local",
 ) -> LocalFeatureStore:
     """Extract the local features of `ids` (default: every image of `split`) into `out`.
 
@@ -105,14 +106,15 @@ def extract_local_split(
     kept and the others computed. `workers` > 1 extracts in that many processes. An image
     that cannot be loaded (missing, empty, not a regular file, corrupt) raises ImageLoadError
     naming the file, or with `skip_bad` is stored with no features, logged as a warning,
-    counted by the progress bar and listed in the store's `skipped`.
+    counted by the progress bar and listed in the store's `skipped`. `command` is what the
+    store names as the command that finishes it when a reader finds it unfinished.
     Returns the finished store.
     """
     workers = positive_int("workers", workers)
     ids = data.split_ids(split) if ids is None else list(ids)
     meta = {"split": split, "settings": extractor.settings()}
     writer = LocalFeatureWriter(out, ids, extractor.dim, extractor.method, meta=meta, shard_size=shard_size,
-                                command="lmkcomp extract-local")
+                                command=command)
     pending = writer.pending_shards()
     skipped_count = 0
     total = sum(rows.stop - rows.start for _, rows in pending)
