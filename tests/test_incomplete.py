@@ -23,7 +23,8 @@ from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter
 from lmkcomp.local.extract import extract_local_split
 from lmkcomp.local.sift import SiftExtractor
 
-INCOMPLETE_DATASET = "dataset is incomplete (make-dataset was interrupted); run the same make-dataset command again to finish it"
+INCOMPLETE_DATASET = ("dataset is incomplete (make-dataset was interrupted); "
+                      "run the same make-dataset command again to finish it")
 IDS = ("0a00000000000000", "0b00000000000000", "0c00000000000000")
 
 

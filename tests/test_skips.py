@@ -209,7 +209,8 @@ def test_a_fifo_without_skip_stops_the_command_with_one_line(tmp_path, command):
     root = bad_root(tmp_path, ["fifo"])
     args = ["--method", "sift"] if command == "extract-local" else [
         "--checkpoint", str(untrained_checkpoint(root, tmp_path / "model.pt")), "--workers", "0"]
-    done = run_lmkcomp(command, *args, "--data", str(root), "--split", "test", "--out", str(tmp_path / "out"), "--quiet")
+    done = run_lmkcomp(command, *args, "--data", str(root), "--split", "test", "--out", str(tmp_path / "out"),
+                       "--quiet")
     fifo = root / gldv2.image_relpath("test", BAD_IDS["fifo"])
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"lmkcomp: error: {fifo}: cannot load image: not a regular file (a FIFO)"]
