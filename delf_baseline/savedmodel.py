@@ -370,6 +370,7 @@ def _extract(args: argparse.Namespace) -> int:
     # Imported here so that `--help` and argument errors answer without loading pandas.
     from lmkcomp.data.layout import LandmarkData
     from lmkcomp.local.extract import extract_local_split
+    from lmkcomp.manifest import describe_skipped
 
     pca = load_pca(args.pca, args.pca_dim) if args.pca is not None else None
     extractor = DelfSavedModelExtractor(
@@ -377,8 +378,12 @@ def _extract(args: argparse.Namespace) -> int:
         pca=pca, max_image_size=args.max_image_size, method=args.method, descriptor_dim=args.descriptor_dim)
     data = LandmarkData(args.data, args.layout)
     store = extract_local_split(data, args.split, args.out, extractor, shard_size=args.shard_size,
-                                workers=args.workers, progress=not args.quiet, skip_bad=args.skip_bad)
+                                workers=args.workers, progress=not args.quiet, skip_bad=args.skip_bad,
+                                command=f"python -m {MODULE}")
     print(f"{args.out}: {extractor.method} local features ({extractor.dim}-d) of {len(store)} {args.split} images")
+    skipped = describe_skipped(store.directory, store.skipped)
+    if skipped is not None:
+        print(skipped)
     return 0
 
 

@@ -149,7 +149,17 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(f"{args.out}: {len(store)} x {store.dim} {store.dtype} embeddings of {args.split}")
+    _print_skipped(store)
     return 0
+
+
+def _print_skipped(store) -> None:
+    """The count of images a store written with skips could not read, if any."""
+    from lmkcomp.manifest import describe_skipped
+
+    line = describe_skipped(store.directory, store.skipped)
+    if line is not None:
+        print(line)
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> int:
@@ -291,6 +301,7 @@ def _cmd_extract_local(args: argparse.Namespace) -> int:
                                 shard_size=args.shard_size, workers=args.workers, progress=not args.quiet,
                                 skip_bad=args.skip_bad)
     print(f"{args.out}: {args.method} local features of {len(store)} {args.split} images")
+    _print_skipped(store)
     return 0
 
 

@@ -51,6 +51,9 @@ def check_store_fields(manifest: dict, path: Path, planned_shards: Callable[[int
 
 MANIFEST_NAME = "manifest.json"
 IDS_NAME = "ids.txt"
+#: manifest key of a store's rows that hold no data because their image could not be read:
+#: a list of {"row", "id", "reason"} sorted by row (absent in stores written before it existed)
+SKIPPED_KEY = "skipped"
 
 
 def check_ids(ids: Sequence[str]) -> None:
@@ -70,6 +73,25 @@ def new_store_manifest(format_name: str, version: int, fields: dict, shards: lis
     """The manifest of a sharded store not yet written: its format, `fields` (sizes, dtype,
     method...), the planned `shards`, `complete` false and the free-form `meta`."""
     return {"format": format_name, "version": version, **fields, "shards": shards, "complete": False, "meta": meta}
+
+
+#: manifest key of the command that writes a store (e.g. "lmkcomp extract"), named when the
+#: store is found unfinished; absent or null for stores written by library code alone
+COMMAND_KEY = "command"
+
+
+def refuse_incomplete(directory: Path, kind: str, manifest: dict, missing: str | None) -> None:
+    """Raise UserInputError unless the store in `directory` is complete: `missing` says which
+    shard is missing (e.g. "shard 1 missing"), if one is, else the manifest's `complete` flag
+    decides. The message says how to finish it: every writer resumes, so rerunning the command
+    that wrote it does."""
+    if missing is None and manifest["complete"]:
+        return
+    detail = missing if missing is not None else "not marked finished"
+    command = manifest.get(COMMAND_KEY)
+    advice = (f"run the same {command} command again to finish it" if isinstance(command, str) and command
+              else "run the command that wrote it again, with the same arguments, to finish it")
+    raise UserInputError(f"{directory}: incomplete {kind} ({detail}); {advice}")
 
 
 def read_ids(directory: Path, name: str = IDS_NAME) -> list[str]:
@@ -106,6 +128,50 @@ def mark_complete(directory: Path, pending: Sequence[tuple[int, object]], read: 
     if not manifest["complete"]:
         manifest["complete"] = True
         write_manifest(directory, manifest)
+
+
+def record_skipped(directory: Path, read: Callable[[Path], dict], ids: Sequence[str], rows: slice,
+                   skipped: Sequence[tuple[int, str]]) -> None:
+    """Record in the manifest of the store in `directory` (read, checked, by `read`) which of the
+    rows `rows` of `ids` hold no data because their image could not be read: `skipped` lists
+    `(row within rows, reason)`.
+
+    Entries already recorded for those rows are replaced, so a shard written again by a resumed
+    run leaves none stale; the manifest is rewritten only when the list changes. Writers call
+    this before writing the shard, so a shard on disk always has its entries recorded.
+    """
+    manifest = read(directory)
+    recorded = manifest.get(SKIPPED_KEY, [])
+    kept = [entry for entry in recorded if not rows.start <= entry["row"] < rows.stop]
+    added = [{"row": rows.start + row, "id": ids[rows.start + row], "reason": reason} for row, reason in skipped]
+    entries = sorted(kept + added, key=lambda entry: entry["row"])
+    if entries != recorded:
+        manifest[SKIPPED_KEY] = entries
+        write_manifest(directory, manifest)
+
+
+def read_skipped(manifest: dict, path: Path, ids: Sequence[str]) -> list[dict]:
+    """The skipped rows a store's manifest (read from `path`) records, each checked to name a row
+    of `ids`, that row's id and a reason; none when the manifest has no such list."""
+    entries = manifest.get(SKIPPED_KEY, [])
+    if not isinstance(entries, list):
+        raise UserInputError(f"{path}: '{SKIPPED_KEY}' must be a list")
+    for position, entry in enumerate(entries):
+        row = entry.get("row") if isinstance(entry, dict) else None
+        if (isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < len(ids)
+                or entry.get("id") != ids[row] or not isinstance(entry.get("reason"), str)):
+            raise UserInputError(f"{path}: '{SKIPPED_KEY}' entry {position} must name a row of the store, "
+                                 "that row's id and a reason")
+    return entries
+
+
+def describe_skipped(directory: Path, skipped: Sequence[dict]) -> str | None:
+    """The line a command prints about a store's skipped images; None when there are none."""
+    if not skipped:
+        return None
+    if len(skipped) == 1:
+        return f"1 image could not be read and was skipped; its id is in {directory / MANIFEST_NAME}"
+    return f"{len(skipped)} images could not be read and were skipped; their ids are in {directory / MANIFEST_NAME}"
 
 
 def first_difference(a: Sequence[str], b: Sequence[str]) -> int | None:

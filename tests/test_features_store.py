@@ -130,7 +130,8 @@ def test_ids_differing_mid_list_are_named_by_row(tmp_path):
 def test_missing_shard_is_named(tmp_path):
     write_store(tmp_path / "emb", make_ids(25), random_rows(25, 4), shard_size=10)
     (tmp_path / "emb" / "shard-00001.npy").unlink()
-    with pytest.raises(UserInputError, match="incomplete store: shard 1 missing; rerun extraction to resume"):
+    with pytest.raises(UserInputError, match=r"incomplete embedding store \(shard 1 missing\); run the command "
+                                             "that wrote it again, with the same arguments, to finish it"):
         EmbeddingStore(tmp_path / "emb")
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -399,6 +401,33 @@ def test_directory(tmp_path, reader):
     with pytest.raises(ImageLoadError) as excinfo:
         reader(tmp_path)
     assert_load_error(excinfo, tmp_path, "directory")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+@pytest.mark.parametrize("reader", [load_image_rgb, read_image_size])
+def test_fifo_is_refused_without_blocking(tmp_path, reader):
+    path = tmp_path / "pipe.jpg"
+    os.mkfifo(path)
+    # Opening a FIFO with no writer blocks forever; a thread keeps a regression from freezing
+    # the suite, and the opened write end (were the reader to open it) would unblock it.
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(reader, path)
+        try:
+            error = future.exception(timeout=10)
+        finally:
+            if not future.done():
+                with open(path, "wb"):
+                    pass
+    assert isinstance(error, ImageLoadError)
+    assert str(path) in str(error) and "not a regular file (a FIFO)" in error.reason
+
+
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="no /dev/null")
+@pytest.mark.parametrize("reader", [load_image_rgb, read_image_size])
+def test_device_is_refused(reader):
+    with pytest.raises(ImageLoadError) as excinfo:
+        reader("/dev/null")
+    assert_load_error(excinfo, Path("/dev/null"), "not a regular file (a character device)")
 
 
 @pytest.mark.parametrize("reader", [load_image_rgb, read_image_size])

@@ -368,4 +368,5 @@ def test_extract_local_split_bad_images(dataset, tmp_path, caplog):
                                     progress=False, skip_bad=True)
     assert len(store.get(missing)) == 0 and store.get(missing).dim == 128
     assert any(f"{missing}.jpg" in message for message in caplog.messages)
-    assert any("1 images of test could not be loaded" in message for message in caplog.messages)
+    # the store, not a log line, says which images were skipped
+    assert store.skipped == [{"row": 3, "id": missing, "reason": "file not found"}]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from lmkcomp.data.images import load_image_rgb
 from lmkcomp.data.layout import LandmarkData
@@ -38,7 +38,9 @@ class LandmarkImageDataset(Dataset):
     With ``on_error="raise"`` (the default) an unreadable image raises `ImageLoadError` naming
     the file. With ``on_error="skip"`` it is logged and a `SkippedImage` is returned instead;
     `collate_skipping` removes those from the batch and lists them under ``"skipped"`` so the
-    caller counts them: nothing is dropped silently.
+    caller counts them: nothing is dropped silently. In a DataLoader worker process the
+    image's `SkippedImage` is returned in both modes, and `checked_batches` raises its error
+    in the caller's process (see there why).
     """
 
     def __init__(
@@ -73,9 +75,10 @@ class LandmarkImageDataset(Dataset):
         try:
             image = load_image_rgb(path, max_side=self.max_side)
         except ImageLoadError as error:
-            if self.on_error == "raise":
+            if self.on_error == "raise" and get_worker_info() is None:
                 raise
-            log.warning("skipping %s: %s", error.path, error.reason)
+            if self.on_error == "skip":
+                log.warning("skipping %s: %s", error.path, error.reason)
             return SkippedImage(index, image_id, error.path, error.reason)
         image = self._transform(image, key)
         if not isinstance(image, torch.Tensor):
@@ -90,6 +93,20 @@ class LandmarkImageDataset(Dataset):
 
     def _transform(self, image: np.ndarray, key):
         return image if self.transform is None else self.transform(image=image)["image"]
+
+
+def checked_batches(loader: DataLoader | Iterable[dict], on_error: str) -> Iterator[dict]:
+    """The batches of `loader` (over a `LandmarkImageDataset`, collated by `collate_skipping`).
+
+    With ``on_error="raise"`` the first image a worker process handed back as skipped raises
+    its `ImageLoadError` here, in the caller's process: torch re-raises an exception from a
+    worker as a RuntimeError whose message is the worker's traceback, not the one-line error.
+    """
+    for batch in loader:
+        if on_error == "raise" and batch["skipped"]:
+            first = batch["skipped"][0]
+            raise ImageLoadError(first.path, first.reason)
+        yield batch
 
 
 def collate_skipping(batch: list) -> dict:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import stat
 import struct
 import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -45,8 +47,10 @@ def load_image_rgb(path: str | Path, max_side: int | None = None) -> np.ndarray:
     `max_side` the image is downscaled, never upscaled, so that its long side is at most
     `max_side`. The output size is then exactly `fit_within(read_image_size(path), max_side)`.
 
-    Raises ImageLoadError for a missing, empty, truncated, corrupt or non-image file and for
-    an image too large to decode safely; ValueError for a `max_side` below 1.
+    Raises ImageLoadError for a missing, empty, truncated, corrupt or non-image file, for a
+    path that is not a regular file (a directory, FIFO, socket or device: never read, so a
+    FIFO cannot block) and for an image too large to decode safely; ValueError for a
+    `max_side` below 1.
     """
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be at least 1, got {max_side}")
@@ -70,10 +74,11 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     goes unnoticed here and is reported by `load_image_rgb`. For PNGs only EXIF stored
     before the pixel data is seen, which is where writers put it.
 
-    Raises ImageLoadError for a missing, empty or non-image file or a decompression bomb.
+    Raises ImageLoadError for a missing, empty or non-image file, a path that is not a
+    regular file, or a decompression bomb.
     """
     path = Path(path)
-    with _image_errors(path), Image.open(path) as image:
+    with _image_errors(path), _open_regular_file(path) as handle, Image.open(handle) as image:
         width, height = image.size
         # When no EXIF precedes a PNG's pixel data, PngImageFile.getexif() decodes the whole
         # image to look for EXIF after it; the base implementation reads only what parsing
@@ -120,7 +125,7 @@ def _decode_upright(path: Path, max_side: int | None) -> tuple[Image.Image, tupl
     Returns the upright image, detached from the file, and the upright full-resolution
     (width, height), which differs from the image's own size when JPEG draft mode shrank it.
     """
-    with _image_errors(path), Image.open(path) as image:
+    with _image_errors(path), _open_regular_file(path) as handle, Image.open(handle) as image:
         width, height = image.size
         if max_side is not None:
             # A no-op for formats other than JPEG; must happen before load().
@@ -160,6 +165,36 @@ def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
         raise ImageLoadError(path, f"unsupported image mode {image.mode!r}") from exc
 
 
+def _open_regular_file(path: Path) -> BinaryIO:
+    """Open `path` for reading, or raise ImageLoadError unless it is a non-empty regular file.
+
+    The open is non-blocking and the type is checked on the open descriptor: opening a FIFO
+    for reading would otherwise wait forever for a writer, and checking the path before
+    opening it could be fooled by a file replaced in between. (O_NONBLOCK changes nothing
+    for reads of a regular file.)
+    """
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        status = os.fstat(descriptor)
+        if stat.S_ISDIR(status.st_mode):
+            raise ImageLoadError(path, "is a directory, not an image file")
+        if not stat.S_ISREG(status.st_mode):
+            raise ImageLoadError(path, f"not a regular file ({_special_file_kind(status.st_mode)})")
+        if status.st_size == 0:
+            raise ImageLoadError(path, "empty file (0 bytes)")
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _special_file_kind(mode: int) -> str:
+    """What a file that is neither regular nor a directory is, in words."""
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
 @contextlib.contextmanager
 def _image_errors(path: Path) -> Iterator[None]:
     """Turn the ways opening or decoding `path` fails into ImageLoadError."""
@@ -174,7 +209,6 @@ def _image_errors(path: Path) -> Iterator[None]:
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(path, f"too many pixels, possible decompression bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
-        reason = "empty file (0 bytes)" if path.stat().st_size == 0 else "not an image file"
-        raise ImageLoadError(path, reason) from exc
+        raise ImageLoadError(path, "not an image file") from exc
     except _CORRUPT_DATA_ERRORS as exc:
         raise ImageLoadError(path, f"truncated or corrupt image data: {exc}") from exc

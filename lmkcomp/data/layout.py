@@ -14,10 +14,15 @@ Two layouts are known:
 
 In both, the ids of the test and index splits are the image files on disk (Kaggle ships no CSV
 for them); train ids and labels come from ``train.csv`` (or ``train_clean.csv``).
+
+A root that `lmkcomp make-dataset` writes holds its manifest, ``dataset.json``, whose
+``complete`` is set only once every image and CSV is written: a root whose manifest says
+otherwise is refused. Downloaded data has no such file and is taken as it is.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -61,10 +66,31 @@ def get_layout(name: str) -> Layout:
         raise UserInputError(f"unknown layout {name!r}; known layouts: {', '.join(LAYOUTS)}") from None
 
 
+#: the manifest `lmkcomp make-dataset` writes in a dataset root (see `lmkcomp.data.synthetic`)
+DATASET_MANIFEST = "dataset.json"
+
+
+def check_dataset_complete(root: Path) -> None:
+    """Refuse a dataset root whose `dataset.json` says `"complete": false`: its make-dataset was
+    interrupted, and images or CSVs may be missing. A root without that file is accepted, and
+    so is one whose file make-dataset did not write (no JSON object with a `complete` flag)."""
+    path = root / DATASET_MANIFEST
+    if not path.is_file():
+        return
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # make-dataset writes it atomically: a file it cannot parse is someone else's
+    if isinstance(manifest, dict) and manifest.get("complete") is False:
+        raise UserInputError(f"{root}: dataset is incomplete (make-dataset was interrupted); run the same "
+                             "make-dataset command again to finish it")
+
+
 class LandmarkData:
     """Read access to a dataset root in one of the known layouts.
 
-    CSVs are read (and validated) on first use and cached on the instance.
+    CSVs are read (and validated) on first use and cached on the instance. A root that
+    make-dataset did not finish is refused (`check_dataset_complete`).
     """
 
     def __init__(self, root: str | Path, layout: str = "gldv2"):
@@ -72,6 +98,7 @@ class LandmarkData:
         self.layout = get_layout(layout)
         if not self.root.is_dir():
             raise UserInputError(f"{self.root}: dataset root not found")
+        check_dataset_complete(self.root)
 
     def file(self, role: str) -> Path:
         """Path of the file that plays `role` (e.g. "train", "recognition_solution")."""

@@ -40,13 +40,14 @@ from tqdm import tqdm
 from lmkcomp.config import preset_with_overrides
 from lmkcomp.data import gldv2, scenes
 from lmkcomp.data.images import encode_jpeg
+from lmkcomp.data.layout import DATASET_MANIFEST
 from lmkcomp.errors import UserInputError
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
 from lmkcomp.outdir import LOCK_NAME
 from lmkcomp.workers import process_pool
 
 GENERATOR_VERSION = 1
-MANIFEST = "dataset.json"
+MANIFEST = DATASET_MANIFEST
 
 NOISE_NONE = "none"
 NOISE_OTHER_LANDMARK = "other_landmark"

@@ -75,7 +75,7 @@ def ensemble_stores(out_dir: str | Path, stores: Sequence[EmbeddingStore], weigh
         "whitening": None if whitening is None else _whitening_digest(whitening),
     }
     dim = width if whitening is None else whitening.d_out
-    writer = EmbeddingWriter(out_dir, stores[0].ids, dim, dtype=dtype, meta=meta)
+    writer = EmbeddingWriter(out_dir, stores[0].ids, dim, dtype=dtype, meta=meta, command="lmkcomp ensemble")
     for k, rows in writer.pending_shards():
         # Unit-norm rows cannot overflow float16, so the shard is built in the output dtype.
         shard = np.empty((rows.stop - rows.start, dim), dtype=writer.dtype)

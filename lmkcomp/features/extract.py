@@ -8,7 +8,7 @@ pooling) it is the plain mean. The neck's embedding is then L2-normalised.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lmkcomp.data.dataset import collate_skipping
+from lmkcomp.data.dataset import SkippedImage, checked_batches, collate_skipping
 from lmkcomp.devices import resolve_device
 from lmkcomp.models.pooling import power_mean
 from lmkcomp.train.samplers import BatchItem
@@ -63,11 +63,14 @@ def embed_dataset(
     channels_last: bool = False,
     progress: bool = True,
     desc: str = "embed",
+    on_skip: Callable[[SkippedImage], None] | None = None,
+    dim: int | None = None,
 ) -> np.ndarray:
     """Embed every sample named in `batches` (each batch one size); rows in dataset order.
 
     Samples the dataset skips (unreadable images with ``on_error="skip"``) get all-zero rows,
-    and are counted in the progress bar's postfix, never silently dropped.
+    are counted in the progress bar's postfix and passed to `on_skip`, never silently
+    dropped. When every sample is skipped, the rows are `dim` zeros (ValueError without it).
     """
     model.eval()
     total = sum(len(batch) for batch in batches)
@@ -75,8 +78,11 @@ def embed_dataset(
     skipped = 0
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_skipping)
     bar = tqdm(total=total, desc=desc, unit="img", disable=not progress)
-    for batch in loader:
+    for batch in checked_batches(loader, dataset.on_error):
         skipped += len(batch["skipped"])
+        if on_skip is not None:
+            for image in batch["skipped"]:
+                on_skip(image)
         if batch["image"] is not None:
             images = batch["image"].to(device, non_blocking=True)
             if channels_last:
@@ -91,7 +97,9 @@ def embed_dataset(
             bar.set_postfix(skipped=skipped)
     bar.close()
     if out is None:
-        raise ValueError("no image could be embedded")
+        if dim is None:
+            raise ValueError("no image could be embedded")
+        out = np.zeros((len(dataset), dim), dtype=np.float32)
     return out
 
 
@@ -114,7 +122,11 @@ def extract_split(
     ids: Sequence[str] | None = None,
 ):
     """Embed every image of `split` (or only `ids`, in that order) into an id-aligned, sharded
-    store at `out` (resumable: finished shards are kept, the rest are computed)."""
+    store at `out` (resumable: finished shards are kept, the rest are computed).
+
+    An image that cannot be read raises ImageLoadError naming it, or with ``on_error="skip"``
+    gets an all-zero row that the store's `skipped` lists with the reason.
+    """
     from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter
     from lmkcomp.train.checkpoint import load_trained_model
     from lmkcomp.train.data import BucketedImageDataset, image_sizes
@@ -128,16 +140,19 @@ def extract_split(
     ids = data.split_ids(split) if ids is None else list(ids)
     meta = {"checkpoint": str(checkpoint), "split": split, "scales": list(scales), "flip": flip,
             "image_size": image_size, "backbone": config.model.backbone}
-    writer = EmbeddingWriter(out, ids, config.model.embedding_size, dtype=dtype, shard_size=shard_size, meta=meta)
+    writer = EmbeddingWriter(out, ids, config.model.embedding_size, dtype=dtype, shard_size=shard_size, meta=meta,
+                             command="lmkcomp extract")
     for shard, rows in writer.pending_shards():
         shard_ids = ids[rows]
         dataset = BucketedImageDataset(data, split, shard_ids, augment="none", max_side=config.data.max_side,
                                        on_error=on_error)
-        buckets = assign_buckets(image_sizes(data, split, shard_ids, progress=progress))
+        buckets = assign_buckets(image_sizes(data, split, shard_ids, progress=progress, on_error=on_error))
+        skipped: list[SkippedImage] = []
         embeddings = embed_dataset(
             model, dataset, ordered_batches(buckets, batch_size, image_size), torch_device, amp=amp, scales=scales,
             flip=flip, workers=workers, progress=progress, desc=f"extract {split} shard {shard}",
+            on_skip=skipped.append, dim=config.model.embedding_size,
         )
-        writer.write_shard(shard, embeddings)
+        writer.write_shard(shard, embeddings, [(image.index, image.reason) for image in skipped])
     writer.finish()
     return EmbeddingStore(out)

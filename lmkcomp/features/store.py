@@ -7,7 +7,8 @@ Layout of a store folder `DIR`:
   `[k * shard_size, min((k + 1) * shard_size, count))` as a `(rows, dim)` array of `dtype`.
 - `DIR/manifest.json`: `format`, `version`, `dim`, `dtype` ("float16" or "float32"), `count`,
   `shard_size`, `shards` (each shard's `file` and `rows`), `complete` (set by
-  `EmbeddingWriter.finish`) and `meta`, a free-form JSON object (checkpoint, scales, split...).
+  `EmbeddingWriter.finish`), `skipped` (the all-zero rows of images that could not be read:
+  `row`, `id` and `reason` each) and `meta`, a free-form JSON object (checkpoint, scales...).
 
 Every file is written atomically, so a killed extraction leaves whole shards or none; a new
 `EmbeddingWriter` on the same folder and ids resumes with the shards still missing. Readers
@@ -37,6 +38,9 @@ from lmkcomp.manifest import (
     new_store_manifest,
     read_ids,
     read_manifest,
+    read_skipped,
+    record_skipped,
+    refuse_incomplete,
 )
 
 FORMAT = "lmkcomp-embeddings"
@@ -104,8 +108,9 @@ def _planned_shards(count: int, shard_size: int) -> list[dict]:
     return [{"file": shard_name(k), "rows": rows} for k, rows in enumerate(shard_rows(count, shard_size))]
 
 
-def _new_manifest(dim: int, dtype: str, count: int, shard_size: int, meta: dict) -> dict:
-    return new_store_manifest(FORMAT, FORMAT_VERSION, {"dim": dim, "dtype": dtype, "count": count, "shard_size": shard_size},
+def _new_manifest(dim: int, dtype: str, count: int, shard_size: int, meta: dict, command: str | None) -> dict:
+    return new_store_manifest(FORMAT, FORMAT_VERSION, {"dim": dim, "dtype": dtype, "count": count, "shard_size": shard_size,
+                                                       "command": command, "skipped": []},
                               _planned_shards(count, shard_size), meta)
 
 
@@ -132,10 +137,12 @@ class EmbeddingWriter:
     the shards on disk are kept and `pending_shards` lists only the missing ones; if it holds
     any other store a `UserInputError` names the first mismatch, since mixing the rows of two
     extractions (another checkpoint, another id order) would silently corrupt retrieval.
+    `command` names the command that writes the store (e.g. "lmkcomp extract"), for the
+    message of a reader that finds it unfinished.
     """
 
     def __init__(self, directory: str | Path, ids: Sequence[str], dim: int, dtype: DTypeLike = "float16",
-                 shard_size: int = 50_000, meta: dict | None = None):
+                 shard_size: int = 50_000, meta: dict | None = None, command: str | None = None):
         self.directory = Path(directory)
         self.ids = list(ids)
         self.dim = positive_int("dim", dim)
@@ -146,7 +153,7 @@ class EmbeddingWriter:
         self.meta = json.loads(json.dumps(meta or {}))
         check_ids(self.ids)
         self._rows = shard_rows(len(self.ids), self.shard_size)
-        wanted = _new_manifest(self.dim, self.dtype, len(self.ids), self.shard_size, self.meta)
+        wanted = _new_manifest(self.dim, self.dtype, len(self.ids), self.shard_size, self.meta, command)
         if (self.directory / MANIFEST_NAME).exists():
             self._check_same_store(wanted)
         else:
@@ -168,11 +175,14 @@ class EmbeddingWriter:
                 for k, rows in enumerate(self._rows)
                 if not (self.directory / shard_name(k)).is_file()]
 
-    def write_shard(self, k: int, array: ArrayLike) -> None:
+    def write_shard(self, k: int, array: ArrayLike, skipped: Sequence[tuple[int, str]] = ()) -> None:
         """Store `array` (shard `k`'s rows x dim) as shard `k`, cast to the store's dtype.
 
-        Raises IndexError for an unknown shard, ValueError for a wrong shape and
-        UserInputError for a row that is not finite once cast (e.g. float16 overflow).
+        `skipped` lists `(row within the shard, reason)` for the images that could not be read;
+        their rows must be all zero, and the manifest records them (see `EmbeddingStore.skipped`).
+        Raises IndexError for an unknown shard, ValueError for a wrong shape or a skipped row
+        that is not zero and UserInputError for a row that is not finite once cast (e.g.
+        float16 overflow).
         """
         if not 0 <= k < len(self._rows):
             raise IndexError(f"shard {k} out of range: the store has {len(self._rows)} shards")
@@ -188,6 +198,11 @@ class EmbeddingWriter:
             row = k * self.shard_size + int(bad[0])
             raise UserInputError(f"{self.directory}: shard {k}: {bad.size} embeddings not finite in {self.dtype}, "
                                  f"first: row {row} (id {self.ids[row]})")
+        rows = [row for row, _ in skipped]
+        if any(not 0 <= row < len(data) for row in rows) or np.any(data[rows]):
+            raise ValueError(f"shard {k}: skipped images must be rows of the shard, all zero")
+        start = k * self.shard_size
+        record_skipped(self.directory, _read_manifest, self.ids, slice(start, start + self._rows[k]), skipped)
         with atomic_write(self.directory / shard_name(k), "wb") as handle:
             np.save(handle, data, allow_pickle=False)
 
@@ -204,7 +219,8 @@ class EmbeddingWriter:
 class EmbeddingStore:
     """A complete store, read through memory-mapped shards.
 
-    Attributes: `directory`, `ids` (row order), `dim`, `dtype` (as stored), `meta`.
+    Attributes: `directory`, `ids` (row order), `dim`, `dtype` (as stored), `meta`, `skipped`
+    (`{"row", "id", "reason"}` of each all-zero row whose image could not be read).
     """
 
     def __init__(self, directory: str | Path):
@@ -218,13 +234,10 @@ class EmbeddingStore:
         if len(self.ids) != manifest["count"]:
             raise UserInputError(f"{self.directory / IDS_NAME}: {len(self.ids)} ids, "
                                  f"but the shards hold {manifest['count']} rows")
-        for k in range(len(manifest["shards"])):
-            if not (self.directory / shard_name(k)).is_file():
-                raise UserInputError(f"{self.directory}: incomplete store: shard {k} missing; "
-                                     "rerun extraction to resume")
-        if not manifest["complete"]:
-            raise UserInputError(f"{self.directory}: incomplete store: not marked finished; "
-                                 "rerun extraction to resume")
+        self.skipped: list[dict] = read_skipped(manifest, self.directory / MANIFEST_NAME, self.ids)
+        missing = next((f"shard {k} missing" for k in range(len(manifest["shards"]))
+                        if not (self.directory / shard_name(k)).is_file()), None)
+        refuse_incomplete(self.directory, "embedding store", manifest, missing)
         self._shards = [self._open_shard(k, shard["rows"]) for k, shard in enumerate(manifest["shards"])]
         self._positions: dict[str, int] | None = None
 

@@ -98,39 +98,42 @@ def extract_local_split(
     workers: int = 1,
     progress: bool = True,
     skip_bad: bool = False,
+    command: str = "lmkcomp extract-local",
 ) -> LocalFeatureStore:
     """Extract the local features of `ids` (default: every image of `split`) into `out`.
 
     Resumable: shards already in `out` (same ids, extractor method, dim and settings) are
     kept and the others computed. `workers` > 1 extracts in that many processes. An image
-    that cannot be loaded raises ImageLoadError naming the file, or with `skip_bad` is stored
-    with no features and logged as a warning (the progress bar counts them).
+    that cannot be loaded (missing, empty, not a regular file, corrupt) raises ImageLoadError
+    naming the file, or with `skip_bad` is stored with no features, logged as a warning,
+    counted by the progress bar and listed in the store's `skipped`. `command` is what the
+    store names as the command that finishes it when a reader finds it unfinished.
     Returns the finished store.
     """
     workers = positive_int("workers", workers)
     ids = data.split_ids(split) if ids is None else list(ids)
     meta = {"split": split, "settings": extractor.settings()}
-    writer = LocalFeatureWriter(out, ids, extractor.dim, extractor.method, meta=meta, shard_size=shard_size)
+    writer = LocalFeatureWriter(out, ids, extractor.dim, extractor.method, meta=meta, shard_size=shard_size,
+                                command=command)
     pending = writer.pending_shards()
-    skipped = 0
+    skipped_count = 0
     total = sum(rows.stop - rows.start for _, rows in pending)
     with (tqdm(total=total, desc=f"local features {split}", unit="img", disable=not progress) as bar,
           _worker_pool(workers, extractor) if workers > 1 and pending else nullcontext() as pool):
         for k, rows in pending:
             paths = [str(data.image_path(split, image_id)) for image_id in ids[rows]]
-            records = []
-            for path, (features, reason) in zip(paths, _results(pool, extractor, paths)):
+            records, skipped = [], []
+            for position, (path, (features, reason)) in enumerate(zip(paths, _results(pool, extractor, paths))):
                 if features is None:
                     if not skip_bad:
                         raise ImageLoadError(path, reason)
                     log.warning("%s: cannot load image: %s; stored with no local features", path, reason)
-                    skipped += 1
-                    bar.set_postfix(skipped=skipped)
+                    skipped.append((position, reason))
+                    skipped_count += 1
+                    bar.set_postfix(skipped=skipped_count)
                     features = LocalFeatures.empty(extractor.dim, DESCRIPTOR_DTYPE)
                 records.append(features)
                 bar.update(1)
-            writer.write_shard(k, records)
-    if skipped:
-        log.warning("%d images of %s could not be loaded and have no local features", skipped, split)
+            writer.write_shard(k, records, skipped)
     writer.finish()
     return LocalFeatureStore(out)

@@ -306,7 +306,9 @@ def read_pair_table(out: str | Path) -> pd.DataFrame:
     for k, start in enumerate(range(0, count, chunk_size)):
         path = out / chunk_file(k)
         if not path.is_file():
-            raise UserInputError(f"{out}: incomplete pair table: {path.name} missing; rerun verification to resume")
+            raise UserInputError(f"{out}: incomplete pair table ({path.name} missing); run the lmkcomp verify (or "
+                                 "clean --method verify) command that wrote it again, with the same arguments, "
+                                 "to finish it")
         try:
             table = pq.read_table(path)
         except (OSError, ValueError) as exc:

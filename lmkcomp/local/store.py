@@ -15,8 +15,9 @@ Layout of a store folder `DIR`:
   - `offsets-0000k.npy`: (images + 1) int64, non-decreasing, from 0 to R: the features of the
     shard's image `i` are rows `offsets[i]:offsets[i + 1]`.
 - `DIR/manifest.json`: `format`, `version`, `method` (the extractor's name), `dim`, `count`,
-  `shard_size`, `shards` (images per shard), `complete` and `meta`, a free-form JSON object
-  (split, extractor settings...).
+  `shard_size`, `skipped` (the images stored with no features because they could not be read:
+  `row`, `id` and `reason` each), `shards` (images per shard), `complete` and `meta`, a
+  free-form JSON object (split, extractor settings...).
 
 Every file is written atomically and a shard's offsets file is written last, so a killed
 extraction leaves whole shards or none; a new `LocalFeatureWriter` on the same folder, ids,
@@ -50,6 +51,9 @@ from lmkcomp.manifest import (
     new_store_manifest,
     read_ids,
     read_manifest,
+    read_skipped,
+    record_skipped,
+    refuse_incomplete,
 )
 
 FORMAT = "lmkcomp-local-features"
@@ -68,9 +72,9 @@ def shard_file(array: str, k: int) -> str:
 # Manifest and ids
 
 
-def _new_manifest(method: str, dim: int, count: int, shard_size: int, meta: dict) -> dict:
+def _new_manifest(method: str, dim: int, count: int, shard_size: int, meta: dict, command: str | None) -> dict:
     return new_store_manifest(FORMAT, FORMAT_VERSION, {"method": method, "dim": dim, "count": count,
-                                                       "shard_size": shard_size},
+                                                       "shard_size": shard_size, "command": command, "skipped": []},
                               shard_rows(count, shard_size), meta)
 
 
@@ -94,11 +98,13 @@ class LocalFeatureWriter:
     If `directory` already holds a store with the same ids, method, dim, shard size and meta,
     its finished shards are kept and `pending_shards` lists only the others; if it holds any
     other store, a UserInputError names the first difference, since mixing two extractions
-    (other settings, another id order) would silently corrupt matching.
+    (other settings, another id order) would silently corrupt matching. `command` names the
+    command that writes the store (e.g. "lmkcomp extract-local"), for the message of a reader
+    that finds it unfinished.
     """
 
     def __init__(self, directory: str | Path, ids: Sequence[str], dim: int, method: str,
-                 meta: dict | None = None, shard_size: int = 1000):
+                 meta: dict | None = None, shard_size: int = 1000, command: str | None = None):
         self.directory = Path(directory)
         self.ids = list(ids)
         self.dim = positive_int("dim", dim)
@@ -110,7 +116,7 @@ class LocalFeatureWriter:
         self.meta = json.loads(json.dumps(meta or {}))
         check_ids(self.ids)
         self._images = shard_rows(len(self.ids), self.shard_size)
-        wanted = _new_manifest(self.method, self.dim, len(self.ids), self.shard_size, self.meta)
+        wanted = _new_manifest(self.method, self.dim, len(self.ids), self.shard_size, self.meta, command)
         if (self.directory / MANIFEST_NAME).exists():
             problem = describe_store_difference(_read_manifest(self.directory), wanted,
                                                 ("method", "dim", "shard_size", "count"), read_ids(self.directory), self.ids)
@@ -128,12 +134,15 @@ class LocalFeatureWriter:
         return [(k, slice(k * self.shard_size, k * self.shard_size + images))
                 for k, images in enumerate(self._images) if not self._finished(k)]
 
-    def write_shard(self, k: int, records: Sequence[LocalFeatures]) -> None:
+    def write_shard(self, k: int, records: Sequence[LocalFeatures], skipped: Sequence[tuple[int, str]] = ()) -> None:
         """Store `records` (one per image of shard `k`, in id order) as shard `k`.
 
-        Descriptors are stored as float16. Raises IndexError for an unknown shard and
-        ValueError for a wrong number of records, a record of another dimension or
-        descriptors too large for float16 (they should be L2-normalised).
+        `skipped` lists `(position within the shard, reason)` for the images that could not be
+        read; their records must be empty, and the manifest records them (see
+        `LocalFeatureStore.skipped`). Descriptors are stored as float16. Raises IndexError
+        for an unknown shard and ValueError for a wrong number of records, a record of
+        another dimension, a skipped image with features or descriptors too large for
+        float16 (they should be L2-normalised).
         """
         if not 0 <= k < len(self._images):
             raise IndexError(f"shard {k} out of range: the store has {len(self._images)} shards")
@@ -154,6 +163,9 @@ class LocalFeatureWriter:
             position = int(np.searchsorted(offsets, bad[0], side="right")) - 1
             raise ValueError(f"shard {k}: descriptors of id {self.ids[first + position]} overflow float16; "
                              "descriptors must be L2-normalised")
+        if any(not 0 <= position < len(records) or len(records[position]) for position, _ in skipped):
+            raise ValueError(f"shard {k}: skipped images must be images of the shard, with no features")
+        record_skipped(self.directory, _read_manifest, self.ids, slice(first, first + len(records)), skipped)
         arrays = {
             "descriptors": descriptors,
             "locations": np.concatenate([r.locations for r in records]),
@@ -187,7 +199,9 @@ class _Shard:
 class LocalFeatureStore:
     """A complete local-feature store, read through memory-mapped shards.
 
-    Attributes: `directory`, `ids` (store order), `method`, `dim`, `shard_size`, `meta`.
+    Attributes: `directory`, `ids` (store order), `method`, `dim`, `shard_size`, `meta`,
+    `skipped` (`{"row", "id", "reason"}` of each image stored with no features because it could
+    not be read; other images may have none too, e.g. a blank one).
     At most `max_open_shards` shards are kept mapped at a time (each holds four open files).
     """
 
@@ -203,17 +217,19 @@ class LocalFeatureStore:
         if len(self.ids) != manifest["count"]:
             raise UserInputError(f"{self.directory / IDS_NAME}: {len(self.ids)} ids, "
                                  f"but the manifest counts {manifest['count']} images")
-        for k in range(len(self._images)):
-            missing = [shard_file(a, k) for a in SHARD_ARRAYS if not (self.directory / shard_file(a, k)).is_file()]
-            if missing:
-                raise UserInputError(f"{self.directory}: incomplete store: shard {k} missing "
-                                     f"({', '.join(missing)}); rerun extraction to resume")
-        if not manifest["complete"]:
-            raise UserInputError(f"{self.directory}: incomplete store: not marked finished; "
-                                 "rerun extraction to resume")
+        self.skipped: list[dict] = read_skipped(manifest, self.directory / MANIFEST_NAME, self.ids)
+        refuse_incomplete(self.directory, "local-feature store", manifest, self._first_missing_shard())
         self.max_open_shards = positive_int("max_open_shards", max_open_shards)
         self._open: OrderedDict[int, _Shard] = OrderedDict()
         self._positions = {image_id: row for row, image_id in enumerate(self.ids)}
+
+    def _first_missing_shard(self) -> str | None:
+        """`shard K missing (FILES)` for the first shard not wholly on disk; None if none."""
+        for k in range(len(self._images)):
+            missing = [shard_file(a, k) for a in SHARD_ARRAYS if not (self.directory / shard_file(a, k)).is_file()]
+            if missing:
+                return f"shard {k} missing ({', '.join(missing)})"
+        return None
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -19,7 +19,7 @@ from lmkcomp.data.dataset import LandmarkImageDataset
 from lmkcomp.data.images import read_image_size
 from lmkcomp.data.labels import read_labels
 from lmkcomp.data.layout import LandmarkData
-from lmkcomp.errors import UserInputError
+from lmkcomp.errors import ImageLoadError, UserInputError
 from lmkcomp.train.augment import create_transform, sample_seed
 from lmkcomp.train.samplers import BatchItem
 
@@ -103,19 +103,36 @@ def data_file(root: str | Path, name: str, key: str) -> Path:
     return inside
 
 
+#: the size given to an image whose header cannot be read when bad images are skipped: it only
+#: places the image in a bucket (the square one), and loading it later skips it and counts it
+UNREADABLE_SIZE = (1, 1)
+
+
 def image_sizes(data: LandmarkData, split: str, ids: list[str], cache: Path | None = None,
-                progress: bool = True) -> list[tuple[int, int]]:
-    """(width, height) of every image, read from file headers; cached in `cache` (CSV)."""
+                progress: bool = True, on_error: str = "raise") -> list[tuple[int, int]]:
+    """(width, height) of every image, read from file headers; cached in `cache` (CSV).
+
+    An image whose header cannot be read raises ImageLoadError, or with ``on_error="skip"``
+    gets `UNREADABLE_SIZE` and stays out of the cache (a repaired file is read next time).
+    """
     known: dict[str, tuple[int, int]] = {}
     if cache is not None and cache.is_file():
         frame = read_table(cache, ["id", "width", "height"]).frame
         known = {i: (int(w), int(h)) for i, w, h in zip(frame["id"], frame["width"], frame["height"])}
     missing = [i for i in ids if i not in known]
+    unreadable: set[str] = set()
     for image_id in tqdm(missing, desc=f"image sizes {split}", unit="img", disable=not progress or not missing):
-        known[image_id] = read_image_size(data.image_path(split, image_id))
-    if cache is not None and missing:
+        try:
+            known[image_id] = read_image_size(data.image_path(split, image_id))
+        except ImageLoadError as error:
+            if on_error == "raise":
+                raise
+            # reported (and counted) once, when the image itself is loaded and skipped
+            log.debug("no size for %s: %s", error.path, error.reason)
+            unreadable.add(image_id)
+    if cache is not None and len(unreadable) < len(missing):
         gldv2.write_csv_rows(cache, ["id", "width", "height"], ((i, *known[i]) for i in sorted(known)))
-    return [known[i] for i in ids]
+    return [UNREADABLE_SIZE if i in unreadable else known[i] for i in ids]
 
 
 class BucketedImageDataset(LandmarkImageDataset):

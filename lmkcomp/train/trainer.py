@@ -40,7 +40,7 @@ from lmkcomp import metrics
 from lmkcomp.config import from_dict, to_dict
 from lmkcomp.clean.embedding_methods import landmark_groups
 from lmkcomp.data import gldv2
-from lmkcomp.data.dataset import collate_skipping
+from lmkcomp.data.dataset import checked_batches, collate_skipping
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.devices import resolve_device
 from lmkcomp.errors import UserInputError
@@ -169,7 +169,8 @@ class Trainer:
         if not self.config.aspect_buckets:
             return np.full(len(ids), 2)  # the square bucket
         cache = self.run_dir / "image_sizes.csv" if self.context.is_main else None
-        return assign_buckets(image_sizes(self.data, "train", ids, cache, progress=self.progress and self.context.is_main))
+        return assign_buckets(image_sizes(self.data, "train", ids, cache, progress=self.progress and self.context.is_main,
+                                          on_error=self.config.data.on_error))
 
     def _non_landmark_ids(self, labels: pd.DataFrame) -> list[str]:
         """Ids of ``data.non_landmarks`` (none without it); none of them may carry a landmark label."""
@@ -408,7 +409,7 @@ class Trainer:
         stage = f"stage {self.stage.number}/{len(self.stages)} " if config.curriculum is not None else ""
         bar = tqdm(total=len(sampler), desc=f"{stage}epoch {epoch + 1}/{config.total_epochs} {phase} {size}px",
                    unit="batch", disable=not (self.progress and self.context.is_main))
-        for batch_number, batch in enumerate(loader, start=self.state.batch):
+        for batch_number, batch in enumerate(checked_batches(loader, config.data.on_error), start=self.state.batch):
             if batch["image"] is None:
                 bar.update(1)
                 continue
