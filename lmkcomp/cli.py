@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     make = commands.add_parser("make-dataset", help="write a synthetic mini-GLDv2, or import photo folders, in the GLDv2 layout")
-    make.add_argument("out", help="output folder (created; resumable)")
+    make.add_argument("out", help="output folder (created; a synthetic dataset resumes; an import needs an empty folder, or --force to replace an earlier import)")
     make.add_argument("--preset", choices=("tiny", "small", "medium", "v1"), default="small",
                       help="synthetic size; v1 is the train-only pretraining corpus (landmarks no other preset has)")
     make.add_argument("--seed", type=int, default=0)

@@ -91,7 +91,8 @@ def stored(out: Path) -> dict[str, tuple[str, int]]:
     data = LandmarkData(out, "gldv2")
     placed = {i: ("train", lm) for i, lm in zip(data.train_labels()["id"], data.train_labels()["landmark_id"])}
     placed.update({i: ("index", lm) for i, lm in zip(data.index_labels["id"], data.index_labels["landmark_id"])})
-    placed.update({i: ("test", answers[0] if answers else -1) for i, answers in data.recognition_solution.answers.items()})
+    answers = data.recognition_solution.answers
+    placed.update({i: ("test", landmarks[0] if landmarks else -1) for i, landmarks in answers.items()})
     return placed
 
 
@@ -132,7 +133,8 @@ def test_split_folders_keep_their_split(tmp_path):
         if landmark != "colosseum" and not (landmark == "pantheon" and split == "train"):
             assert got_split == split, path  # given test / index photos, and louvre's train, stay
     # pantheon lacks index photos: one is taken from its train photos; colosseum gets both
-    assert sorted(s for s, lm in placed.values() if names.get(lm) == "pantheon") == ["index", "test", "train", "train", "train"]
+    pantheon = sorted(split for split, landmark in placed.values() if names.get(landmark) == "pantheon")
+    assert pantheon == ["index", "test", "train", "train", "train"]
     assert len(image_files(out, "test")) == len(gldv2.read_sample_submission(out / "sample_submission.csv")) == 6
 
 

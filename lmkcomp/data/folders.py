@@ -216,7 +216,9 @@ def image_id(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def drop_duplicates(photos: Sequence[SourcePhoto]) -> tuple[list[tuple[SourcePhoto, str]], list[tuple[SourcePhoto, SourcePhoto]]]:
+def drop_duplicates(
+    photos: Sequence[SourcePhoto],
+) -> tuple[list[tuple[SourcePhoto, str]], list[tuple[SourcePhoto, SourcePhoto]]]:
     """Keep one copy of each photo (same bytes): landmark photos before distractors, then
     train, index, test and unsplit ones, then the given order.
 
@@ -270,10 +272,11 @@ def assign_splits(rng: np.random.Generator, given: Sequence[str | None], test_fr
     return splits
 
 
-def plan_splits(photos: Sequence[tuple[SourcePhoto, str]], seed: int, test_fraction: float,
+def plan_splits(photos: Sequence[tuple[SourcePhoto, str]], ids: dict[str, int], seed: int, test_fraction: float,
                 index_fraction: float, report: ImportReport) -> list[tuple[SourcePhoto, DatasetImage]]:
-    """Each photo with its stored image (id, split, landmark id); counts carved splits in `report`."""
-    ids = landmark_ids(photo.landmark for photo, _ in photos if photo.landmark != NON_LANDMARK)
+    """Each (photo, image id) with its stored image (id, split, landmark id from `ids`), split by
+    `assign_splits` landmark by landmark, distractors without a split 50/50 into test and index.
+    Counts in `report` the photos taken from given train photos."""
     by_landmark: dict[str, list[int]] = defaultdict(list)
     for position, (photo, _) in enumerate(photos):
         by_landmark[photo.landmark].append(position)
@@ -444,9 +447,9 @@ def import_photos(
     kept, dropped = drop_duplicates(photos)
     report.duplicates = len(dropped)
     report.skipped.extend((str(photo.path), f"same photo as {other.path}") for photo, other in dropped)
-    planned = plan_splits(kept, seed, test_fraction, index_fraction, report)
-    names = {landmark_id: name for name, landmark_id in
-             landmark_ids(photo.landmark for photo, _ in kept if photo.landmark != NON_LANDMARK).items()}
+    ids = landmark_ids(photo.landmark for photo, _ in kept if photo.landmark != NON_LANDMARK)
+    planned = plan_splits(kept, ids, seed, test_fraction, index_fraction, report)
+    names = {landmark_id: name for name, landmark_id in ids.items()}
     with staging_folder(out) as staging:
         for split in gldv2.SPLITS:  # an empty split is an empty folder, as the layout's readers expect
             (staging / split).mkdir()
