@@ -352,12 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--train-distractor-ratio", type=float, metavar="RATIO",
                       help="non-landmark train images (train_nonlandmark.csv) per landmark train image (default 0.1)")
     make.add_argument("--workers", type=positive_int, default=1, help="rendering processes")
-    source = make.add_mutually_exclusive_group()
-    source.add_argument("--from-folders", metavar="SRC",
+    photo_source = make.add_mutually_exclusive_group()
+    photo_source.add_argument("--from-folders", metavar="SRC",
                         help="import photos instead of generating: SRC/<landmark>/<photos>, split with the seed, or "
                              "SRC/<split>/<landmark>/<photos> (chosen when SRC's folders are all named train, index "
                              "or test), which keeps the given split")
-    source.add_argument("--from-csv", metavar="LIST.csv",
+    photo_source.add_argument("--from-csv", metavar="LIST.csv",
                         help="import the photos a CSV lists: columns path, landmark and optionally split (empty: "
                              "split with the seed); paths relative to the CSV's folder")
     make.add_argument("--non-landmark-folder", default="_non_landmark",
