@@ -194,3 +194,8 @@ def test_train_command_reports_health_and_warns_near_chance(tiny_root, tmp_path,
     assert f"same-vs-different AUC {float(row['val_auc']):.3f}" in out
     assert f"mean-vector norm {float(row['train_mean_norm']):.3f}" in out
     assert float(row["val_auc"]) < 0.65 and "WARNING: the descriptor is near chance" in out, (row, out)
+
+
+def test_cpu_small_is_the_softmax_descriptor_the_readme_describes():
+    # README ("Demo output", "Heads compared"): `cpu-small` from scratch is the softmax descriptor
+    assert load_config(BUILTIN / "cpu-small.yaml", TrainConfig).model.head == "softmax"
