@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from lmkcomp.csvfile import shown
 from lmkcomp.errors import UserInputError
 
 T = TypeVar("T")
@@ -40,15 +41,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except UserInputError as error:
                 errors.append(str(error))
-        raise UserInputError(errors[0] if errors else f"{key}: unexpected value {value!r}")
+        raise UserInputError(errors[0] if errors else f"{key}: unexpected value {shown(value)}")
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise UserInputError(f"{key}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+            raise UserInputError(f"{key}: {shown(value)} is not one of {', '.join(map(repr, allowed))}")
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise UserInputError(f"{key}: expected a list, got {value!r}")
+            raise UserInputError(f"{key}: expected a list, got {shown(value)}")
         args = typing.get_args(tp)
         item_type = args[0] if args else Any
         items = [_coerce(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
@@ -57,16 +58,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, tp):  # an object built by the caller, already checked by its class
             return value
         if not isinstance(value, dict):
-            raise UserInputError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            raise UserInputError(f"{key}: expected a mapping of {tp.__name__} fields, got {shown(value)}")
         return _build(tp, value, key + ".")
     if tp is Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is bool and not isinstance(value, bool):
-        raise UserInputError(f"{key}: expected true or false, got {value!r}")
+        raise UserInputError(f"{key}: expected true or false, got {shown(value)}")
     if tp in (int, float, str) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
-        raise UserInputError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise UserInputError(f"{key}: expected {_type_name(tp)}, got {shown(value)}")
     return value
 
 

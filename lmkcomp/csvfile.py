@@ -44,10 +44,14 @@ MAX_FIELD_CHARS = 1 << 26
 csv.field_size_limit(MAX_FIELD_CHARS)
 
 
-def shown(value: str, limit: int = SHOWN_CHARS) -> str:
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     """`value` quoted for an error message: at most `limit` characters of it, non-printable
-    characters escaped (as `repr` escapes them), "..." after a cut."""
-    return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    characters escaped (as `repr` escapes them), "..." after a cut. A value that is not a
+    string is shown by its `repr`, cut the same way (a list parsed from a whole file, say)."""
+    if isinstance(value, str):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    text = repr(value)
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def describe_header(names: Sequence[str]) -> str:

@@ -68,3 +68,15 @@ def test_overrides_and_missing_file(tmp_path):
     assert load_config(path, Outer, {"model.margin": 0.5, "epochs": 9}).model.margin == 0.5
     with pytest.raises(UserInputError, match="config file not found"):
         load_config(tmp_path / "none.yaml", Outer)
+
+
+def test_a_long_wrong_value_is_shown_cut(tmp_path):
+    # a config key holding a whole pasted file: the message shows its start, never all of it
+    secret = "line of a private file " * 200
+    path = tmp_path / "c.yaml"
+    path.write_text(f"name: r\nepochs: {secret!r}\nmodel: {[secret] * 3!r}\n")
+    with pytest.raises(UserInputError) as raised:
+        load_config(path, Outer)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: epochs: expected int, got 'line of a private file")
+    assert message.endswith("...") and len(message) < len(str(path)) + 150
