@@ -71,6 +71,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lmkcomp.bench.common import one_core, report
+from lmkcomp.calibration import calibrate_threshold as calibrate
 from lmkcomp.centroid.build import ClusteringConfig, build_centroids
 from lmkcomp.centroid.index import CentroidIndex
 from lmkcomp.centroid.inference import InferenceConfig, knn_vote, recognize
@@ -268,14 +269,10 @@ def validation_ids(data: LandmarkData) -> list[str]:
 
 def calibrate_threshold(non_landmark_scores: Sequence[float], specificity: float, integer: bool = False) -> float:
     """The lowest threshold t such that at most floor((1 - specificity) n) of the n scores are
-    >= t (images without a candidate score -inf). Integer scores (inlier counts) get an integer t."""
-    scores = np.sort(np.asarray(non_landmark_scores, dtype=np.float64))[::-1]
-    allowed = math.floor((1 - specificity) * len(scores) + 1e-9)
-    if allowed >= len(scores) or not np.isfinite(scores[allowed]):
-        return 1.0 if integer else -1.0
-    if integer:
-        return float(max(1, int(scores[allowed]) + 1))
-    return float(np.nextafter(np.float32(scores[allowed]), np.float32(np.inf)))
+    >= t (images without a candidate score -inf), by `lmkcomp.calibration.calibrate_threshold`
+    on negatives alone: inlier counts get an integer t of at least 1, cosines a t of at least -1."""
+    return float(calibrate(np.zeros(0), non_landmark_scores, specificity, integer=integer,
+                           minimum=1 if integer else -1.0).threshold)
 
 
 def set_metrics(raw: Raw, solution: dict[str, list], threshold: float) -> dict:
