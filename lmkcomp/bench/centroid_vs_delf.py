@@ -79,6 +79,7 @@ from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import EmbeddingStore, l2_normalize
 from lmkcomp.fileio import atomic_write
+from lmkcomp.local.extract import store_extractor
 from lmkcomp.manifest import fingerprint
 from lmkcomp.metrics import global_average_precision, sensitivity_specificity, top1_accuracy
 
@@ -201,20 +202,6 @@ def _local_extractor(settings: BenchSettings):
         return create_local_extractor("delf-torch", checkpoint=settings.delf_checkpoint,
                                       max_features=settings.max_features)
     return create_local_extractor(settings.local_method, max_features=settings.max_features)
-
-
-def store_extractor(store):
-    """The local extractor that wrote `store`, rebuilt from the settings in its meta (for
-    timing it): `create_local_extractor(method, **settings)`."""
-    from lmkcomp.local.extractors import create_local_extractor
-
-    options = {k: v for k, v in (store.meta.get("settings") or {}).items() if k != "method"}
-    if "scales" in options:
-        options["scales"] = tuple(options["scales"])
-    try:
-        return create_local_extractor(store.method, **options)
-    except TypeError as exc:
-        raise UserInputError(f"{store.directory}: cannot rebuild its {store.method} extractor: {exc}") from None
 
 
 def _local_stores(settings: BenchSettings, data: LandmarkData, ids: dict[str, list[str]], workdir: Path,

@@ -73,3 +73,11 @@ def positive_ints(text: str) -> tuple[int, ...]:
         return tuple(positive_int(part) for part in text.split(","))
     except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive integers, e.g. 5,20") from None
+
+
+def specificity(text: str) -> float:
+    """A target specificity: a number in (0, 1]."""
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a specificity in (0, 1]")
+    return value
