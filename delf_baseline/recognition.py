@@ -46,6 +46,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from delf_baseline.index import DatabaseIndex
+from lmkcomp.calibration import Calibration, calibrate_recognition_threshold, recognition_scores
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import positive_int
 from lmkcomp.fileio import atomic_write
@@ -276,43 +277,26 @@ def apply_inlier_threshold(stored: pd.DataFrame, inlier_threshold: int) -> pd.Da
 
 
 def calibration_scores(frame: pd.DataFrame, labels: Mapping[str, int]) -> pd.DataFrame:
-    """The queries of a predictions (or stored) frame of a labelled split as labelled scores.
-
-    `labels`: id -> landmark of the split's landmark images; every other query is a
-    non-landmark image. Columns: `id`, `landmark_id` (NO_LANDMARK for a non-landmark image),
-    `best_landmark`, `inliers` (the best candidate's, 0 without candidates), `landmark` (1 for
-    a landmark image, 0 for a non-landmark one) and `score`: the inliers, except -inf for a
-    landmark image whose best candidate shows another landmark (a prediction for it is never
-    right, whatever the threshold).
-    """
-    truth = np.array([labels.get(image_id, NO_LANDMARK) for image_id in frame["id"]], dtype=np.int64)
-    inliers = frame["score"].to_numpy(dtype=np.float64)
-    is_landmark = truth != NO_LANDMARK
-    wrong = is_landmark & (frame["best_landmark"].to_numpy() != truth)
-    return pd.DataFrame({"id": frame["id"].to_numpy(), "landmark_id": truth,
-                         "best_landmark": frame["best_landmark"].to_numpy(), "inliers": inliers,
-                         "landmark": is_landmark.astype(np.int64), "score": np.where(wrong, -np.inf, inliers)})
+    """The queries of a predictions (or stored) frame of a labelled split as labelled scores
+    (`lmkcomp.calibration.recognition_scores`): columns `id`, `landmark_id` (`labels`' landmark,
+    NO_LANDMARK for a non-landmark image), `best_landmark`, `inliers` (the best candidate's, 0
+    without candidates), `landmark` (1 for a landmark image, else 0) and `score`: the inliers,
+    or -inf for a landmark image whose best candidate shows another landmark."""
+    ids = frame["id"].tolist()
+    is_landmark, scores = recognition_scores(ids, frame["best_landmark"], frame["score"], labels)
+    return pd.DataFrame({"id": ids, "landmark_id": [labels.get(image_id, NO_LANDMARK) for image_id in ids],
+                         "best_landmark": frame["best_landmark"].to_numpy(), "inliers": frame["score"].to_numpy(),
+                         "landmark": is_landmark.astype(np.int64), "score": scores})
 
 
-def calibrate_inlier_threshold(frame: pd.DataFrame, labels: Mapping[str, int], target_specificity: float):
-    """The lowest inlier threshold (>= 1) at which at most 1 - `target_specificity` of the
-    split's non-landmark images get a prediction (`lmkcomp.calibration.calibrate_threshold`).
-
-    `frame`, `labels`: as for `calibration_scores`. Negatives are the non-landmark images, so
-    the specificity is the one `lmkcomp.metrics.sensitivity_specificity` reports; positives are
-    the landmark images, right only when their best candidate shows their landmark, so the
-    sensitivity is the metric's too. Returns the `Calibration`; a split without a non-landmark
-    image is a UserInputError (specificity is undefined there).
-    """
-    from lmkcomp.calibration import calibrate_threshold
-
-    scores = calibration_scores(frame, labels)
-    landmark = scores["landmark"].to_numpy() == 1
-    if landmark.all():
-        raise UserInputError(f"no non-landmark image among the {len(scores)} calibration queries: "
-                             "specificity is undefined")
-    values = scores["score"].to_numpy()
-    return calibrate_threshold(values[landmark], values[~landmark], target_specificity, integer=True, minimum=1)
+def calibrate_inlier_threshold(frame: pd.DataFrame, labels: Mapping[str, int],
+                               target_specificity: float) -> Calibration:
+    """The lowest inlier threshold (>= 1) at which at most 1 - `target_specificity` of a
+    labelled split's non-landmark images get a prediction
+    (`lmkcomp.calibration.calibrate_recognition_threshold` on `frame`, predictions or stored
+    rows of the split; `labels`: id -> landmark of its landmark images)."""
+    return calibrate_recognition_threshold(frame["id"].tolist(), frame["best_landmark"], frame["score"], labels,
+                                           target_specificity, integer=True, minimum=1)
 
 
 def submission_predictions(frame: pd.DataFrame) -> dict[str, tuple[int, float]]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from typing import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -122,3 +123,38 @@ def calibrate_threshold(positives: ArrayLike, negatives: ArrayLike, target_speci
     if integer and math.isfinite(threshold):
         threshold = int(threshold)
     return rates_at(threshold, positives, negatives, target_specificity)
+
+
+def recognition_scores(ids: Sequence[str], best_landmarks: ArrayLike, scores: ArrayLike,
+                       labels: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """`(is_landmark, scores)` of a recogniser's queries on a labelled split, ready to split
+    into positives (`scores[is_landmark]`) and negatives (`scores[~is_landmark]`).
+
+    `best_landmarks[i]`, `scores[i]`: the landmark query `ids[i]` would be predicted as and its
+    confidence, before any threshold (-inf: no candidate at all); `labels`: id -> landmark of
+    the split's landmark images, every other query being a non-landmark image. A landmark
+    image whose best landmark is another one scores -inf: its prediction is never right, so it
+    never counts towards the sensitivity. The rates are then those of
+    `lmkcomp.metrics.sensitivity_specificity` at the same threshold.
+    """
+    truth = [labels.get(image_id) for image_id in ids]
+    is_landmark = np.array([landmark is not None for landmark in truth], dtype=bool)
+    right = np.array([landmark is not None and int(best) == int(landmark)
+                      for landmark, best in zip(truth, np.asarray(best_landmarks).tolist())], dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64).copy()
+    scores[is_landmark & ~right] = -np.inf
+    return is_landmark, scores
+
+
+def calibrate_recognition_threshold(ids: Sequence[str], best_landmarks: ArrayLike, scores: ArrayLike,
+                                    labels: Mapping[str, int], target_specificity: float, *, integer: bool = False,
+                                    minimum: float = -math.inf) -> Calibration:
+    """The lowest "is a landmark" threshold with at most 1 - `target_specificity` of the split's
+    non-landmark images predicted (`recognition_scores`, then `calibrate_threshold`). A split
+    without a non-landmark image is a UserInputError: its specificity is undefined."""
+    is_landmark, scores = recognition_scores(ids, best_landmarks, scores, labels)
+    if is_landmark.all():
+        raise UserInputError(f"no non-landmark image among the {len(is_landmark)} calibration queries: "
+                             "specificity is undefined")
+    return calibrate_threshold(scores[is_landmark], scores[~is_landmark], target_specificity, integer=integer,
+                               minimum=minimum)
