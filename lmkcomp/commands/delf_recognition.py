@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
-from lmkcomp.commands.args import overrides, positive_int, specificity
+from lmkcomp.commands.args import json_safe, overrides, positive_int, specificity
 from lmkcomp.errors import UserInputError
 
 
@@ -29,16 +28,6 @@ def _database_labels(data, source: str):
     if source == "index":
         return data.index_labels
     return gldv2.read_train_csv(source)
-
-
-def _json_safe(value):
-    """`value` with every non-finite float (an undefined rate, e.g. specificity without
-    non-landmark images) replaced by None, so that the JSON is valid."""
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _calibration_store(args: argparse.Namespace, data, database, work: Path):
@@ -150,7 +139,7 @@ def _cmd_delf_recognize(args: argparse.Namespace) -> int:
         rates = sensitivity_specificity(found, solution.scored("all"), threshold)
         result.update(gap=scores["gap"], top1_accuracy=scores["top1_accuracy"], sensitivity=rates.sensitivity,
                       specificity=rates.specificity)
-    print(json.dumps(_json_safe(result), allow_nan=False))
+    print(json.dumps(json_safe(result), allow_nan=False))
     return 0
 
 
