@@ -73,10 +73,10 @@ STORED_COLUMNS = tuple(column for column in PREDICTION_COLUMNS if column != "lan
 DEFAULT_VERIFY_PRESETS: dict[str, str] = {"sift": "fast", "rootsift": "fast"}
 #: Inlier threshold by (local-feature method, preset), where measured; `lmkcomp delf-recognize`
 #: falls back on it only when the data has no labelled index split to calibrate one on
-#: (`calibrate_inlier_threshold`), since it holds on 256 px renders, not on photos. SIFT with `fast`: on the
-#: small synthetic preset, index-split queries (571 landmark, 190 distractor images) against the
-#: train split (pca10-kdtree, C = 20) reached 99% specificity from 19 inliers on (99.5%, with 68%
-#: sensitivity); 15 gave 96% specificity, 10 gave 88%.
+#: (`calibrate_inlier_threshold`): it was measured on 256 px renders, not on photos. SIFT with
+#: `fast`: on the small synthetic preset, index-split queries (571 landmark, 190 distractor
+#: images) against the train split (pca10-kdtree, C = 20) reached 99% specificity from 19
+#: inliers on (99.5%, with 68% sensitivity); 15 gave 96% specificity, 10 gave 88%.
 DEFAULT_INLIER_THRESHOLDS: dict[tuple[str, str], int] = {("sift", "fast"): 20}
 
 

@@ -384,6 +384,10 @@ def test_delf_recognize_calibrates_rootsift_on_the_index_split(tmp_path, capsys)
     undefined = json.loads(capsys.readouterr().out.splitlines()[-1], parse_constant=_refuse_nan)
     assert undefined["specificity"] is None and undefined["sensitivity"] == loose["sensitivity"]
 
+    # calibration reads non-landmarks off the index labels: another split's features are refused
+    assert main([*argv, "--calibration-features", stores["test"]]) == 2
+    assert "features of the test split; calibration needs the index split's" in capsys.readouterr().err
+
     # neither a threshold nor a labelled index split: one line saying how
     shutil.rmtree(root / "index")
     assert main([*argv[:-5], "--workdir", str(tmp_path / "other"), *argv[-3:]]) == 2

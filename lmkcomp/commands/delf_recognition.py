@@ -33,7 +33,7 @@ def _database_labels(data, source: str):
 def _calibration_store(args: argparse.Namespace, data, database, work: Path):
     """Local features of the labelled index split: `--calibration-features`, else extracted
     into WORKDIR/NAME/calibration-features with the database's extractor; None when the data
-    has no labelled index split."""
+    has no labelled index split, or when the index split is the database itself."""
     from lmkcomp.local.extract import extract_local_split, store_extractor
     from lmkcomp.local.store import LocalFeatureStore
 
@@ -41,8 +41,14 @@ def _calibration_store(args: argparse.Namespace, data, database, work: Path):
         if not data.has("index"):
             raise UserInputError(f"--calibration-features: {data.root} has no index labels "
                                  f"({data.file('index').name}) to calibrate on")
-        return LocalFeatureStore(args.calibration_features)
-    if not data.has("index") or not (data.root / "index").is_dir() or not data.split_ids("index"):
+        store = LocalFeatureStore(args.calibration_features)
+        if store.meta.get("split", "index") != "index":  # its non-landmarks are read from the index labels
+            raise UserInputError(f"--calibration-features {store.directory}: features of the {store.meta['split']} "
+                                 "split; calibration needs the index split's")
+        return store
+    if args.labels == "index" or not data.has("index") or not (data.root / "index").is_dir():
+        return None
+    if not data.split_ids("index"):
         return None
     return extract_local_split(data, "index", work / "calibration-features", store_extractor(database),
                                progress=not args.quiet)
@@ -67,8 +73,9 @@ def _inlier_threshold(args: argparse.Namespace, data, database, preset: str, rec
         if (database.method, preset) in DEFAULT_INLIER_THRESHOLDS:
             return DEFAULT_INLIER_THRESHOLDS[(database.method, preset)], "measured default", None
         raise UserInputError(f"no measured inlier threshold for {database.method} features verified with the "
-                             f"{preset} preset, and {data.root} has no labelled index split (index/ images and "
-                             f"{data.file('index').name}) to calibrate one on: give --inlier-threshold N")
+                             f"{preset} preset, and no labelled index split apart from the database (index/ images "
+                             f"and {data.file('index').name} in {data.root}) to calibrate one on: give "
+                             "--inlier-threshold N")
     labels = dict(zip(data.index_labels["id"].tolist(), data.index_labels["landmark_id"].tolist()))
     frame = run_recognition(recognizer_at(1), store, work / "calibration", progress=not args.quiet)
     with atomic_write(work / "calibration-scores.csv", "w", encoding="utf-8", newline="") as handle:
