@@ -57,6 +57,15 @@ class Calibration:
         """The fields as a JSON-ready dict."""
         return asdict(self)
 
+    def caveat(self) -> str | None:
+        """A warning when the negatives are too few to tell the target from 100 %: with n of
+        them, a target above 1 - 1/n claims none, so the threshold sits just above the highest
+        negative and held-out data will see a lower specificity. None otherwise."""
+        if self.target_specificity < 1 and self.negatives * (1 - self.target_specificity) < 1:
+            return (f"{self.negatives} negatives cannot resolve a {self.target_specificity:g} specificity (one is "
+                    f"{1 / self.negatives:.1%}): the threshold excludes all of them; expect less on other data")
+        return None
+
 
 def _scores(name: str, values: ArrayLike) -> np.ndarray:
     scores = np.asarray(values, dtype=np.float64).reshape(-1)

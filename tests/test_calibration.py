@@ -77,3 +77,11 @@ def test_no_positives_gives_no_sensitivity_not_nan():
 def test_bad_input_is_a_user_error(positives, negatives, target, message):
     with pytest.raises(UserInputError, match=message):
         calibrate_threshold(positives, negatives, target, integer=message == "whole-number scores")
+
+
+def test_too_few_negatives_for_the_target_are_flagged():
+    # 16 negatives cannot show 99 %: the threshold must exclude every one of them
+    few = calibrate_threshold([9], list(range(16)), 0.99, integer=True, minimum=1)
+    assert few.threshold == 16 and "16 negatives cannot resolve a 0.99 specificity" in few.caveat()
+    assert calibrate_threshold([9], list(range(100)), 0.99, integer=True).caveat() is None
+    assert calibrate_threshold([9], list(range(16)), 1.0, integer=True).caveat() is None

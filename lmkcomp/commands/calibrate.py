@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -24,6 +25,8 @@ import pandas as pd
 
 from lmkcomp.commands.args import json_safe, specificity
 from lmkcomp.errors import UserInputError
+
+log = logging.getLogger(__name__)
 
 TRUE_LABELS = frozenset({"1", "true", "yes"})
 FALSE_LABELS = frozenset({"0", "false", "no"})
@@ -82,6 +85,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     else:
         result = calibrate_threshold(scores[positive], scores[~positive], args.target_specificity, integer=integer,
                                      minimum=1 if integer else -math.inf)
+        if result.caveat():
+            log.warning("%s", result.caveat())
     report = {"scores": str(source), **result.as_dict()}
     if args.threshold is not None:
         del report["target_specificity"]  # only recorded by calibration

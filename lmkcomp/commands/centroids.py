@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from lmkcomp.commands.args import fraction, positive_int, positive_ints, scales, specificity
+
+log = logging.getLogger(__name__)
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -64,6 +67,8 @@ def _eta(args: argparse.Namespace, data, index) -> float:
     labels = dict(zip(data.index_labels["id"].tolist(), data.index_labels["landmark_id"].tolist()))
     calibration = calibrate_eta(index, store.array(), store.ids, labels, args.target_specificity)
     print(json.dumps({"eta_calibrated_on": args.calibration_embeddings, **calibration.as_dict()}))
+    if calibration.caveat():
+        log.warning("eta: %s", calibration.caveat())
     return calibration.threshold
 
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from lmkcomp.commands.args import json_safe, overrides, positive_int, specificity
 from lmkcomp.errors import UserInputError
+
+log = logging.getLogger(__name__)
 
 
 def _database_labels(data, source: str):
@@ -85,6 +88,8 @@ def _inlier_threshold(args: argparse.Namespace, data, database, preset: str, rec
     except UserInputError as error:
         raise UserInputError(f"{store.directory}: cannot calibrate the inlier threshold on these {len(frame)} "
                              f"index images: {error}; give --inlier-threshold N") from None
+    if calibration.caveat():
+        log.warning("inlier threshold: %s", calibration.caveat())
     return calibration.threshold, "calibrated on the index split", calibration.as_dict()
 
 
