@@ -41,7 +41,9 @@ from lmkcomp.errors import UserInputError
 class Calibration:
     """A calibrated threshold and what it achieves on the scores it was calibrated on.
 
-    `sensitivity` is None without positives (never NaN, so it is valid JSON).
+    `threshold` is an int for whole-number scores (inlier counts); `sensitivity` is None
+    without positives (never NaN, so it is valid JSON); the counts are those of the module
+    docstring's definitions at `threshold`.
     """
 
     threshold: float
@@ -61,7 +63,7 @@ class Calibration:
         """A warning when the negatives are too few to tell the target from 100 %: with n of
         them, a target above 1 - 1/n claims none, so the threshold sits just above the highest
         negative and held-out data will see a lower specificity. None otherwise."""
-        if self.target_specificity < 1 and self.negatives * (1 - self.target_specificity) < 1:
+        if self.target_specificity < 1 and self.negatives * (1 - _check_target(self.target_specificity)) < 1:
             return (f"{self.negatives} negatives cannot resolve a {self.target_specificity:g} specificity (one is "
                     f"{1 / self.negatives:.1%}): the threshold excludes all of them; expect less on other data")
         return None
