@@ -24,7 +24,11 @@ and verifying them.
 
 `run_recognition` recognises a whole query store into a resumable folder of parquet chunks
 (`OUT/manifest.json` describing the run, `OUT/chunk-00000.parquet`, ...; columns in
-`PREDICTION_COLUMNS`), which `submission_predictions` turns into a Kaggle submission.
+`STORED_COLUMNS`), which `submission_predictions` turns into a Kaggle submission. The chunks
+hold each query's best candidate and inliers, not the decision, so the folder does not depend
+on `inlier_threshold`: a rerun with another threshold reads them and applies it
+(`apply_inlier_threshold`) without any kNN or RANSAC. `calibrate_inlier_threshold` picks the
+threshold from such a frame of a labelled split (`lmkcomp.calibration`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from delf_baseline.index import DatabaseIndex
+from lmkcomp.calibration import Calibration, calibrate_recognition_threshold, recognition_scores
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import positive_int
 from lmkcomp.fileio import atomic_write
@@ -51,11 +56,14 @@ from lmkcomp.local.verify import VerifyConfig, create_verifier, verify_config, v
 from lmkcomp.manifest import MANIFEST_NAME, check_ids, ids_sha256, read_manifest, write_manifest
 
 FORMAT = "lmkcomp-delf-recognition"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: `landmark_id` of a query predicted as non-landmark in a predictions frame
 NO_LANDMARK = -1
 #: columns of a predictions frame, in order (see `predictions_frame`)
-PREDICTION_COLUMNS = ("id", "landmark_id", "score", "best_image", "candidates", "knn_seconds", "ransac_seconds")
+PREDICTION_COLUMNS = ("id", "landmark_id", "score", "best_landmark", "best_image", "candidates", "knn_seconds",
+                      "ransac_seconds")
+#: columns of a run's chunk files: all but the thresholded `landmark_id`
+STORED_COLUMNS = tuple(column for column in PREDICTION_COLUMNS if column != "landmark_id")
 
 #: Verification preset by local-feature method, `official-delf` for any other. On SIFT (256 px
 #: synthetic images) the official preset's 20 px affine residual lets chance matches through:
@@ -63,26 +71,18 @@ PREDICTION_COLUMNS = ("id", "landmark_id", "score", "best_image", "candidates", 
 #: non-landmark query had a median of 26 inliers with it and 5 with `fast` (tuned for SIFT),
 #: for medians of 87 and 48 on correctly recognised landmark queries.
 DEFAULT_VERIFY_PRESETS: dict[str, str] = {"sift": "fast", "rootsift": "fast"}
-#: Inlier threshold by (local-feature method, preset), where measured. SIFT with `fast`: on the
-#: small synthetic preset, index-split queries (571 landmark, 190 distractor images) against the
-#: train split (pca10-kdtree, C = 20) reached 99% specificity from 19 inliers on (99.5%, with 68%
-#: sensitivity); 15 gave 96% specificity, 10 gave 88%.
+#: Inlier threshold by (local-feature method, preset), where measured; `lmkcomp delf-recognize`
+#: falls back on it only when the data has no labelled index split to calibrate one on
+#: (`calibrate_inlier_threshold`): it was measured on 256 px renders, not on photos. SIFT with
+#: `fast`: on the small synthetic preset, index-split queries (571 landmark, 190 distractor
+#: images) against the train split (pca10-kdtree, C = 20) reached 99% specificity from 19
+#: inliers on (99.5%, with 68% sensitivity); 15 gave 96% specificity, 10 gave 88%.
 DEFAULT_INLIER_THRESHOLDS: dict[tuple[str, str], int] = {("sift", "fast"): 20}
 
 
 def default_verify_preset(method: str) -> str:
     """The verification preset for local features of `method` (`DEFAULT_VERIFY_PRESETS`)."""
     return DEFAULT_VERIFY_PRESETS.get(method, "official-delf")
-
-
-def default_inlier_threshold(method: str, preset: str) -> int:
-    """`DEFAULT_INLIER_THRESHOLDS[(method, preset)]`; unmeasured pairs are a UserInputError."""
-    try:
-        return DEFAULT_INLIER_THRESHOLDS[(method, preset)]
-    except KeyError:
-        known = ", ".join(f"{m} with {p}: {t}" for (m, p), t in DEFAULT_INLIER_THRESHOLDS.items())
-        raise UserInputError(f"no measured inlier threshold for {method} features verified with the {preset} "
-                             f"preset; give one (known: {known})") from None
 
 
 @dataclass(frozen=True)
@@ -189,11 +189,11 @@ class DelfRecognizer:
         self._labels = np.array([labels[image_id] for image_id in index.ids], dtype=np.int64)
 
     def settings(self) -> dict[str, Any]:
-        """Everything that decides the predictions (JSON): the index's request, the labels'
-        SHA-256, C, k, the threshold, max_distance and the verification config."""
+        """Everything that decides each query's candidates and inliers (JSON): the index's
+        request, the labels' SHA-256, C, k, max_distance and the verification config; not the
+        inlier threshold, which only decides what is done with them."""
         return {"index": self.index.request, "labels_sha256": hashlib.sha256(self._labels.tobytes()).hexdigest(),
-                "candidates": self.candidates, "neighbours": self.neighbours,
-                "inlier_threshold": self.inlier_threshold, "max_distance": self.max_distance,
+                "candidates": self.candidates, "neighbours": self.neighbours, "max_distance": self.max_distance,
                 "verify": dataclasses.asdict(self.verify_config)}
 
     def shortlist(self, query: LocalFeatures) -> tuple[np.ndarray, np.ndarray]:
@@ -250,17 +250,53 @@ def recognize_store(recognizer: DelfRecognizer, queries: LocalFeatureStore, ids:
 
 def predictions_frame(predictions: Mapping[str, DelfPrediction]) -> pd.DataFrame:
     """One row per query, columns `PREDICTION_COLUMNS`: `landmark_id` (NO_LANDMARK for a
-    non-landmark), `score`, `best_image` (the best candidate's id, "" without candidates),
-    `candidates` (how many were verified) and the two stage timings."""
+    non-landmark), `score`, `best_landmark` and `best_image` (the best candidate's landmark and
+    id, NO_LANDMARK and "" without candidates), `candidates` (how many were verified) and the
+    two stage timings."""
     rows = []
     for image_id, prediction in predictions.items():
         best = prediction.best
         rows.append((image_id, NO_LANDMARK if prediction.landmark_id is None else prediction.landmark_id,
-                     prediction.score, "" if best is None else best.image_id, len(prediction.candidates),
+                     prediction.score, NO_LANDMARK if best is None else best.landmark_id,
+                     "" if best is None else best.image_id, len(prediction.candidates),
                      prediction.timings.knn_seconds, prediction.timings.ransac_seconds))
     frame = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
-    return frame.astype({"id": str, "landmark_id": np.int64, "score": np.float64, "best_image": str,
-                         "candidates": np.int32, "knn_seconds": np.float64, "ransac_seconds": np.float64})
+    return frame.astype({"id": str, "landmark_id": np.int64, "score": np.float64, "best_landmark": np.int64,
+                         "best_image": str, "candidates": np.int32, "knn_seconds": np.float64,
+                         "ransac_seconds": np.float64})
+
+
+def apply_inlier_threshold(stored: pd.DataFrame, inlier_threshold: int) -> pd.DataFrame:
+    """A predictions frame (`PREDICTION_COLUMNS`) from stored rows (`STORED_COLUMNS`): the
+    best candidate's landmark where its inliers reach `inlier_threshold`, else NO_LANDMARK;
+    the rule of `DelfRecognizer.recognize`, applied without recomputing anything."""
+    inlier_threshold = positive_int("inlier_threshold", inlier_threshold)
+    claimed = (stored["score"].to_numpy() >= inlier_threshold) & (stored["best_landmark"].to_numpy() != NO_LANDMARK)
+    frame = stored.assign(landmark_id=np.where(claimed, stored["best_landmark"].to_numpy(), NO_LANDMARK))
+    return frame[list(PREDICTION_COLUMNS)].astype({"landmark_id": np.int64})
+
+
+def calibration_scores(frame: pd.DataFrame, labels: Mapping[str, int]) -> pd.DataFrame:
+    """The queries of a predictions (or stored) frame of a labelled split as labelled scores
+    (`lmkcomp.calibration.recognition_scores`): columns `id`, `landmark_id` (`labels`' landmark,
+    NO_LANDMARK for a non-landmark image), `best_landmark`, `inliers` (the best candidate's, 0
+    without candidates), `landmark` (1 for a landmark image, else 0) and `score`: the inliers,
+    or -inf for a landmark image whose best candidate shows another landmark."""
+    ids = frame["id"].tolist()
+    is_landmark, scores = recognition_scores(ids, frame["best_landmark"], frame["score"], labels)
+    return pd.DataFrame({"id": ids, "landmark_id": [labels.get(image_id, NO_LANDMARK) for image_id in ids],
+                         "best_landmark": frame["best_landmark"].to_numpy(), "inliers": frame["score"].to_numpy(),
+                         "landmark": is_landmark.astype(np.int64), "score": scores})
+
+
+def calibrate_inlier_threshold(frame: pd.DataFrame, labels: Mapping[str, int],
+                               target_specificity: float) -> Calibration:
+    """The lowest inlier threshold (>= 1) at which at most 1 - `target_specificity` of a
+    labelled split's non-landmark images get a prediction
+    (`lmkcomp.calibration.calibrate_recognition_threshold` on `frame`, predictions or stored
+    rows of the split; `labels`: id -> landmark of its landmark images)."""
+    return calibrate_recognition_threshold(frame["id"].tolist(), frame["best_landmark"], frame["score"], labels,
+                                           target_specificity, integer=True, minimum=1)
 
 
 def submission_predictions(frame: pd.DataFrame) -> dict[str, tuple[int, float]]:
@@ -286,12 +322,14 @@ def chunk_file(k: int) -> str:
 def run_recognition(recognizer: DelfRecognizer, queries: LocalFeatureStore, out: str | Path,
                     ids: Sequence[str] | None = None, chunk_size: int = 256, progress: bool = True) -> pd.DataFrame:
     """Recognise the queries `ids` (default: all of `queries`) into the run folder `out`;
-    returns the predictions frame of every query, in `ids` order.
+    returns the predictions frame of every query, in `ids` order, at the recognizer's
+    inlier threshold.
 
-    Chunk `k` holds queries `[k * chunk_size, (k + 1) * chunk_size)`, written atomically once
-    done; a rerun with the same recognizer settings, queries and chunk size computes only the
-    chunks still missing (their timings are those of the run that computed them). A folder
-    describing another run is a UserInputError.
+    Chunk `k` holds queries `[k * chunk_size, (k + 1) * chunk_size)` (`STORED_COLUMNS`),
+    written atomically once done; a rerun with the same recognizer settings (whatever its
+    threshold), queries and chunk size computes only the chunks still missing (their timings
+    are those of the run that computed them). A folder describing another run is a
+    UserInputError.
     """
     out = Path(out)
     ids = _query_ids(queries, recognizer, ids)
@@ -312,12 +350,12 @@ def run_recognition(recognizer: DelfRecognizer, queries: LocalFeatureStore, out:
                 predictions[image_id] = recognizer.recognize(queries.get(image_id))
                 bar.update(1)
             with atomic_write(out / chunk_file(k), "wb") as handle:
-                predictions_frame(predictions).to_parquet(handle, index=False)
+                predictions_frame(predictions)[list(STORED_COLUMNS)].to_parquet(handle, index=False)
     frames = [pd.read_parquet(out / chunk_file(k)) for k in range(len(starts))]
-    frame = pd.concat(frames, ignore_index=True) if frames else predictions_frame({})
-    if frame["id"].tolist() != ids:
+    stored = pd.concat(frames, ignore_index=True) if frames else predictions_frame({})[list(STORED_COLUMNS)]
+    if stored["id"].tolist() != ids:
         raise UserInputError(f"{out}: chunk files do not hold the requested queries in order; delete the folder")
-    return frame
+    return apply_inlier_threshold(stored, recognizer.inlier_threshold)
 
 
 def _open_run(out: Path, wanted: dict) -> None:

@@ -520,7 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--knn", type=positive_int, default=1000, help="verify: nearest train images searched per image")
     clean.add_argument("--max-neighbours", type=positive_int, default=100, help="verify: same-label neighbours verified per image")
     clean.add_argument("--inlier-threshold", type=positive_int,
-                       help="verify: inliers that make a neighbour verified (default by feature: delf-tf 30, sift 8)")
+                       help="verify: inliers that make a neighbour verified (default by feature: delf-tf 30, sift 8; "
+                            "calibrate one with lmkcomp calibrate --scores PAIRS --labels CSV on a verified pair "
+                            "table of labelled images); a rerun with another value reuses the pair table")
     clean.add_argument("--min-verified", type=int, default=2, help="verify: keep images with more verified neighbours than this")
     clean.add_argument("--preset", default="fast", help="verify: verification preset, fast, fast-magsac or official-delf")
     clean.add_argument("--pair-table", metavar="DIR", help="verify: resumable pair table folder (default OUT/pairs)")

@@ -335,3 +335,47 @@ def test_cli_build_and_recognize_on_tiny(tiny, tmp_path, capsys):
     assert cli.main(["centroids", "recognize", "--centroids", str(tmp_path / "c"), "--embeddings",
                      str(tmp_path / "test"), "--out", str(out), "--geo-km", "1"]) == 2
     assert "--geo-km needs" in capsys.readouterr().err
+
+
+def test_cli_recognize_calibrates_eta_on_the_index_split(tiny, tmp_path, capsys):
+    # made-up embeddings as above: landmark images near their landmark's direction, the index
+    # split's non-landmark images (16) in random directions
+    rng = np.random.default_rng(1)
+    dim = 16
+    train = gldv2.read_train_csv(tiny / "train.csv")
+    landmarks = sorted(set(train["landmark_id"]))
+    direction = dict(zip(landmarks, unit(*rng.standard_normal((len(landmarks), dim)))))
+
+    def embed(labels):
+        return np.stack([direction[lm] + 0.05 * rng.standard_normal(dim) if lm >= 0 else rng.standard_normal(dim)
+                         for lm in labels]).astype(np.float32)
+
+    write_store(tmp_path / "train", train["id"].tolist(), embed(train["landmark_id"]))
+    index_frame = gldv2.read_index_csv(tiny / "index_image_to_landmark.csv")
+    index_labels = dict(zip(index_frame["id"], index_frame["landmark_id"]))
+    index_ids = gldv2.scan_split_ids(tiny, "index")
+    index_vectors = embed([index_labels.get(i, -1) for i in index_ids])
+    write_store(tmp_path / "index", index_ids, index_vectors)
+    solution = gldv2.read_recognition_solution(tiny / "recognition_solution_v2.1.csv")
+    test_ids = sorted(solution.answers)
+    write_store(tmp_path / "test", test_ids, embed([solution.answers[i][0] if solution.answers[i] else -1
+                                                    for i in test_ids]))
+    assert cli.main(["centroids", "build", "--data", str(tiny), "--embeddings", str(tmp_path / "train"),
+                     "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    argv = ["centroids", "recognize", "--centroids", str(tmp_path / "c"), "--embeddings", str(tmp_path / "test"),
+            "--out", str(tmp_path / "sub.csv"), "--data", str(tiny), "--calibration-embeddings", str(tmp_path / "index")]
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    calibration = json.loads(capsys.readouterr().out.splitlines()[0])
+    # 16 non-landmarks at 99 %: none may keep a candidate, so eta is the float just above the
+    # best similarity of a non-landmark index image to any centroid
+    centroids = load_centroids(tmp_path / "c")
+    non_landmark = np.array([i not in index_labels for i in index_ids])
+    best = recognize(centroids, index_vectors[non_landmark], InferenceConfig(eta=-1.0, same_city=False))
+    assert calibration["threshold"] == np.nextafter(float(np.max(best.similarities[:, 0])), 1.0)
+    assert calibration["negatives"] == 16 and calibration["specificity"] == 1.0
+    assert calibration["sensitivity"] == 1.0
+    predicted = {i for i, v in read_submission(tmp_path / "sub.csv", "recognition").predictions.items() if v}
+    assert predicted == {i for i in test_ids if solution.answers[i]}
+    assert cli.main([*argv, "--eta", "0.5"]) == 2
+    assert "give a threshold or calibrate one, not both" in capsys.readouterr().err

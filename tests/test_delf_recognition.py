@@ -1,11 +1,14 @@
 """DELF recognition: the feature indexes, votes, the shortlist, the threshold rule, save/load,
-and `lmkcomp delf-recognize` end to end on the tiny synthetic dataset with SIFT."""
+stored runs re-thresholded and calibrated, and `lmkcomp delf-recognize` end to end on the tiny
+synthetic dataset with SIFT and RootSIFT."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from delf_baseline.index import (
@@ -21,6 +24,8 @@ from delf_baseline.index import (
 from delf_baseline.recognition import (
     NO_LANDMARK,
     DelfRecognizer,
+    calibrate_inlier_threshold,
+    calibration_scores,
     predictions_frame,
     recognize_store,
     run_recognition,
@@ -257,9 +262,53 @@ def test_run_recognition_resumes_with_the_same_predictions(indexes, database, im
     assert again[["id", "landmark_id", "score"]].equals(frame[["id", "landmark_id", "score"]])
     in_memory = recognize_store(recognizer, queries, progress=False)
     assert [p.landmark_id for p in in_memory.values()] == frame["landmark_id"].tolist()
-    other = DelfRecognizer(indexes["flat"], LABELS, database, inlier_threshold=11, candidates=2, verify="fast")
+    other = DelfRecognizer(indexes["flat"], LABELS, database, inlier_threshold=10, candidates=3, verify="fast")
     with pytest.raises(UserInputError, match="another recognizer"):
         run_recognition(other, queries, tmp_path / "run", chunk_size=3, progress=False)
+
+
+def test_another_threshold_reads_the_stored_run_and_equals_a_full_run(indexes, database, images, tmp_path,
+                                                                      monkeypatch):
+    # queries sharing 12, 22, 30 and 40 features with images 0..3: best inlier counts 12..40
+    query_ids = [f"{i:016x}" for i in range(100, 104)]
+    records = [query_from(images[j], np.arange(n), seed=j) for j, n in enumerate((12, 22, 30, 40))]
+    queries = write_store(tmp_path / "queries", query_ids, records)
+
+    def recognizer(threshold: int) -> DelfRecognizer:
+        return DelfRecognizer(indexes["flat"], LABELS, database, inlier_threshold=threshold, candidates=2,
+                              verify="fast")
+
+    run_recognition(recognizer(10), queries, tmp_path / "stored", chunk_size=3, progress=False)
+    columns = ["id", "landmark_id", "score", "best_landmark", "best_image", "candidates"]
+    full = {t: run_recognition(recognizer(t), queries, tmp_path / f"full-{t}", progress=False)[columns]
+            for t in (1, 22, 23, 41)}
+    # re-thresholding the stored run computes nothing: no query is recognised again
+    monkeypatch.setattr(DelfRecognizer, "recognize", lambda *args: pytest.fail("recomputed a stored query"))
+    for threshold, expected in full.items():
+        again = run_recognition(recognizer(threshold), queries, tmp_path / "stored", chunk_size=3, progress=False)
+        pd.testing.assert_frame_equal(again[columns], expected)
+    assert full[22]["landmark_id"].tolist() == [NO_LANDMARK] + [LABELS[DATABASE_IDS[j]] for j in (1, 2, 3)]
+    assert full[23]["landmark_id"].tolist()[:2] == [NO_LANDMARK, NO_LANDMARK]
+
+
+def test_inlier_threshold_calibrated_on_the_non_landmark_images():
+    # a labelled split of 3 landmark images and 4 non-landmark ones; q2's best candidate shows
+    # another landmark, so it is never a right prediction
+    frame = pd.DataFrame({"id": ["q1", "q2", "q3", "n1", "n2", "n3", "n4"],
+                          "score": [30.0, 50.0, 12.0, 9.0, 4.0, 4.0, 0.0],
+                          "best_landmark": [7, 8, 9, 7, 8, 8, NO_LANDMARK]})
+    labels = {"q1": 7, "q2": 7, "q3": 9}
+    scores = calibration_scores(frame, labels)
+    assert scores["landmark"].tolist() == [1, 1, 1, 0, 0, 0, 0]
+    assert scores["score"].tolist() == [30.0, -np.inf, 12.0, 9.0, 4.0, 4.0, 0.0]
+    # 75 %: one of 4 non-landmarks may keep a prediction, so t is just above the second
+    # highest (4, tied): 5, which loses no right landmark
+    loose = calibrate_inlier_threshold(frame, labels, 0.75)
+    assert loose.threshold == 5 and loose.specificity == 0.75 and loose.sensitivity == pytest.approx(2 / 3)
+    strict = calibrate_inlier_threshold(frame, labels, 0.99)
+    assert strict.threshold == 10 and strict.specificity == 1.0 and strict.sensitivity == pytest.approx(2 / 3)
+    with pytest.raises(UserInputError, match="no non-landmark image among the 3 calibration queries"):
+        calibrate_inlier_threshold(frame.iloc[:3], labels, 0.99)
 
 
 def test_delf_recognize_cli_on_tiny_sift(tmp_path, capsys):
@@ -289,3 +338,59 @@ def test_delf_recognize_cli_on_tiny_sift(tmp_path, capsys):
     # a verification setting is typed, and --set seed may repeat --seed's key
     assert main([*argv, "--set", "seed=3", "--set", "ratio=abc"]) == 2
     assert capsys.readouterr().err == "lmkcomp: error: verification option ratio: expected float, got 'abc'\n"
+
+
+def _refuse_nan(constant: str):
+    raise AssertionError(f"invalid JSON constant {constant}")
+
+
+def test_delf_recognize_calibrates_rootsift_on_the_index_split(tmp_path, capsys):
+    root = tmp_path / "data"
+    synthetic.generate(root, synthetic.preset_config("tiny"), 0, workers=1, progress=False)
+    stores = {}
+    for split in ("train", "test"):
+        assert main(["extract-local", "--method", "rootsift", "--data", str(root), "--split", split,
+                     "--max-features", "300", "--out", str(tmp_path / split), "--quiet"]) == 0
+        stores[split] = str(tmp_path / split)
+    capsys.readouterr()
+    argv = ["delf-recognize", "--database-features", stores["train"], "--data", str(root),
+            "--query-features", stores["test"], "--index", "pca10-kdtree", "--candidates", "5", "--name", "rs",
+            "--workdir", str(tmp_path / "work"), "--submissions", str(tmp_path / "subs"), "--quiet"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1], parse_constant=_refuse_nan)
+    # no measured threshold for rootsift: calibrated on the index split's 16 non-landmark images
+    assert result["threshold_from"] == "calibrated on the index split"
+    calibration = result["calibration"]
+    assert calibration["negatives"] == 16 and calibration["specificity"] >= 0.99
+    assert result["inlier_threshold"] == calibration["threshold"] >= 1
+    assert result["gap"] > 0 and result["sensitivity"] > 0
+    scores = pd.read_csv(tmp_path / "work" / "rs" / "calibration-scores.csv")
+    assert len(scores) == 63 and (scores["landmark"] == 0).sum() == 16
+
+    # another threshold: the stored scores are re-thresholded, nothing is recomputed
+    chunk = tmp_path / "work" / "rs" / "predictions" / "chunk-00000.parquet"
+    written = chunk.stat().st_mtime_ns
+    assert main([*argv, "--inlier-threshold", "1"]) == 0
+    loose = json.loads(capsys.readouterr().out.splitlines()[-1], parse_constant=_refuse_nan)
+    assert chunk.stat().st_mtime_ns == written
+    assert loose["threshold_from"] == "given" and loose["predicted"] >= result["predicted"]
+
+    # a test split without a scored non-landmark image: specificity is undefined, and null in JSON
+    solution = root / "recognition_solution_v2.1.csv"
+    rows = pd.read_csv(solution, dtype=str, keep_default_na=False)
+    rows.loc[rows["landmarks"] == "", "Usage"] = "Ignored"
+    rows.to_csv(solution, index=False)
+    assert main([*argv, "--inlier-threshold", "1"]) == 0
+    undefined = json.loads(capsys.readouterr().out.splitlines()[-1], parse_constant=_refuse_nan)
+    assert undefined["specificity"] is None and undefined["sensitivity"] == loose["sensitivity"]
+
+    # calibration reads non-landmarks off the index labels: another split's features are refused
+    assert main([*argv, "--calibration-features", stores["test"]]) == 2
+    assert "features of the test split; calibration needs the index split's" in capsys.readouterr().err
+
+    # neither a threshold nor a labelled index split: one line saying how
+    shutil.rmtree(root / "index")
+    assert main([*argv[:-5], "--workdir", str(tmp_path / "other"), *argv[-3:]]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("lmkcomp: error: no measured inlier threshold for rootsift features verified with the "
+                            "fast preset") and error.endswith("give --inlier-threshold N\n") and error.count("\n") == 1

@@ -71,6 +71,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lmkcomp.bench.common import one_core, report
+from lmkcomp.calibration import calibrate_threshold as calibrate
 from lmkcomp.centroid.build import ClusteringConfig, build_centroids
 from lmkcomp.centroid.index import CentroidIndex
 from lmkcomp.centroid.inference import InferenceConfig, knn_vote, recognize
@@ -78,6 +79,7 @@ from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import EmbeddingStore, l2_normalize
 from lmkcomp.fileio import atomic_write
+from lmkcomp.local.extract import store_extractor
 from lmkcomp.manifest import fingerprint
 from lmkcomp.metrics import global_average_precision, sensitivity_specificity, top1_accuracy
 
@@ -202,20 +204,6 @@ def _local_extractor(settings: BenchSettings):
     return create_local_extractor(settings.local_method, max_features=settings.max_features)
 
 
-def store_extractor(store):
-    """The local extractor that wrote `store`, rebuilt from the settings in its meta (for
-    timing it): `create_local_extractor(method, **settings)`."""
-    from lmkcomp.local.extractors import create_local_extractor
-
-    options = {k: v for k, v in (store.meta.get("settings") or {}).items() if k != "method"}
-    if "scales" in options:
-        options["scales"] = tuple(options["scales"])
-    try:
-        return create_local_extractor(store.method, **options)
-    except TypeError as exc:
-        raise UserInputError(f"{store.directory}: cannot rebuild its {store.method} extractor: {exc}") from None
-
-
 def _local_stores(settings: BenchSettings, data: LandmarkData, ids: dict[str, list[str]], workdir: Path,
                   progress: bool) -> dict:
     """Local features of the database (train), validation (index) and test images: given, or
@@ -268,14 +256,10 @@ def validation_ids(data: LandmarkData) -> list[str]:
 
 def calibrate_threshold(non_landmark_scores: Sequence[float], specificity: float, integer: bool = False) -> float:
     """The lowest threshold t such that at most floor((1 - specificity) n) of the n scores are
-    >= t (images without a candidate score -inf). Integer scores (inlier counts) get an integer t."""
-    scores = np.sort(np.asarray(non_landmark_scores, dtype=np.float64))[::-1]
-    allowed = math.floor((1 - specificity) * len(scores) + 1e-9)
-    if allowed >= len(scores) or not np.isfinite(scores[allowed]):
-        return 1.0 if integer else -1.0
-    if integer:
-        return float(max(1, int(scores[allowed]) + 1))
-    return float(np.nextafter(np.float32(scores[allowed]), np.float32(np.inf)))
+    >= t (images without a candidate score -inf), by `lmkcomp.calibration.calibrate_threshold`
+    on negatives alone: inlier counts get an integer t of at least 1, cosines a t of at least -1."""
+    return float(calibrate(np.zeros(0), non_landmark_scores, specificity, integer=integer,
+                           minimum=1 if integer else -1.0).threshold)
 
 
 def set_metrics(raw: Raw, solution: dict[str, list], threshold: float) -> dict:

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from lmkcomp.calibration import Calibration, calibrate_recognition_threshold
 from lmkcomp.centroid.index import DEFAULT_QUERY_BLOCK, CentroidIndex
 from lmkcomp.centroid.metadata import LandmarkMetadata
 from lmkcomp.errors import UserInputError
@@ -152,6 +153,25 @@ def recognize(index: CentroidIndex, queries: np.ndarray, config: InferenceConfig
         same[:, 0] = True
         found &= same
     return Recognitions(landmarks, similarities, found, scoped)
+
+
+def calibrate_eta(index: CentroidIndex, queries: np.ndarray, query_ids: Sequence[str], labels: Mapping[str, int],
+                  target_specificity: float) -> Calibration:
+    """The lowest eta (a cosine, >= -1) at which at most 1 - `target_specificity` of a labelled
+    split's non-landmark images keep a candidate (`lmkcomp.calibration.
+    calibrate_recognition_threshold`).
+
+    `queries`: the split's embeddings (rows of `query_ids`); `labels`: id -> landmark of its
+    landmark images, every other image being a non-landmark. Each query scores the similarity
+    of its top landmark over all centroids (Algorithm 2 with k = 1, no geo scope, references
+    check or city rule: the rules eta alone decides).
+    """
+    query_ids = list(query_ids)
+    top = recognize(index, queries, InferenceConfig(eta=-np.inf, k=1, same_city=False))
+    best = top.best_candidates(query_ids)
+    landmarks = [best[i][0] if i in best else -1 for i in query_ids]
+    scores = [best[i][1] if i in best else -np.inf for i in query_ids]
+    return calibrate_recognition_threshold(query_ids, landmarks, scores, labels, target_specificity, minimum=-1.0)
 
 
 def knn_vote(index: CentroidIndex, queries: np.ndarray, neighbours: int,

@@ -16,7 +16,10 @@ then landmarks left with fewer than `min_images` images are dropped (GLDv2-clean
 
 The inlier threshold depends on the local features. Seed 001 used 30 with DELF; SIFT on the
 synthetic 256 px images finds about 240 features an image and far fewer inliers, so it needs
-a lower one: see `DEFAULT_INLIER_THRESHOLDS`.
+a lower one: see `DEFAULT_INLIER_THRESHOLDS`. These were measured on renders; on other images
+calibrate one for a target specificity on a pair table of labelled images (`lmkcomp verify`,
+then `lmkcomp calibrate --scores PAIRS --labels CSV`: same-landmark pairs are the positives,
+the others the negatives, through `lmkcomp.calibration`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Argument types and parsing helpers shared by every `lmkcomp` subcommand."""
+"""Argument types, parsing and output helpers shared by every `lmkcomp` subcommand."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Callable, Sequence
 
 from lmkcomp.errors import UserInputError
@@ -73,3 +74,23 @@ def positive_ints(text: str) -> tuple[int, ...]:
         return tuple(positive_int(part) for part in text.split(","))
     except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive integers, e.g. 5,20") from None
+
+
+def specificity(text: str) -> float:
+    """A target specificity: a number in (0, 1]."""
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a specificity in (0, 1]")
+    return value
+
+
+def json_safe(value):
+    """`value` (nested dicts and lists) with every non-finite float, e.g. a rate whose
+    denominator is zero, replaced by None, so that `json.dumps(..., allow_nan=False)` holds."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
-from lmkcomp.commands.args import fraction, positive_int, positive_ints, scales
+from lmkcomp.commands.args import fraction, positive_int, positive_ints, scales, specificity
+
+log = logging.getLogger(__name__)
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -47,6 +50,28 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eta(args: argparse.Namespace, data, index) -> float:
+    """--eta; else, with --calibration-embeddings, eta calibrated on the labelled index split
+    for --target-specificity (printed with what it achieves there); else 0.5."""
+    from lmkcomp.centroid.inference import calibrate_eta
+    from lmkcomp.errors import UserInputError
+    from lmkcomp.features.store import EmbeddingStore
+
+    if args.calibration_embeddings is None:
+        return 0.5 if args.eta is None else args.eta
+    if args.eta is not None:
+        raise UserInputError("--eta and --calibration-embeddings: give a threshold or calibrate one, not both")
+    if data is None or not data.has("index"):
+        raise UserInputError("--calibration-embeddings needs --data with index labels (index_image_to_landmark.csv)")
+    store = EmbeddingStore(args.calibration_embeddings)
+    labels = dict(zip(data.index_labels["id"].tolist(), data.index_labels["landmark_id"].tolist()))
+    calibration = calibrate_eta(index, store.array(), store.ids, labels, args.target_specificity)
+    print(json.dumps({"eta_calibrated_on": args.calibration_embeddings, **calibration.as_dict()}))
+    if calibration.caveat():
+        log.warning("eta: %s", calibration.caveat())
+    return calibration.threshold
+
+
 def _cmd_recognize(args: argparse.Namespace) -> int:
     from lmkcomp.centroid.index import load_centroids
     from lmkcomp.centroid.inference import InferenceConfig, write_recognition
@@ -70,14 +95,16 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
             raise UserInputError("--geo-km needs landmark_metadata.csv and image_metadata.csv "
                                  "(--landmark-metadata, --image-metadata, or in --data)")
         coordinates = read_image_coordinates(image_csv, store.ids)
-    config = InferenceConfig(eta=args.eta, k=args.k, omega=args.omega, geo_km=args.geo_km, eta_geo=args.eta_geo,
+    centroids = load_centroids(args.centroids)
+    eta = _eta(args, data, centroids)
+    config = InferenceConfig(eta=eta, k=args.k, omega=args.omega, geo_km=args.geo_km, eta_geo=args.eta_geo,
                              same_city=not args.no_city_rule)
     # the ids Kaggle checks (sample_submission.csv when the data has one)
     test_ids = submission_test_ids(data) if data else None
-    recognitions, out = write_recognition(load_centroids(args.centroids), store.array(), store.ids, args.out, config,
-                                          test_ids, metadata, coordinates)
+    recognitions, out = write_recognition(centroids, store.array(), store.ids, args.out, config, test_ids, metadata,
+                                          coordinates)
     found = int(recognitions.found.any(axis=1).sum())
-    print(f"{out}: {found} of {len(store)} queries show a landmark (eta {args.eta}, k {args.k})")
+    print(f"{out}: {found} of {len(store)} queries show a landmark (eta {eta!r}, k {args.k})")
     if data is not None and data.has("recognition_solution"):
         print(json.dumps(score_submission(read_submission(out, "recognition"), data.recognition_solution, args.split)))
     return 0
@@ -144,7 +171,13 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     recognize.add_argument("--out", required=True, help="submission CSV")
     recognize.add_argument("--data", help="dataset root: test ids, metadata, and scoring when it has a solution")
     recognize.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
-    recognize.add_argument("--eta", type=float, default=0.5, help="cosine below which an image is a non-landmark")
+    recognize.add_argument("--eta", type=float, help="cosine below which an image is a non-landmark (default 0.5, "
+                           "or calibrated with --calibration-embeddings)")
+    recognize.add_argument("--calibration-embeddings", metavar="STORE",
+                           help="embedding store of the labelled index split: calibrate eta on it for "
+                                "--target-specificity (needs --data)")
+    recognize.add_argument("--target-specificity", type=specificity, default=0.99,
+                           help="calibration: share of the index split's non-landmark images left without a landmark")
     recognize.add_argument("--k", type=positive_int, default=1, help="most landmarks found per image")
     recognize.add_argument("--omega", type=float, help="references check: mean cosine to the references above this")
     recognize.add_argument("--geo-km", type=float, help="geo scope: side of the square around the query, in km")

@@ -1,14 +1,25 @@
 """`lmkcomp delf-recognize`: DELF recognition (local-feature votes + RANSAC) of a dataset's test
-split against a labelled database, written as a validated, scored Kaggle submission."""
+split against a labelled database, written as a validated, scored Kaggle submission.
+
+The inlier threshold, in order: `--inlier-threshold`; else calibrated for
+`--target-specificity` on the labelled index split (`delf_baseline.recognition.
+calibrate_inlier_threshold`; its local features given by `--calibration-features` or extracted
+with the database's extractor); else the measured default of the feature method and preset.
+Every run folder holds per-query best candidates and inliers, not decisions, so a rerun with
+another threshold or target recomputes nothing.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
-from lmkcomp.commands.args import overrides, positive_int
+from lmkcomp.commands.args import json_safe, overrides, positive_int, specificity
 from lmkcomp.errors import UserInputError
+
+log = logging.getLogger(__name__)
 
 
 def _database_labels(data, source: str):
@@ -22,11 +33,70 @@ def _database_labels(data, source: str):
     return gldv2.read_train_csv(source)
 
 
+def _calibration_store(args: argparse.Namespace, data, database, work: Path):
+    """Local features of the labelled index split: `--calibration-features`, else extracted
+    into WORKDIR/NAME/calibration-features with the database's extractor; None when the data
+    has no labelled index split, or when the index split is the database itself."""
+    from lmkcomp.local.extract import extract_local_split, store_extractor
+    from lmkcomp.local.store import LocalFeatureStore
+
+    if args.calibration_features:
+        if not data.has("index"):
+            raise UserInputError(f"--calibration-features: {data.root} has no index labels "
+                                 f"({data.file('index').name}) to calibrate on")
+        store = LocalFeatureStore(args.calibration_features)
+        if store.meta.get("split", "index") != "index":  # its non-landmarks are read from the index labels
+            raise UserInputError(f"--calibration-features {store.directory}: features of the {store.meta['split']} "
+                                 "split; calibration needs the index split's")
+        return store
+    if args.labels == "index" or not data.has("index") or not (data.root / "index").is_dir():
+        return None
+    if not data.split_ids("index"):
+        return None
+    return extract_local_split(data, "index", work / "calibration-features", store_extractor(database),
+                               progress=not args.quiet)
+
+
+def _inlier_threshold(args: argparse.Namespace, data, database, preset: str, recognizer_at, work: Path):
+    """`(threshold, how, calibration)` by the rule of the module docstring; `recognizer_at(t)`
+    makes the recognizer with threshold t. The calibration queries' scores go to
+    WORKDIR/NAME/calibration-scores.csv (for `lmkcomp calibrate`)."""
+    from delf_baseline.recognition import (
+        DEFAULT_INLIER_THRESHOLDS,
+        calibrate_inlier_threshold,
+        calibration_scores,
+        run_recognition,
+    )
+    from lmkcomp.fileio import atomic_write
+
+    if args.inlier_threshold is not None:
+        return args.inlier_threshold, "given", None
+    store = _calibration_store(args, data, database, work)
+    if store is None:
+        if (database.method, preset) in DEFAULT_INLIER_THRESHOLDS:
+            return DEFAULT_INLIER_THRESHOLDS[(database.method, preset)], "measured default", None
+        raise UserInputError(f"no measured inlier threshold for {database.method} features verified with the "
+                             f"{preset} preset, and no labelled index split apart from the database (index/ images "
+                             f"and {data.file('index').name} in {data.root}) to calibrate one on: give "
+                             "--inlier-threshold N")
+    labels = dict(zip(data.index_labels["id"].tolist(), data.index_labels["landmark_id"].tolist()))
+    frame = run_recognition(recognizer_at(1), store, work / "calibration", progress=not args.quiet)
+    with atomic_write(work / "calibration-scores.csv", "w", encoding="utf-8", newline="") as handle:
+        calibration_scores(frame, labels).to_csv(handle, index=False)
+    try:
+        calibration = calibrate_inlier_threshold(frame, labels, args.target_specificity)
+    except UserInputError as error:
+        raise UserInputError(f"{store.directory}: cannot calibrate the inlier threshold on these {len(frame)} "
+                             f"index images: {error}; give --inlier-threshold N") from None
+    if calibration.caveat():
+        log.warning("inlier threshold: %s", calibration.caveat())
+    return calibration.threshold, "calibrated on the index split", calibration.as_dict()
+
+
 def _cmd_delf_recognize(args: argparse.Namespace) -> int:
     from delf_baseline.index import disk_bytes, open_database_index
     from delf_baseline.recognition import (
         DelfRecognizer,
-        default_inlier_threshold,
         default_verify_preset,
         latency_summary,
         run_recognition,
@@ -57,9 +127,13 @@ def _cmd_delf_recognize(args: argparse.Namespace) -> int:
     config = verify_config(preset, **{"seed": args.seed, **overrides(args.set)})
     index = open_database_index(index_dir, database, args.index, database_ids, seed=args.seed,
                                 train_size=args.train_size, progress=not args.quiet, **overrides(args.index_option))
-    threshold = args.inlier_threshold or default_inlier_threshold(database.method, preset)
-    recognizer = DelfRecognizer(index, labels, database, inlier_threshold=threshold, candidates=args.candidates,
-                                neighbours=args.neighbours, max_distance=args.max_distance, verify=config)
+
+    def recognizer_at(threshold: int) -> DelfRecognizer:
+        return DelfRecognizer(index, labels, database, inlier_threshold=threshold, candidates=args.candidates,
+                              neighbours=args.neighbours, max_distance=args.max_distance, verify=config)
+
+    threshold, how, calibration = _inlier_threshold(args, data, database, preset, recognizer_at, work)
+    recognizer = recognizer_at(threshold)
     test_ids = submission_test_ids(data)  # sample_submission.csv when the data has one, as Kaggle checks
     predictions = run_recognition(recognizer, queries, work / "predictions", test_ids, chunk_size=args.chunk_size,
                                   progress=not args.quiet)
@@ -68,6 +142,7 @@ def _cmd_delf_recognize(args: argparse.Namespace) -> int:
     write_recognition_submission(submission_csv, test_ids, found)
     submission = validate_submission(submission_csv, "recognition", test_ids)
     result = {"submission": str(submission_csv), "index": args.index, "preset": preset, "inlier_threshold": threshold,
+              "threshold_from": how, **({"calibration": calibration} if calibration else {}),
               "candidates": args.candidates, "predicted": len(found), **latency_summary(predictions),
               "index_memory_bytes": index.memory_bytes(), "index_disk_bytes": disk_bytes(index_dir)}
     if data.has("recognition_solution"):
@@ -76,7 +151,7 @@ def _cmd_delf_recognize(args: argparse.Namespace) -> int:
         rates = sensitivity_specificity(found, solution.scored("all"), threshold)
         result.update(gap=scores["gap"], top1_accuracy=scores["top1_accuracy"], sensitivity=rates.sensitivity,
                       specificity=rates.specificity)
-    print(json.dumps(result))
+    print(json.dumps(json_safe(result), allow_nan=False))
     return 0
 
 
@@ -103,8 +178,15 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     parser.add_argument("--neighbours", type=positive_int, default=60, help="nearest database features per query feature")
     parser.add_argument("--max-distance", type=float, help="ignore neighbours at this distance or more (index space)")
     parser.add_argument("--inlier-threshold", type=positive_int,
-                        help="inliers the best candidate needs for a prediction "
-                             "(default by feature and preset, where measured: sift with fast 20)")
+                        help="inliers the best candidate needs for a prediction (default: calibrated on the "
+                             "labelled index split for --target-specificity; without one, the measured default "
+                             "by feature and preset: sift with fast 20)")
+    parser.add_argument("--target-specificity", type=specificity, default=0.99,
+                        help="calibration: share of the index split's non-landmark images left without a "
+                             "prediction")
+    parser.add_argument("--calibration-features", metavar="STORE",
+                        help="local features of the index split to calibrate on (default: extracted into "
+                             "WORKDIR/NAME/calibration-features with the database's extractor)")
     parser.add_argument("--preset", help="verification preset, fast, fast-magsac or official-delf (default: fast "
                                          "for sift and rootsift, official-delf otherwise)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

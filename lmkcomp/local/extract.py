@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from lmkcomp.data.images import load_image_rgb
 from lmkcomp.data.layout import LandmarkData
-from lmkcomp.errors import ImageLoadError
+from lmkcomp.errors import ImageLoadError, UserInputError
 from lmkcomp.features.store import positive_int
-from lmkcomp.local.extractors import LocalExtractor
+from lmkcomp.local.extractors import LocalExtractor, create_local_extractor
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.store import DESCRIPTOR_DTYPE, LocalFeatureStore, LocalFeatureWriter
 from lmkcomp.workers import process_pool
@@ -137,3 +137,15 @@ def extract_local_split(
             writer.write_shard(k, records, skipped)
     writer.finish()
     return LocalFeatureStore(out)
+
+
+def store_extractor(store: LocalFeatureStore) -> LocalExtractor:
+    """The local extractor that wrote `store`, rebuilt from the settings in its meta (to time
+    it, or to extract more images as it did): `create_local_extractor(method, **settings)`."""
+    options = {k: v for k, v in (store.meta.get("settings") or {}).items() if k != "method"}
+    if "scales" in options:
+        options["scales"] = tuple(options["scales"])
+    try:
+        return create_local_extractor(store.method, **options)
+    except TypeError as exc:
+        raise UserInputError(f"{store.directory}: cannot rebuild its {store.method} extractor: {exc}") from None
