@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -75,6 +76,12 @@ def test_record_rejects_inconsistent_arrays(locations, descriptors, scales, scor
         LocalFeatures(locations, descriptors, scales, scores)
 
 
+@pytest.mark.parametrize("image_size", [(0, 10), (10,), (10.0, 20), (True, 5), "640x480"])
+def test_record_rejects_a_bad_image_size(image_size):
+    with pytest.raises(ValueError, match="image_size must be"):
+        LocalFeatures(np.zeros((1, 2)), np.ones((1, 3)), [1], [1], image_size)
+
+
 def test_empty_record_and_top_k():
     empty = LocalFeatures.empty(40)
     assert len(empty) == 0 and empty.dim == 40 and len(empty.top_k(5)) == 0
@@ -113,6 +120,35 @@ def test_store_round_trip_over_several_shards(tmp_path, records):
         np.testing.assert_array_equal(got.scales, expected.scales)
         np.testing.assert_array_equal(got.scores, expected.scores)
     assert make_ids(1)[0] in store and "ffffffffffffffff" not in store
+
+
+def test_store_keeps_image_sizes(tmp_path, records):
+    sized = [dataclasses.replace(r, image_size=(100 + i, 50 + i)) if i % 5 else r for i, r in enumerate(records)]
+    write_store(tmp_path / "lf", sized, shard_size=10)
+    store = LocalFeatureStore(tmp_path / "lf")
+    assert store.image_sizes
+    assert [store.read(i).image_size for i in range(23)] == [None if i % 5 == 0 else (100 + i, 50 + i)
+                                                             for i in range(23)]
+    # Selections keep the size of their image.
+    assert store.read(1).top_k(2).image_size == (101, 51)
+
+
+def test_a_store_written_before_image_sizes_reads_without_them(tmp_path, records, caplog):
+    """A store of the earlier layout (no `image_sizes` in the manifest, no sizes files) still
+    reads, and resumes, without sizes, saying that its tolerances stay in pixels."""
+    directory = tmp_path / "lf"
+    write_store(directory, records, shard_size=10, shards={0, 1})
+    manifest = json.loads((directory / "manifest.json").read_text())
+    del manifest["image_sizes"]
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    for path in directory.glob("sizes-*.npy"):
+        path.unlink()
+    write_store(directory, records, shard_size=10)
+    assert not list(directory.glob("sizes-*.npy"))
+    with caplog.at_level(logging.WARNING):
+        store = LocalFeatureStore(directory)
+    assert not store.image_sizes and store.read(22).image_size is None
+    assert "written before image sizes were recorded" in caplog.text
 
 
 def test_store_reads_through_memory_maps_and_evicts_old_shards(tmp_path, records):
@@ -313,6 +349,8 @@ def test_extract_local_split_fills_a_store(dataset, tmp_path):
         assert np.all(features.locations[:, 0] <= width - 1) and np.all(features.locations[:, 1] <= height - 1)
         np.testing.assert_allclose(np.linalg.norm(features.descriptors.astype(np.float32), axis=1), 1.0, atol=2e-3)
         largest_x = max(largest_x, float(features.locations[:, 0].max(initial=0)))
+        # The store keeps each image's size, which verification measures tolerances against.
+        assert features.image_size == (width, height)
     # Detected at long side 64, reported in the 128 px originals.
     assert largest_x > 64
     assert sum(len(store.get(i)) for i in ids) > 10 * len(ids)

@@ -8,7 +8,7 @@ SIFT histograms; the result is then L2-normalised (it already has unit L2 norm u
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 import cv2
@@ -31,9 +31,9 @@ class SiftExtractor:
       of the given image. None: detect at full resolution.
     - `contrast_threshold`: OpenCV's contrastThreshold (lower finds more, weaker keypoints).
 
-    Output: locations (x, y) in the given image's pixels; scales = OpenCV keypoint diameter
-    in those pixels; scores = detector response; float32 unit-L2 descriptors (D = 128).
-    Rows are sorted by decreasing response (ties by x, y, size, angle), so the output does
+    Output: `image_size` = the given image's (width, height); locations (x, y) in its pixels;
+    scales = OpenCV keypoint diameter in those pixels; scores = detector response; float32
+    unit-L2 descriptors (D = 128). Rows are sorted by decreasing response (ties by x, y, size, angle), so the output does
     not depend on the order OpenCV's threads produce keypoints in.
     """
 
@@ -77,7 +77,7 @@ class SiftExtractor:
         sift = cv2.SIFT_create(nfeatures=self.max_features, contrastThreshold=self.contrast_threshold)
         keypoints, descriptors = sift.detectAndCompute(gray, None)
         if not keypoints:
-            return LocalFeatures.empty(self.dim)
+            return replace(LocalFeatures.empty(self.dim), image_size=(width, height))
         xy = cv2.KeyPoint_convert(keypoints).astype(np.float64)
         response = np.array([kp.response for kp in keypoints], dtype=np.float32)
         size = np.array([kp.size for kp in keypoints], dtype=np.float64)
@@ -91,6 +91,7 @@ class SiftExtractor:
             descriptors=self._normalise(descriptors[order].astype(np.float32)),
             scales=(size[order] * np.sqrt(scale_x * scale_y)).astype(np.float32),
             scores=response[order],
+            image_size=(width, height),
         )
 
     def _normalise(self, descriptors: np.ndarray) -> np.ndarray:
