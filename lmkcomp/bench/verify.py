@@ -106,11 +106,6 @@ def _stores(data: LandmarkData, images: pd.DataFrame, method: str, extractor_opt
     return stores
 
 
-def _in_memory(store: LocalFeatureStore, image_id: str) -> LocalFeatures:
-    record = store.get(image_id)
-    return LocalFeatures(*(np.array(x) for x in (record.locations, record.descriptors, record.scales, record.scores)))
-
-
 def _kit_scorer(config: VerifyConfig) -> Scorer:
     verifier = create_verifier(config)
     return lambda a, b: verify_pair(a, b, config, verifier).inliers
@@ -163,7 +158,7 @@ def run_verify_benchmark(data: LandmarkData, pairs: int = 300, method: str = "si
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as workdir:
         stores = _stores(data, used, method, extractor_options or {},
                          None if local_features is None else Path(local_features), Path(workdir), progress)
-        records = {row: _in_memory(stores[images.at[row, "split"]], images.at[row, "id"]) for row in used.index}
+        records = {row: stores[images.at[row, "split"]].get(images.at[row, "id"]).in_memory() for row in used.index}
     features = [(records[a], records[b]) for a, b in zip(chosen["a"], chosen["b"])]
     same = chosen["same"].to_numpy()
     named, skipped = scorers()

@@ -85,6 +85,11 @@ class LocalFeatures:
         """Descriptor dimension D."""
         return self.descriptors.shape[1]
 
+    def in_memory(self) -> LocalFeatures:
+        """A copy whose arrays are in memory (not views of a memory-mapped store), size kept."""
+        return LocalFeatures(np.array(self.locations), np.array(self.descriptors), np.array(self.scales),
+                             np.array(self.scores), self.image_size)
+
     def select(self, rows: ArrayLike) -> LocalFeatures:
         """The features at `rows` (integer indices or a boolean mask), in that order."""
         rows = np.asarray(rows)
