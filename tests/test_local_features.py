@@ -259,11 +259,22 @@ def test_registry_builds_sift_and_rootsift():
     sift = create_local_extractor("sift", max_features=300)
     assert (sift.method, sift.dim, sift.max_features) == ("sift", 128, 300)
     assert create_local_extractor("rootsift").method == "rootsift"
-    assert sift.settings() == {"method": "sift", "max_features": 300, "max_side": None, "contrast_threshold": 0.04}
+    assert sift.settings() == {"method": "sift", "max_features": 300, "max_side": 1024, "contrast_threshold": 0.04}
     with pytest.raises(UserInputError, match="unknown local feature 'surf'"):
         create_local_extractor("surf")
     with pytest.raises(UserInputError, match="max_features"):
         create_local_extractor("sift", max_features=0)
+
+
+def test_sift_detects_large_photos_at_a_1024_px_long_side(photo):
+    """By default a 2048 px photo gives the features of its 1024 px copy, in its own pixels
+    (pixel-doubled, so that the area downscale gives back the 1024 px copy exactly)."""
+    medium = cv2.resize(photo, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    large = np.repeat(np.repeat(medium, 2, axis=0), 2, axis=1)
+    at_1024, at_2048 = SiftExtractor().extract(medium), SiftExtractor().extract(large)
+    assert len(at_2048) == len(at_1024) > 100 and at_2048.image_size == (2048, 2048)
+    np.testing.assert_allclose(at_2048.locations, (at_1024.locations + 0.5) * 2 - 0.5, atol=1e-3)
+    np.testing.assert_array_equal(at_2048.descriptors, at_1024.descriptors)
 
 
 def test_sift_keeps_the_strongest_features_deterministically(photo):

@@ -28,7 +28,13 @@ class SiftExtractor:
     - `root`: RootSIFT descriptors instead of L2-normalised SIFT.
     - `max_side`: when the image's long side exceeds it, detect on a copy downscaled (area
       interpolation) to that long side; locations and scales are mapped back to the pixels
-      of the given image. None: detect at full resolution.
+      of the given image. None: detect at full resolution. The default, 1024, is for photos:
+      at full resolution the 1000 strongest keypoints of a 4,000 px photo are fine texture
+      that no other view repeats (4x-upscaled realdev photos, `fast`: ROC AUC 0.87 at full
+      resolution, 0.91 at 1024 as on the originals), and detection costs 16x the pixels.
+      Renders of 256 px are not affected.
+    - `max_features`: 1000 by default; 2000 ranked realdev pairs better (AUC 0.94-0.95 vs
+      0.90-0.92) at 2-3x the matching time per pair, a choice left to the user.
     - `contrast_threshold`: OpenCV's contrastThreshold (lower finds more, weaker keypoints).
 
     Output: `image_size` = the given image's (width, height); locations (x, y) in its pixels;
@@ -39,7 +45,7 @@ class SiftExtractor:
 
     root: bool = False
     max_features: int = 1000
-    max_side: int | None = None
+    max_side: int | None = 1024
     contrast_threshold: float = 0.04
 
     dim: ClassVar[int] = 128
