@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -75,6 +76,12 @@ def test_record_rejects_inconsistent_arrays(locations, descriptors, scales, scor
         LocalFeatures(locations, descriptors, scales, scores)
 
 
+@pytest.mark.parametrize("image_size", [(0, 10), (10,), (10.0, 20), (True, 5), "640x480"])
+def test_record_rejects_a_bad_image_size(image_size):
+    with pytest.raises(ValueError, match="image_size must be"):
+        LocalFeatures(np.zeros((1, 2)), np.ones((1, 3)), [1], [1], image_size)
+
+
 def test_empty_record_and_top_k():
     empty = LocalFeatures.empty(40)
     assert len(empty) == 0 and empty.dim == 40 and len(empty.top_k(5)) == 0
@@ -113,6 +120,35 @@ def test_store_round_trip_over_several_shards(tmp_path, records):
         np.testing.assert_array_equal(got.scales, expected.scales)
         np.testing.assert_array_equal(got.scores, expected.scores)
     assert make_ids(1)[0] in store and "ffffffffffffffff" not in store
+
+
+def test_store_keeps_image_sizes(tmp_path, records):
+    sized = [dataclasses.replace(r, image_size=(100 + i, 50 + i)) if i % 5 else r for i, r in enumerate(records)]
+    write_store(tmp_path / "lf", sized, shard_size=10)
+    store = LocalFeatureStore(tmp_path / "lf")
+    assert store.image_sizes
+    assert [store.read(i).image_size for i in range(23)] == [None if i % 5 == 0 else (100 + i, 50 + i)
+                                                             for i in range(23)]
+    # Selections keep the size of their image.
+    assert store.read(1).top_k(2).image_size == (101, 51)
+
+
+def test_a_store_written_before_image_sizes_reads_without_them(tmp_path, records, caplog):
+    """A store of the earlier layout (no `image_sizes` in the manifest, no sizes files) still
+    reads, and resumes, without sizes, saying that its tolerances stay in pixels."""
+    directory = tmp_path / "lf"
+    write_store(directory, records, shard_size=10, shards={0, 1})
+    manifest = json.loads((directory / "manifest.json").read_text())
+    del manifest["image_sizes"]
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    for path in directory.glob("sizes-*.npy"):
+        path.unlink()
+    write_store(directory, records, shard_size=10)
+    assert not list(directory.glob("sizes-*.npy"))
+    with caplog.at_level(logging.WARNING):
+        store = LocalFeatureStore(directory)
+    assert not store.image_sizes and store.read(22).image_size is None
+    assert "written before image sizes were recorded" in caplog.text
 
 
 def test_store_reads_through_memory_maps_and_evicts_old_shards(tmp_path, records):
@@ -223,11 +259,22 @@ def test_registry_builds_sift_and_rootsift():
     sift = create_local_extractor("sift", max_features=300)
     assert (sift.method, sift.dim, sift.max_features) == ("sift", 128, 300)
     assert create_local_extractor("rootsift").method == "rootsift"
-    assert sift.settings() == {"method": "sift", "max_features": 300, "max_side": None, "contrast_threshold": 0.04}
+    assert sift.settings() == {"method": "sift", "max_features": 300, "max_side": 1024, "contrast_threshold": 0.04}
     with pytest.raises(UserInputError, match="unknown local feature 'surf'"):
         create_local_extractor("surf")
     with pytest.raises(UserInputError, match="max_features"):
         create_local_extractor("sift", max_features=0)
+
+
+def test_sift_detects_large_photos_at_a_1024_px_long_side(photo):
+    """By default a 2048 px photo gives the features of its 1024 px copy, in its own pixels
+    (pixel-doubled, so that the area downscale gives back the 1024 px copy exactly)."""
+    medium = cv2.resize(photo, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    large = np.repeat(np.repeat(medium, 2, axis=0), 2, axis=1)
+    at_1024, at_2048 = SiftExtractor().extract(medium), SiftExtractor().extract(large)
+    assert len(at_2048) == len(at_1024) > 100 and at_2048.image_size == (2048, 2048)
+    np.testing.assert_allclose(at_2048.locations, (at_1024.locations + 0.5) * 2 - 0.5, atol=1e-3)
+    np.testing.assert_array_equal(at_2048.descriptors, at_1024.descriptors)
 
 
 def test_sift_keeps_the_strongest_features_deterministically(photo):
@@ -313,6 +360,8 @@ def test_extract_local_split_fills_a_store(dataset, tmp_path):
         assert np.all(features.locations[:, 0] <= width - 1) and np.all(features.locations[:, 1] <= height - 1)
         np.testing.assert_allclose(np.linalg.norm(features.descriptors.astype(np.float32), axis=1), 1.0, atol=2e-3)
         largest_x = max(largest_x, float(features.locations[:, 0].max(initial=0)))
+        # The store keeps each image's size, which verification measures tolerances against.
+        assert features.image_size == (width, height)
     # Detected at long side 64, reported in the 128 px originals.
     assert largest_x > 64
     assert sum(len(store.get(i)) for i in ids) > 10 * len(ids)

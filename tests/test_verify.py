@@ -309,3 +309,102 @@ def test_homography_verifiers_map_a_to_b(features, name):
     result = verify_pair(features["photo"], features["warped"], model_config(name))
     probe = np.array([[40.0, 40.0], [280.0, 50.0], [60.0, 200.0], [250.0, 210.0], [160.0, 120.0]])
     assert np.abs(apply(result.model, probe) - apply(TRUE_H, probe)).max() < 2.0
+
+
+# --------------------------------------------------------------------------------------------
+# RANSAC budgets: stop on confidence, within a high cap
+
+
+def hard_correspondences(seed=1, count=400, inliers=28):
+    """`count` correspondences over a 256 px image, the first `inliers` (7 %) under TRUE_H."""
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(0, 256, (count, 2))
+    b = rng.uniform(0, 256, (count, 2))
+    b[:inliers] = apply(TRUE_H, a[:inliers]) + rng.normal(0, 0.5, (inliers, 2))
+    return a, b, inliers
+
+
+@pytest.mark.parametrize("preset", ["fast", "fast-magsac"])
+def test_fast_presets_give_a_hard_pair_the_iterations_it_needs(preset):
+    """7 % inliers: an all-inlier sample of 4 comes once in about 40,000 draws, so the former
+    cap of 2,000 iterations missed the model (4 of 28 inliers found, for this seed)."""
+    a, b, inliers = hard_correspondences()
+    fit = create_verifier(VERIFY_PRESETS[preset]).fit(a, b)
+    assert fit.inliers[:inliers].all() and fit.inliers[inliers:].sum() <= 3
+
+
+def test_useful_iterations_is_ransacs_stopping_rule_for_the_smallest_consensus():
+    # One sample in all: drawn at the first try.
+    assert verify.useful_iterations(4, 4, 0.999) == 1
+    # C(6, 4) = 15 samples: (1 - 1/15)^T <= 0.001 from T = 101 on.
+    assert verify.useful_iterations(6, 4, 0.999) == 101
+    assert (1 - 1 / 15) ** 101 <= 0.001 < (1 - 1 / 15) ** 100
+    assert verify.useful_iterations(400, 4, 0.999) > 50_000
+    assert verify.useful_iterations(6, 4, 1.0) == np.inf
+
+
+def test_a_pair_of_few_matches_does_not_run_the_whole_cap(monkeypatch, features):
+    """Different-landmark pairs often have 4 to 10 chance matches and no model: the cap of
+    50,000 iterations would cost them about 0.1 s each for nothing."""
+    budgets = []
+    original = verify.pydegensac.findHomography
+
+    def recording(points_a, points_b, residual, confidence, iterations, **kwargs):
+        budgets.append(iterations)
+        return original(points_a, points_b, residual, confidence, iterations, **kwargs)
+
+    monkeypatch.setattr(verify.pydegensac, "findHomography", recording)
+    create_verifier(VERIFY_PRESETS["fast"]).fit(*hard_correspondences(count=6, inliers=0)[:2])
+    verify_pair(features["photo"], features["warped"])
+    assert budgets[0] == 101 and budgets[1] == VERIFY_PRESETS["fast"].iterations == 50_000
+
+
+# --------------------------------------------------------------------------------------------
+# Tolerances relative to image size
+
+
+def upscaled(features: LocalFeatures, factor: int) -> LocalFeatures:
+    """The same features on a copy of their image `factor` times larger."""
+    width, height = features.image_size
+    return LocalFeatures(features.locations * factor, features.descriptors, features.scales * factor,
+                         features.scores, (width * factor, height * factor))
+
+
+@pytest.mark.parametrize("name", ALL_VERIFIERS)
+def test_a_4x_upscaled_pair_gives_the_same_inliers(features, name):
+    config = model_config(name)
+    for other in ("warped", "other"):
+        small = verify_pair(features["photo"], features[other], config)
+        large = verify_pair(upscaled(features["photo"], 4), upscaled(features[other], 4), config)
+        assert (large.n_putative, large.inliers) == (small.n_putative, small.inliers)
+        np.testing.assert_array_equal(large.inlier_pairs, small.inlier_pairs)
+        assert large.hull_area == pytest.approx(16 * small.hull_area)
+    # Models are in original pixels: the 4x copy's is the original's in 4x coordinates.
+    small = verify_pair(features["photo"], features["warped"], config)
+    large = verify_pair(upscaled(features["photo"], 4), upscaled(features["warped"], 4), config)
+    four, quarter = np.diag([4.0, 4.0, 1.0]), np.diag([0.25, 0.25, 1.0])
+    epipolar = VERIFIERS.create(name, residual=1.0, iterations=1, confidence=0.5, seed=0).epipolar
+    expected = quarter @ small.model @ quarter if epipolar else four @ small.model @ quarter
+    np.testing.assert_allclose(large.model / np.linalg.norm(large.model), expected / np.linalg.norm(expected),
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_tolerances_in_pixels_differ_at_4x_and_sizes_unknown_stay_in_pixels(features):
+    """Without a reference side the 6 px residual is 1.5 px of the original at 4x: fewer inliers."""
+    config = verify_config("fast", reference_side=None)
+    small = verify_pair(features["photo"], features["warped"], config)
+    large = verify_pair(upscaled(features["photo"], 4), upscaled(features["warped"], 4), config)
+    assert large.inliers < small.inliers
+    # A record without a size is taken in its own pixels, whatever the reference side.
+    sizeless = [dataclasses.replace(features[name], image_size=None) for name in ("photo", "warped")]
+    assert verify_pair(*sizeless).inliers == small.inliers
+
+
+def test_the_residual_is_relative_to_the_long_side(features):
+    # The 320 px fixture at reference side 320 is in its own pixels.
+    config = verify_config("fast", reference_side=320.0)
+    in_pixels = verify_config("fast", reference_side=None)
+    pair = (features["photo"], features["warped"])
+    assert_same_result(verify_pair(*pair, config), verify_pair(*pair, in_pixels))
+    with pytest.raises(UserInputError, match="reference_side"):
+        VerifyConfig(reference_side=0.0)

@@ -396,13 +396,6 @@ def delf_latency_ms(recognizer, queries: Sequence) -> tuple[float, float]:
             1000 * float(np.median([t.ransac_seconds for t in timings])))
 
 
-def _in_memory(store, image_id: str):
-    from lmkcomp.local.record import LocalFeatures
-
-    record = store.get(image_id)
-    return LocalFeatures(*(np.array(x) for x in (record.locations, record.descriptors, record.scales, record.scores)))
-
-
 def _delf_rows(settings: BenchSettings, local: dict, labels, sets: dict[str, list[str]], solution: dict[str, list],
                validation: list[str], timed: list[str], workdir: Path, progress: bool) -> tuple[list[dict], dict]:
     from delf_baseline.index import open_database_index
@@ -416,7 +409,7 @@ def _delf_rows(settings: BenchSettings, local: dict, labels, sets: dict[str, lis
     index = open_database_index(folder / "index", local["train"], settings.delf_index, ids=database_ids,
                                 seed=settings.seed, progress=progress)
     verify = verify_preset(settings, local["train"])
-    timed_queries = [_in_memory(local["test"], i) for i in timed]
+    timed_queries = [local["test"].get(i).in_memory() for i in timed]
     rows, ransac_ms = [], {}
     for candidates in settings.delf_candidates:
         # threshold 1: every query keeps its best candidate and inliers; the bench thresholds them

@@ -48,9 +48,10 @@ def _extract_file(extractor: LocalExtractor, path: str) -> tuple[LocalFeatures |
         return None, exc.reason
     features = extractor.extract(image)
     # The store keeps float16 descriptors anyway; casting here halves what a worker sends back
-    # and what a shard holds in memory.
+    # and what a shard holds in memory. The image's size is recorded whatever the extractor.
+    height, width = image.shape[:2]
     return LocalFeatures(features.locations, features.descriptors.astype(DESCRIPTOR_DTYPE),
-                         features.scales, features.scores), None
+                         features.scales, features.scores, (width, height)), None
 
 
 # The extractor of a pool process, set once by `_start_worker`: each chunk then carries only

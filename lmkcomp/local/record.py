@@ -9,6 +9,9 @@ matching and verification read it, so the conventions below hold everywhere:
 - `scales`: N float32, the feature's size in original-image pixels (what "size" means is the
   extractor's: SIFT's keypoint diameter, DELF's receptive field at its image scale).
 - `scores`: N float32, larger is better (SIFT's detector response, DELF's attention).
+- `image_size`: (width, height) of the original image in pixels, or None where unknown (a
+  record built by hand, or read from a store written before sizes were recorded).
+  Verification measures its tolerances relative to it (`lmkcomp.local.verify`).
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ class LocalFeatures:
     Construction converts `locations`, `scales` and `scores` to float32 and keeps float16 or
     float32 descriptors as they are (other dtypes become float32); arrays that already have
     the right dtype are kept without a copy, so a record may hold read-only memory-mapped
-    views. Raises ValueError for inconsistent shapes or non-finite values.
+    views. Raises ValueError for inconsistent shapes, non-finite values or an `image_size`
+    that is not two positive integers.
     """
 
     locations: np.ndarray
     descriptors: np.ndarray
     scales: np.ndarray
     scores: np.ndarray
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         locations = np.asarray(self.locations, dtype=np.float32)
@@ -56,11 +61,13 @@ class LocalFeatures:
                             ("scales", scales), ("scores", scores)):
             if not np.isfinite(array).all():
                 raise ValueError(f"{name} holds non-finite values")
-        # Frozen dataclass: the converted arrays replace the given ones once, here.
+        image_size = _checked_image_size(self.image_size)
+        # Frozen dataclass: the converted values replace the given ones once, here.
         object.__setattr__(self, "locations", locations)
         object.__setattr__(self, "descriptors", descriptors)
         object.__setattr__(self, "scales", scales)
         object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "image_size", image_size)
 
     @classmethod
     def empty(cls, dim: int, dtype: np.dtype | type = np.float32) -> LocalFeatures:
@@ -78,10 +85,16 @@ class LocalFeatures:
         """Descriptor dimension D."""
         return self.descriptors.shape[1]
 
+    def in_memory(self) -> LocalFeatures:
+        """A copy whose arrays are in memory (not views of a memory-mapped store), size kept."""
+        return LocalFeatures(np.array(self.locations), np.array(self.descriptors), np.array(self.scales),
+                             np.array(self.scores), self.image_size)
+
     def select(self, rows: ArrayLike) -> LocalFeatures:
         """The features at `rows` (integer indices or a boolean mask), in that order."""
         rows = np.asarray(rows)
-        return LocalFeatures(self.locations[rows], self.descriptors[rows], self.scales[rows], self.scores[rows])
+        return LocalFeatures(self.locations[rows], self.descriptors[rows], self.scales[rows], self.scores[rows],
+                             self.image_size)
 
     def top_k(self, k: int) -> LocalFeatures:
         """The `min(k, N)` features of highest score, in decreasing score order.
@@ -92,3 +105,14 @@ class LocalFeatures:
             raise ValueError(f"k must be non-negative, got {k}")
         order = np.argsort(-self.scores, kind="stable")[:k]
         return self.select(order)
+
+
+def _checked_image_size(image_size: object) -> tuple[int, int] | None:
+    """`image_size` as a (width, height) tuple of Python ints, None kept; ValueError otherwise."""
+    if image_size is None:
+        return None
+    values = tuple(image_size) if isinstance(image_size, (tuple, list, np.ndarray)) else ()
+    if len(values) != 2 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1
+                               for v in values):
+        raise ValueError(f"image_size must be (width, height), two positive integers, got {image_size!r}")
+    return int(values[0]), int(values[1])

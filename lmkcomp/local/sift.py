@@ -8,7 +8,7 @@ SIFT histograms; the result is then L2-normalised (it already has unit L2 norm u
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 import cv2
@@ -28,18 +28,24 @@ class SiftExtractor:
     - `root`: RootSIFT descriptors instead of L2-normalised SIFT.
     - `max_side`: when the image's long side exceeds it, detect on a copy downscaled (area
       interpolation) to that long side; locations and scales are mapped back to the pixels
-      of the given image. None: detect at full resolution.
+      of the given image. None: detect at full resolution. The default, 1024, is for photos:
+      at full resolution the 1000 strongest keypoints of a 4,000 px photo are fine texture
+      that no other view repeats (4x-upscaled realdev photos, `fast`: ROC AUC 0.87 at full
+      resolution, 0.91 at 1024 as on the originals), and detection costs 16x the pixels.
+      Renders of 256 px are not affected.
+    - `max_features`: 1000 by default; 2000 ranked realdev pairs better (AUC 0.94-0.95 vs
+      0.90-0.92) at 2-3x the matching time per pair, a choice left to the user.
     - `contrast_threshold`: OpenCV's contrastThreshold (lower finds more, weaker keypoints).
 
-    Output: locations (x, y) in the given image's pixels; scales = OpenCV keypoint diameter
-    in those pixels; scores = detector response; float32 unit-L2 descriptors (D = 128).
-    Rows are sorted by decreasing response (ties by x, y, size, angle), so the output does
+    Output: `image_size` = the given image's (width, height); locations (x, y) in its pixels;
+    scales = OpenCV keypoint diameter in those pixels; scores = detector response; float32
+    unit-L2 descriptors (D = 128). Rows are sorted by decreasing response (ties by x, y, size, angle), so the output does
     not depend on the order OpenCV's threads produce keypoints in.
     """
 
     root: bool = False
     max_features: int = 1000
-    max_side: int | None = None
+    max_side: int | None = 1024
     contrast_threshold: float = 0.04
 
     dim: ClassVar[int] = 128
@@ -77,7 +83,7 @@ class SiftExtractor:
         sift = cv2.SIFT_create(nfeatures=self.max_features, contrastThreshold=self.contrast_threshold)
         keypoints, descriptors = sift.detectAndCompute(gray, None)
         if not keypoints:
-            return LocalFeatures.empty(self.dim)
+            return replace(LocalFeatures.empty(self.dim), image_size=(width, height))
         xy = cv2.KeyPoint_convert(keypoints).astype(np.float64)
         response = np.array([kp.response for kp in keypoints], dtype=np.float32)
         size = np.array([kp.size for kp in keypoints], dtype=np.float64)
@@ -91,6 +97,7 @@ class SiftExtractor:
             descriptors=self._normalise(descriptors[order].astype(np.float32)),
             scales=(size[order] * np.sqrt(scale_x * scale_y)).astype(np.float32),
             scores=response[order],
+            image_size=(width, height),
         )
 
     def _normalise(self, descriptors: np.ndarray) -> np.ndarray:

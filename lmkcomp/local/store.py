@@ -12,12 +12,16 @@ Layout of a store folder `DIR`:
     decimal digits, plenty for unit vectors, and halves the size of a DELF/SIFT store);
   - `locations-0000k.npy`: R x 2 float32, (x, y) in original-image pixels;
   - `scales-0000k.npy`, `scores-0000k.npy`: R float32;
+  - `sizes-0000k.npy`: images x 2 int32, each image's (width, height) in pixels, 0 0 where
+    unknown; only in stores whose manifest says `image_sizes: true` (every store written
+    since sizes were recorded; older stores read as they are, their records without a size);
   - `offsets-0000k.npy`: (images + 1) int64, non-decreasing, from 0 to R: the features of the
     shard's image `i` are rows `offsets[i]:offsets[i + 1]`.
 - `DIR/manifest.json`: `format`, `version`, `method` (the extractor's name), `dim`, `count`,
-  `shard_size`, `skipped` (the images stored with no features because they could not be read:
-  `row`, `id` and `reason` each), `shards` (images per shard), `complete` and `meta`, a
-  free-form JSON object (split, extractor settings...).
+  `shard_size`, `image_sizes` (whether shards hold `sizes`; absent means false), `skipped`
+  (the images stored with no features because they could not be read: `row`, `id` and
+  `reason` each), `shards` (images per shard), `complete` and `meta`, a free-form JSON object
+  (split, extractor settings...).
 
 Every file is written atomically and a shard's offsets file is written last, so a killed
 extraction leaves whole shards or none; a new `LocalFeatureWriter` on the same folder, ids,
@@ -29,6 +33,7 @@ nor file handles up front.
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,11 +61,15 @@ from lmkcomp.manifest import (
     refuse_incomplete,
 )
 
+log = logging.getLogger(__name__)
+
 FORMAT = "lmkcomp-local-features"
 FORMAT_VERSION = 1
 DESCRIPTOR_DTYPE = np.dtype(np.float16)
 #: the arrays of a shard, in the order they are written: offsets last, as the commit marker
 SHARD_ARRAYS = ("descriptors", "locations", "scales", "scores", "offsets")
+#: the array of image sizes, written before the offsets in stores that record sizes
+SIZES_ARRAY = "sizes"
 
 
 def shard_file(array: str, k: int) -> str:
@@ -74,8 +83,16 @@ def shard_file(array: str, k: int) -> str:
 
 def _new_manifest(method: str, dim: int, count: int, shard_size: int, meta: dict, command: str | None) -> dict:
     return new_store_manifest(FORMAT, FORMAT_VERSION, {"method": method, "dim": dim, "count": count,
-                                                       "shard_size": shard_size, "command": command, "skipped": []},
+                                                       "shard_size": shard_size, "command": command, "skipped": [],
+                                                       "image_sizes": True},
                               shard_rows(count, shard_size), meta)
+
+
+def _shard_arrays(manifest: dict) -> tuple[str, ...]:
+    """The arrays every shard of a store with this manifest has, offsets last."""
+    if manifest.get("image_sizes", False):
+        return (*SHARD_ARRAYS[:-1], SIZES_ARRAY, SHARD_ARRAYS[-1])
+    return SHARD_ARRAYS
 
 
 def _read_manifest(directory: Path) -> dict:
@@ -85,6 +102,8 @@ def _read_manifest(directory: Path) -> dict:
     check_store_fields(manifest, path, shard_rows)
     if not isinstance(manifest.get("method"), str) or not manifest["method"]:
         raise UserInputError(f"{path}: 'method' must be a non-empty string")
+    if not isinstance(manifest.get("image_sizes", False), bool):
+        raise UserInputError(f"{path}: 'image_sizes' must be true or false")
     return manifest
 
 
@@ -118,16 +137,20 @@ class LocalFeatureWriter:
         self._images = shard_rows(len(self.ids), self.shard_size)
         wanted = _new_manifest(self.method, self.dim, len(self.ids), self.shard_size, self.meta, command)
         if (self.directory / MANIFEST_NAME).exists():
-            problem = describe_store_difference(_read_manifest(self.directory), wanted,
-                                                ("method", "dim", "shard_size", "count"), read_ids(self.directory), self.ids)
+            found = _read_manifest(self.directory)
+            problem = describe_store_difference(found, wanted, ("method", "dim", "shard_size", "count"),
+                                                read_ids(self.directory), self.ids)
             if problem is not None:
                 raise UserInputError(f"{self.directory}: already holds a different local-feature store "
                                      f"({problem}); choose another folder or delete this one")
+            # A store begun before sizes were recorded is resumed as it began: without them.
+            self._arrays = _shard_arrays(found)
         else:
             create_store(self.directory, self.ids, wanted, "offsets-*.npy")
+            self._arrays = _shard_arrays(wanted)
 
     def _finished(self, k: int) -> bool:
-        return all((self.directory / shard_file(array, k)).is_file() for array in SHARD_ARRAYS)
+        return all((self.directory / shard_file(array, k)).is_file() for array in self._arrays)
 
     def pending_shards(self) -> list[tuple[int, slice]]:
         """`(k, images)` for every shard not yet on disk: its number and its slice of `ids`."""
@@ -142,7 +165,8 @@ class LocalFeatureWriter:
         `LocalFeatureStore.skipped`). Descriptors are stored as float16. Raises IndexError
         for an unknown shard and ValueError for a wrong number of records, a record of
         another dimension, a skipped image with features or descriptors too large for
-        float16 (they should be L2-normalised).
+        float16 (they should be L2-normalised). Each record's `image_size` is kept (0 0 for
+        None) when the store records sizes.
         """
         if not 0 <= k < len(self._images):
             raise IndexError(f"shard {k} out of range: the store has {len(self._images)} shards")
@@ -171,9 +195,10 @@ class LocalFeatureWriter:
             "locations": np.concatenate([r.locations for r in records]),
             "scales": np.concatenate([r.scales for r in records]),
             "scores": np.concatenate([r.scores for r in records]),
+            SIZES_ARRAY: np.array([r.image_size or (0, 0) for r in records], dtype=np.int32).reshape(-1, 2),
             "offsets": offsets,
         }
-        for array in SHARD_ARRAYS:
+        for array in self._arrays:
             with atomic_write(self.directory / shard_file(array, k), "wb") as handle:
                 np.save(handle, arrays[array], allow_pickle=False)
 
@@ -194,15 +219,18 @@ class _Shard:
     locations: np.ndarray
     scales: np.ndarray
     scores: np.ndarray
+    #: images x 2 (width, height), 0 0 where unknown; None in a store without sizes
+    sizes: np.ndarray | None
 
 
 class LocalFeatureStore:
     """A complete local-feature store, read through memory-mapped shards.
 
     Attributes: `directory`, `ids` (store order), `method`, `dim`, `shard_size`, `meta`,
-    `skipped` (`{"row", "id", "reason"}` of each image stored with no features because it could
-    not be read; other images may have none too, e.g. a blank one).
-    At most `max_open_shards` shards are kept mapped at a time (each holds four open files).
+    `image_sizes` (whether records carry their image's size), `skipped` (`{"row", "id",
+    "reason"}` of each image stored with no features because it could not be read; other
+    images may have none too, e.g. a blank one). At most `max_open_shards` shards are kept
+    mapped at a time (each holds four open files).
     """
 
     def __init__(self, directory: str | Path, max_open_shards: int = 16):
@@ -212,6 +240,8 @@ class LocalFeatureStore:
         self.dim: int = manifest["dim"]
         self.shard_size: int = manifest["shard_size"]
         self.meta: dict = manifest["meta"]
+        self.image_sizes: bool = manifest.get("image_sizes", False)
+        self._arrays = _shard_arrays(manifest)
         self._images: list[int] = manifest["shards"]
         self.ids = read_ids(self.directory)
         if len(self.ids) != manifest["count"]:
@@ -222,11 +252,15 @@ class LocalFeatureStore:
         self.max_open_shards = positive_int("max_open_shards", max_open_shards)
         self._open: OrderedDict[int, _Shard] = OrderedDict()
         self._positions = {image_id: row for row, image_id in enumerate(self.ids)}
+        if not self.image_sizes:
+            log.warning("%s: written before image sizes were recorded: verification tolerances on these "
+                        "features stay in pixels; extract again for tolerances relative to image size",
+                        self.directory)
 
     def _first_missing_shard(self) -> str | None:
         """`shard K missing (FILES)` for the first shard not wholly on disk; None if none."""
         for k in range(len(self._images)):
-            missing = [shard_file(a, k) for a in SHARD_ARRAYS if not (self.directory / shard_file(a, k)).is_file()]
+            missing = [shard_file(a, k) for a in self._arrays if not (self.directory / shard_file(a, k)).is_file()]
             if missing:
                 return f"shard {k} missing ({', '.join(missing)})"
         return None
@@ -252,8 +286,9 @@ class LocalFeatureStore:
         k, local = divmod(row, self.shard_size)
         shard = self._shard(k)
         start, stop = int(shard.offsets[local]), int(shard.offsets[local + 1])
+        size = None if shard.sizes is None or not shard.sizes[local].all() else tuple(shard.sizes[local])
         return LocalFeatures(shard.locations[start:stop], shard.descriptors[start:stop],
-                             shard.scales[start:stop], shard.scores[start:stop])
+                             shard.scales[start:stop], shard.scores[start:stop], size)
 
     def _shard(self, k: int) -> _Shard:
         shard = self._open.get(k)
@@ -268,12 +303,13 @@ class LocalFeatureStore:
         return shard
 
     def _load_shard(self, k: int) -> _Shard:
-        arrays = {}
-        for array in SHARD_ARRAYS:
+        arrays = {SIZES_ARRAY: None}
+        for array in self._arrays:
             path = self.directory / shard_file(array, k)
             try:
-                # The offsets are small and read on every lookup: load them; map the rest.
-                arrays[array] = np.load(path, mmap_mode=None if array == "offsets" else "r", allow_pickle=False)
+                # Offsets and sizes are small and read on every lookup: load them; map the rest.
+                arrays[array] = np.load(path, mmap_mode=None if array in ("offsets", SIZES_ARRAY) else "r",
+                                        allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise UserInputError(f"{path}: unreadable shard array: {exc}") from None
         offsets = arrays["offsets"]
@@ -285,6 +321,8 @@ class LocalFeatureStore:
         rows = int(offsets[-1])
         expected = {"descriptors": (DESCRIPTOR_DTYPE, (rows, self.dim)), "locations": (np.float32, (rows, 2)),
                     "scales": (np.float32, (rows,)), "scores": (np.float32, (rows,))}
+        if self.image_sizes:
+            expected[SIZES_ARRAY] = (np.int32, (images, 2))
         for array, (dtype, shape) in expected.items():
             if arrays[array].dtype != dtype or arrays[array].shape != shape:
                 raise UserInputError(f"{self.directory / shard_file(array, k)}: {arrays[array].dtype} array "
