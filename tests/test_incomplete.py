@@ -127,7 +127,7 @@ def test_a_killed_extract_local_store_is_refused_by_verify(tmp_path, capsys):
                  "--quiet"]) == 2
     assert one_error_line(capsys) == (
         f"lmkcomp: error: {store}: incomplete local-feature store (shard 2 missing (descriptors-00002.npy, "
-        "locations-00002.npy, scales-00002.npy, scores-00002.npy, offsets-00002.npy)); "
+        "locations-00002.npy, scales-00002.npy, scores-00002.npy, sizes-00002.npy, offsets-00002.npy)); "
         "run the same lmkcomp extract-local command again to finish it")
 
 
