@@ -46,7 +46,7 @@ def no_gpu(monkeypatch) -> None:
     ("iterations=2.5", "verification option iterations: expected int, got 2.5"),
     ("max_distance=.inf", "max_distance must be positive and finite, got inf"),
     ("bogus=1", "unknown verification option 'bogus'; valid options: confidence, iterations, matcher, "
-                "max_distance, min_putative, model, ratio, residual, seed"),
+                "max_distance, min_putative, model, ratio, reference_side, residual, seed"),
 ])
 def test_verify_settings_are_typed_and_ranged(tmp_path, capsys, setting, expected):
     code = main(["verify", "--pairs", str(tmp_path / "pairs.csv"), "--features", str(tmp_path / "features"),
