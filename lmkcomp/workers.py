@@ -40,6 +40,18 @@ def _start_worker(parent_pid: int, initializer: Callable[..., Any] | None, inita
         initializer(*initargs)
 
 
+def one_thread_each() -> None:
+    """In a pool worker: one thread for OpenCV, BLAS / OpenMP and torch (when loaded), since the
+    processes are the parallelism and their thread pools would oversubscribe the cores."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    cv2.setNumThreads(1)
+    threadpool_limits(1)
+    if "torch" in sys.modules:  # never imported for this: a SIFT worker does not need torch
+        sys.modules["torch"].set_num_threads(1)
+
+
 def exit_with_parent(parent_pid: int) -> None:
     """Make this process receive SIGTERM when its parent `parent_pid` dies (at once if it
     already has)."""

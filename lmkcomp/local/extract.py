@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import sys
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import cv2
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from lmkcomp.data.images import load_image_rgb
@@ -27,7 +24,7 @@ from lmkcomp.features.store import positive_int
 from lmkcomp.local.extractors import LocalExtractor, create_local_extractor
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.store import DESCRIPTOR_DTYPE, LocalFeatureStore, LocalFeatureWriter
-from lmkcomp.workers import process_pool
+from lmkcomp.workers import one_thread_each, process_pool
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +59,7 @@ _worker_extractor: LocalExtractor | None = None
 
 def _start_worker(extractor: LocalExtractor) -> None:
     global _worker_extractor
-    # The processes are the parallelism: one thread each for OpenCV, BLAS/OpenMP and torch
-    # avoids oversubscribing the cores.
-    cv2.setNumThreads(1)
-    threadpool_limits(1)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
+    one_thread_each()
     _worker_extractor = extractor
 
 

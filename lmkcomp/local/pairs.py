@@ -33,13 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import ArrayLike
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from lmkcomp.csvfile import describe_header, read_table, shown
@@ -51,7 +49,7 @@ from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig, create_verifier, verify_pair
 from lmkcomp.manifest import MANIFEST_NAME, first_setting_difference, read_manifest
 from lmkcomp.search import create_searcher
-from lmkcomp.workers import process_pool
+from lmkcomp.workers import one_thread_each, process_pool
 
 FORMAT = "lmkcomp-pair-table"
 FORMAT_VERSION = 1
@@ -173,10 +171,7 @@ _worker: _ChunkVerifier | None = None
 
 def _start_worker(query_dir: str, candidate_dir: str, config: VerifyConfig) -> None:
     global _worker
-    # The processes are the parallelism: one thread each for OpenCV and BLAS avoids
-    # oversubscribing the cores.
-    cv2.setNumThreads(1)
-    threadpool_limits(1)
+    one_thread_each()
     query_store = LocalFeatureStore(query_dir)
     candidate_store = query_store if candidate_dir == query_dir else LocalFeatureStore(candidate_dir)
     _worker = _ChunkVerifier(query_store, candidate_store, config)
