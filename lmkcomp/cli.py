@@ -24,7 +24,7 @@ from typing import Sequence
 
 from lmkcomp import __version__
 from lmkcomp.commands import register_all
-from lmkcomp.commands.args import fraction, overrides, positive_int, scales
+from lmkcomp.commands.args import create_executor_from, executor_options, fraction, overrides, positive_int, scales
 from lmkcomp.errors import UserInputError
 
 EXIT_USER_ERROR = 2
@@ -312,12 +312,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from lmkcomp.local.store import LocalFeatureStore
     from lmkcomp.local.verify import verify_config
 
+    executor = create_executor_from(args)
     config = verify_config(args.preset, **overrides(args.set))
     pairs = read_pairs(args.pairs)
     query_store = LocalFeatureStore(args.features)
     candidate_store = LocalFeatureStore(args.candidate_features) if args.candidate_features else query_store
-    out = verify_pairs(pairs, query_store, candidate_store, args.out, config, workers=args.workers,
-                       chunk_size=args.chunk_size, progress=not args.quiet)
+    out = verify_pairs(pairs, query_store, candidate_store, args.out, config, chunk_size=args.chunk_size,
+                       progress=not args.quiet, executor=executor)
     inliers = read_pair_table(out)["inliers"]
     print(f"{out}: {len(inliers)} pairs verified ({args.preset}), median {inliers.median():.0f} inliers")
     return 0
@@ -548,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract_local.add_argument("--quiet", action="store_true")
     extract_local.set_defaults(run=_cmd_extract_local, output_folder="out")
 
-    verify = commands.add_parser("verify", help="spatially verify a list of image pairs into a resumable pair table")
+    verify = commands.add_parser("verify", parents=[executor_options()],
+                                 help="spatially verify a list of image pairs into a resumable pair table")
     verify.add_argument("--pairs", required=True, help="CSV or parquet with columns query_id,candidate_id")
     verify.add_argument("--features", required=True, help="local feature store of the query images")
     verify.add_argument("--candidate-features", help="local feature store of the candidates (default: --features)")

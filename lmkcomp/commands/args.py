@@ -94,3 +94,31 @@ def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def executor_options() -> argparse.ArgumentParser:
+    """The parent parser of every stage that runs in shards: where they run (`--executor`,
+    `--address`). `--workers`, declared by each such command, is the number of processes here
+    (`local`) or the CPUs of a Ray instance started here (`ray` without an address)."""
+    from lmkcomp.executors import ADDRESS_VARIABLE, EXECUTORS
+
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("execution")
+    group.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="local: --workers processes on this machine; ray: tasks on a Ray cluster "
+                            "(README: Running on a cluster)")
+    group.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                       help=f"the Ray cluster for --executor ray (default: ${ADDRESS_VARIABLE}, else a Ray "
+                            "instance started here with --workers CPUs)")
+    return parent
+
+
+def create_executor_from(args: argparse.Namespace):
+    """The executor that `executor_options` and the command's `--workers` describe; a Ray one is
+    connected at once, so that a missing Ray or an unreachable cluster is reported before any work."""
+    from lmkcomp.executors import connect_ray, create_executor
+
+    executor = create_executor(args.executor, getattr(args, "workers", 1), args.address)
+    if args.executor == "ray":
+        connect_ray(args.address, getattr(args, "workers", None))
+    return executor

@@ -27,8 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing
-from concurrent.futures import as_completed
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -38,18 +37,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import ArrayLike
-from tqdm import tqdm
 
 from lmkcomp.csvfile import describe_header, read_table, shown
 from lmkcomp.data.gldv2 import ID_PATTERN
 from lmkcomp.errors import CsvFormatError, UserInputError
+from lmkcomp.executors import Executor, LocalExecutor
 from lmkcomp.features.store import StoreRows, positive_int
 from lmkcomp.fileio import atomic_write
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig, create_verifier, verify_pair
 from lmkcomp.manifest import MANIFEST_NAME, first_setting_difference, read_manifest
 from lmkcomp.search import create_searcher
-from lmkcomp.workers import one_thread_each, process_pool
 
 FORMAT = "lmkcomp-pair-table"
 FORMAT_VERSION = 1
@@ -163,22 +161,16 @@ class _ChunkVerifier:
         return len(results)
 
 
-# Each pool process opens the stores (memory-mapped) once, in `_start_worker`, and keeps them
-# for every chunk it is sent: it receives folder names, never pickled features, and does not
-# reread a store's id list per chunk. Set only in pool processes, never in the caller's.
-_worker: _ChunkVerifier | None = None
-
-
-def _start_worker(query_dir: str, candidate_dir: str, config: VerifyConfig) -> None:
-    global _worker
-    one_thread_each()
+def open_chunk_verifier(query_dir: str, candidate_dir: str, config: VerifyConfig) -> _ChunkVerifier:
+    """A worker's verifier: it opens the stores (memory-mapped) once and keeps them for every
+    chunk it is sent, so tasks carry folder names and ids, never features."""
     query_store = LocalFeatureStore(query_dir)
     candidate_store = query_store if candidate_dir == query_dir else LocalFeatureStore(candidate_dir)
-    _worker = _ChunkVerifier(query_store, candidate_store, config)
+    return _ChunkVerifier(query_store, candidate_store, config)
 
 
-def _verify_in_worker(chunk: _Chunk) -> int:
-    return _worker.verify(chunk)
+def _verify_chunk(verifier: _ChunkVerifier, chunk: _Chunk) -> int:
+    return verifier.verify(chunk)
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,6 +223,7 @@ def verify_pairs(
     workers: int = 1,
     chunk_size: int = 2000,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> Path:
     """Verify every pair of `pairs` (a pair list or its file) into the pair table `out`.
 
@@ -260,32 +253,17 @@ def verify_pairs(
         "query_features": _store_identity(query_store),
         "candidate_features": _store_identity(candidate_store),
     })
+    # Absolute paths: a worker elsewhere (a Ray node) does not share this process's directory.
     pending = [
-        _Chunk(str(out / chunk_file(k)), pairs["query_id"].iloc[start:start + chunk_size].tolist(),
+        _Chunk(str(out.resolve() / chunk_file(k)), pairs["query_id"].iloc[start:start + chunk_size].tolist(),
                pairs["candidate_id"].iloc[start:start + chunk_size].tolist())
         for k, start in enumerate(range(0, len(pairs), chunk_size)) if not (out / chunk_file(k)).is_file()
     ]
-    with tqdm(total=sum(len(c.query_ids) for c in pending), desc="verify pairs", unit="pair",
-              disable=not progress) as bar:
-        if workers == 1 or len(pending) <= 1:
-            verifier = _ChunkVerifier(query_store, candidate_store, config)
-            for chunk in pending:
-                bar.update(verifier.verify(chunk))
-            return out
-        # Spawned, not forked: a child forked while OpenCV's or BLAS's thread pools are alive can
-        # deadlock when it resizes them (cv2.setNumThreads hangs in pthread_cond_destroy).
-        with process_pool(min(workers, len(pending)), _start_worker,
-                          (str(query_store.directory), str(candidate_store.directory), config),
-                          mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_verify_in_worker, chunk) for chunk in pending]
-            try:
-                for future in as_completed(futures):
-                    bar.update(future.result())
-            except BaseException:
-                # Leaving the pool waits for running chunks; queued ones need not start.
-                for future in futures:
-                    future.cancel()
-                raise
+    executor = executor or LocalExecutor(workers)
+    setup = functools.partial(open_chunk_verifier, str(query_store.directory.resolve()),
+                              str(candidate_store.directory.resolve()), config)
+    executor.run(setup, _verify_chunk, pending, sizes=[len(c.query_ids) for c in pending],
+                 desc="verify pairs", unit="pair", progress=progress)
     return out
 
 
