@@ -297,11 +297,14 @@ def _cmd_extract_local(args: argparse.Namespace) -> int:
     from lmkcomp.local.extract import extract_local_split
     from lmkcomp.local.extractors import create_local_extractor
 
+    # The local executor is left to extract_local_split's own pool, which shares each shard's
+    # images between the workers; other executors run one task per shard.
+    executor = create_executor_from(args) if args.executor != "local" else None
     options = {**_extractor_options(args), **overrides(args.set)}  # --set wins over --max-features
     extractor = create_local_extractor(args.method, **options)
     store = extract_local_split(LandmarkData(args.data, args.layout), args.split, args.out, extractor,
                                 shard_size=args.shard_size, workers=args.workers, progress=not args.quiet,
-                                skip_bad=args.skip_bad)
+                                skip_bad=args.skip_bad, executor=executor)
     print(f"{args.out}: {args.method} local features of {len(store)} {args.split} images")
     _print_skipped(store)
     return 0
@@ -532,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--min-images", type=positive_int, default=2, help="drop landmarks left with fewer images")
     clean.set_defaults(run=_cmd_clean, output_folder="out")
 
-    extract_local = commands.add_parser("extract-local", help="local features (SIFT, RootSIFT, ...) of a split into a "
+    extract_local = commands.add_parser("extract-local", parents=[executor_options()], help="local features (SIFT, RootSIFT, ...) of a split into a "
                                         "sharded, resumable store")
     extract_local.add_argument("--method", required=True, help="a LOCAL_EXTRACTORS name: sift, rootsift, ...")
     extract_local.add_argument("--data", required=True, help="dataset root")

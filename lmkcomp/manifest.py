@@ -4,6 +4,7 @@ something else, or an artifact written by an incompatible version, with a clear 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 from pathlib import Path
@@ -51,6 +52,8 @@ def check_store_fields(manifest: dict, path: Path, planned_shards: Callable[[int
 
 MANIFEST_NAME = "manifest.json"
 IDS_NAME = "ids.txt"
+#: the file locked while a worker rewrites the manifest of a store others are writing too
+MANIFEST_LOCK_NAME = ".manifest.lock"
 #: manifest key of a store's rows that hold no data because their image could not be read:
 #: a list of {"row", "id", "reason"} sorted by row (absent in stores written before it existed)
 SKIPPED_KEY = "skipped"
@@ -138,16 +141,31 @@ def record_skipped(directory: Path, read: Callable[[Path], dict], ids: Sequence[
 
     Entries already recorded for those rows are replaced, so a shard written again by a resumed
     run leaves none stale; the manifest is rewritten only when the list changes. Writers call
-    this before writing the shard, so a shard on disk always has its entries recorded.
+    this before writing the shard, so a shard on disk always has its entries recorded. Workers
+    writing other shards of the same store at once (a process pool, Ray tasks on a shared
+    filesystem) each change only their own rows; the read-modify-write of the manifest is made
+    under an exclusive lock (`MANIFEST_LOCK_NAME`, flock) so that none loses another's entries.
     """
-    manifest = read(directory)
+    if _skipped_entries(read(directory), ids, rows, skipped) is None:
+        return  # nothing to change for these rows: no lock, and no lock file in the store
+    with open(directory / MANIFEST_LOCK_NAME, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = read(directory)  # again, under the lock: another worker may have changed it
+        entries = _skipped_entries(manifest, ids, rows, skipped)
+        if entries is not None:
+            manifest[SKIPPED_KEY] = entries
+            write_manifest(directory, manifest)
+
+
+def _skipped_entries(manifest: dict, ids: Sequence[str], rows: slice,
+                     skipped: Sequence[tuple[int, str]]) -> list[dict] | None:
+    """The manifest's skipped list with the entries of `rows` replaced by `skipped`; None when
+    that is the list it already holds."""
     recorded = manifest.get(SKIPPED_KEY, [])
     kept = [entry for entry in recorded if not rows.start <= entry["row"] < rows.stop]
     added = [{"row": rows.start + row, "id": ids[rows.start + row], "reason": reason} for row, reason in skipped]
     entries = sorted(kept + added, key=lambda entry: entry["row"])
-    if entries != recorded:
-        manifest[SKIPPED_KEY] = entries
-        write_manifest(directory, manifest)
+    return None if entries == recorded else entries
 
 
 def read_skipped(manifest: dict, path: Path, ids: Sequence[str]) -> list[dict]:

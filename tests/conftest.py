@@ -54,22 +54,30 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _ray_command() -> list[str]:
-    return [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())"]
+def _ray_start(*args: str) -> list[str]:
+    """`ray start ARGS --block`, with every port a node would otherwise take from Ray's fixed
+    defaults chosen free: several test sessions (or a user's own cluster) may share this machine."""
+    ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port", "--runtime-env-agent-port",
+             "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port"]
+    chosen = [str(item) for flag in ports for item in (flag, _free_port())]
+    return [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())",
+            "start", *args, *chosen, "--num-cpus", "1", "--disable-usage-stats", "--block"]
 
 
-def _wait_for_nodes(address: str, count: int) -> None:
+def _wait_for_nodes(address: str, count: int, log_dir: str) -> None:
     """Wait until `count` nodes with CPUs are alive in the cluster, asked from a separate process
     (connecting this one would make it a driver of the cluster for the whole session)."""
     probe = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
              "print(sum(1 for n in ray.nodes() if n['Alive'] and n['Resources'].get('CPU')))")
     deadline = time.monotonic() + _NODE_START_TIMEOUT
     while time.monotonic() < deadline:
-        result = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True)
+        result = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True,
+                                env={**os.environ, "RAY_AUTH_MODE": "disabled"})
         if result.returncode == 0 and result.stdout.strip() == str(count):
             return
         time.sleep(1)
-    raise RuntimeError(f"the Ray cluster at {address} did not reach {count} nodes: {result.stderr[-2000:]}")
+    logs = "".join(path.read_text(errors="replace")[-1500:] for path in sorted(Path(log_dir).glob("node-*.log")))
+    raise RuntimeError(f"the Ray cluster at {address} did not reach {count} nodes: {result.stderr[-1500:]}\n{logs}")
 
 
 @pytest.fixture(scope="session")
@@ -81,23 +89,36 @@ def ray_cluster() -> RayCluster:
     port = _free_port()
     # Ray's socket paths must stay under the 107-byte limit of a Unix socket name: a short folder.
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # No token authentication: a cluster of this session only, and Ray's shared token file
+    # (~/.ray/auth_token) is then neither needed nor written.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     # The workers import lmkcomp as this process does (a checkout on PYTHONPATH included).
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     env.pop("RAY_ADDRESS", None)
     address = f"127.0.0.1:{port}"
-    head = subprocess.Popen([*_ray_command(), "start", "--head", "--num-cpus", "1", "--port", str(port),
-                             "--temp-dir", temp_dir, "--include-dashboard=false", "--disable-usage-stats", "--block"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    cluster = RayCluster(address, [head], temp_dir)
+    def start(number: int, *args: str) -> subprocess.Popen:
+        with open(Path(temp_dir) / f"node-{number}.log", "w") as log:
+            return subprocess.Popen(_ray_start(*args), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
+    cluster = RayCluster(address, [], temp_dir)
     try:
-        _wait_for_nodes(address, 1)
-        cluster.processes.append(subprocess.Popen(
-            [*_ray_command(), "start", "--address", address, "--num-cpus", "1", "--block"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        _wait_for_nodes(address, 2)
+        cluster.processes.append(start(0, "--head", "--port", str(port), "--ray-client-server-port", str(_free_port()),
+                                       "--temp-dir", temp_dir, "--include-dashboard=false"))
+        _wait_for_nodes(address, 1, temp_dir)
+        cluster.processes.append(start(1, "--address", address))
+        _wait_for_nodes(address, 2, temp_dir)
     except BaseException:
         cluster.stop()
         raise
-    yield cluster
-    cluster.stop()
+    # Drivers started by the tests (lmkcomp subprocesses) connect without a token, as the nodes expect.
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    try:
+        yield cluster
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+        cluster.stop()

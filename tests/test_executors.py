@@ -201,3 +201,38 @@ def test_a_killed_ray_worker_loses_nothing(ray_cluster, sift_store, pair_csv, lo
     table = read_pair_table(out)
     assert len(table) == len(pd.read_csv(pair_csv)) and not table.duplicated(["query_id", "candidate_id"]).any()
     assert {k: v for k, v in _artifacts(out).items() if not k.endswith(".tmp")} == _artifacts(reference)
+
+
+@pytest.fixture(scope="module")
+def damaged_root(tiny_root, tmp_path_factory) -> Path:
+    """The tiny dataset with two train images of different 20-image shards emptied (unreadable)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("executor-damaged") / "data"
+    shutil.copytree(tiny_root, root)
+    data = LandmarkData(root)
+    ids = data.split_ids("train")
+    for image_id in (ids[3], ids[45]):
+        data.image_path("train", image_id).write_bytes(b"")
+    return root
+
+
+@pytest.mark.cluster
+def test_extract_local_on_two_ray_nodes_is_byte_identical_skips_included(ray_cluster, damaged_root, tmp_path):
+    common = ["extract-local", "--method", "sift", "--data", str(damaged_root), "--split", "train",
+              "--shard-size", "20", "--skip-bad", "--quiet"]
+    local, pool, remote = tmp_path / "local", tmp_path / "pool", tmp_path / "ray"
+    for out, extra in ((local, []), (pool, ["--workers", "2"]),
+                       (remote, ["--executor", "ray", "--address", ray_cluster.address])):
+        result = _lmkcomp(*common, "--out", str(out), *extra)
+        assert result.returncode == 0, result.stderr
+        assert "2 images could not be read" in result.stdout + result.stderr
+    expected = _artifacts(local)
+    assert _artifacts(pool) == expected
+    # the workers recorded their shards' skipped images in the one manifest, under its lock
+    assert {k: v for k, v in _artifacts(remote).items() if k != ".manifest.lock"} == \
+        {k: v for k, v in expected.items() if k != ".manifest.lock"}
+    import json
+
+    skipped = json.loads((remote / "manifest.json").read_text())["skipped"]
+    assert [entry["row"] for entry in skipped] == [3, 45]

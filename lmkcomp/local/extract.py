@@ -8,10 +8,12 @@ computes only the shards still missing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -20,6 +22,7 @@ from tqdm import tqdm
 from lmkcomp.data.images import load_image_rgb
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import ImageLoadError, UserInputError
+from lmkcomp.executors import Executor, Resources
 from lmkcomp.features.store import positive_int
 from lmkcomp.local.extractors import LocalExtractor, create_local_extractor
 from lmkcomp.local.record import LocalFeatures
@@ -81,6 +84,43 @@ def _worker_pool(workers: int, extractor: LocalExtractor) -> ProcessPoolExecutor
     return process_pool(workers, _start_worker, (extractor,), mp_context=multiprocessing.get_context("spawn"))
 
 
+def extractor_uses_gpu(extractor: LocalExtractor) -> bool:
+    """Whether `extractor` is set to run on a GPU (a `device` of cuda or cuda:N), so that each of
+    its tasks asks the executor for one. ("auto" asks for none: on Ray it would then see none.)"""
+    return str(getattr(extractor, "device", "cpu")).startswith("cuda")
+
+
+@dataclass(frozen=True)
+class _ShardTask:
+    """One shard of a local-feature store to extract: its number and its images' absolute paths."""
+
+    store: str
+    shard: int
+    paths: list[str]
+
+
+def _open_shard_extraction(extractor: LocalExtractor, skip_bad: bool) -> tuple[LocalExtractor, bool]:
+    # A worker's context: the extractor (a model-backed one loads its weights on first use, once
+    # per worker) and the skip policy. The store is reopened per task, from its folder.
+    return extractor, skip_bad
+
+
+def _extract_shard(context: tuple[LocalExtractor, bool], task: _ShardTask) -> int:
+    """Extract one shard in a worker and write it (atomically) into the store; its image count."""
+    extractor, skip_bad = context
+    records, skipped = [], []
+    for position, path in enumerate(task.paths):
+        features, reason = _extract_file(extractor, path)
+        if features is None:
+            if not skip_bad:
+                raise ImageLoadError(path, reason)
+            skipped.append((position, reason))
+            features = LocalFeatures.empty(extractor.dim, DESCRIPTOR_DTYPE)
+        records.append(features)
+    LocalFeatureWriter.reopen(task.store).write_shard(task.shard, records, skipped)
+    return len(records)
+
+
 def extract_local_split(
     data: LandmarkData,
     split: str,
@@ -92,6 +132,7 @@ def extract_local_split(
     progress: bool = True,
     skip_bad: bool = False,
     command: str = "lmkcomp extract-local",
+    executor: Executor | None = None,
 ) -> LocalFeatureStore:
     """Extract the local features of `ids` (default: every image of `split`) into `out`.
 
@@ -101,6 +142,10 @@ def extract_local_split(
     naming the file, or with `skip_bad` is stored with no features, logged as a warning,
     counted by the progress bar and listed in the store's `skipped`. `command` is what the
     store names as the command that finishes it when a reader finds it unfinished.
+    With an `executor` (`lmkcomp.executors`: a Ray cluster, say), each shard is a task that
+    extracts its images and writes the shard itself, on whichever worker runs it, and the store
+    is the same, byte for byte; without one, `workers` processes share the images of each shard
+    (finer-grained, so that a small split keeps every worker busy) and this process writes it.
     Returns the finished store.
     """
     workers = positive_int("workers", workers)
@@ -109,6 +154,15 @@ def extract_local_split(
     writer = LocalFeatureWriter(out, ids, extractor.dim, extractor.method, meta=meta, shard_size=shard_size,
                                 command=command)
     pending = writer.pending_shards()
+    if executor is not None:
+        directory = str(Path(out).resolve())
+        tasks = [_ShardTask(directory, k, [str(data.image_path(split, image_id).resolve()) for image_id in ids[rows]])
+                 for k, rows in pending]
+        executor.run(functools.partial(_open_shard_extraction, extractor, skip_bad), _extract_shard, tasks,
+                     sizes=[len(task.paths) for task in tasks], desc=f"local features {split}", unit="img",
+                     resources=Resources(gpus=1.0 if extractor_uses_gpu(extractor) else 0.0), progress=progress)
+        writer.finish()
+        return LocalFeatureStore(out)
     skipped_count = 0
     total = sum(rows.stop - rows.start for _, rows in pending)
     with (tqdm(total=total, desc=f"local features {split}", unit="img", disable=not progress) as bar,

@@ -149,6 +149,15 @@ class LocalFeatureWriter:
             create_store(self.directory, self.ids, wanted, "offsets-*.npy")
             self._arrays = _shard_arrays(wanted)
 
+    @classmethod
+    def reopen(cls, directory: str | Path) -> "LocalFeatureWriter":
+        """The writer of the store this class began in `directory`, with its ids and settings read
+        from there: what a worker elsewhere needs to write some of its shards."""
+        directory = Path(directory)
+        manifest = _read_manifest(directory)
+        return cls(directory, read_ids(directory), manifest["dim"], manifest["method"], manifest["meta"],
+                   manifest["shard_size"], manifest.get("command"))
+
     def _finished(self, k: int) -> bool:
         return all((self.directory / shard_file(array, k)).is_file() for array in self._arrays)
 
