@@ -11,7 +11,6 @@ import pytest
 
 from lmkcomp.calibration import rates_at
 from lmkcomp.cli import main
-from lmkcomp.data import synthetic
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.local.extract import extract_local_split
 from lmkcomp.local.pairs import read_pair_table, verify_pairs
@@ -67,9 +66,8 @@ def test_bad_input_is_one_line_naming_the_place(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_pair_table_same_landmark_threshold(tmp_path, capsys):
-    root = tmp_path / "data"
-    synthetic.generate(root, synthetic.preset_config("tiny", long_side=128), seed=4, progress=False)
+def test_pair_table_same_landmark_threshold(tiny_root, tmp_path, capsys):
+    root = tiny_root
     data = LandmarkData(root)
     store = extract_local_split(data, "train", tmp_path / "sift", SiftExtractor(contrast_threshold=0.01),
                                 progress=False)

@@ -10,7 +10,6 @@ import pytest
 from lmkcomp.baseline import thumbnail_embeddings
 from lmkcomp.clean.result import LANDMARK_TOO_SMALL
 from lmkcomp.clean.verify_method import REMOVED, clean_verify, default_inlier_threshold, neighbour_pair_table
-from lmkcomp.data import synthetic
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.local.extract import extract_local_split
@@ -74,18 +73,17 @@ def test_default_inlier_threshold():
 
 
 @pytest.fixture(scope="module")
-def cleaned_tiny(tmp_path_factory):
+def cleaned_tiny(tiny_root, tmp_path_factory):
     """The method on tiny (128 px) with SIFT; the result and the noise ground truth."""
-    root = tmp_path_factory.mktemp("tiny128")
-    synthetic.generate(root, synthetic.preset_config("tiny", long_side=128), seed=4, progress=False)
+    root, work = tiny_root, tmp_path_factory.mktemp("clean-verify")
     data = LandmarkData(root)
     labels = data.train_labels()
     ids, landmarks = labels["id"].tolist(), labels["landmark_id"].to_numpy()
     # At 128 px the default contrast threshold finds ~90 SIFT features an image, too few for
     # true pairs to verify reliably; 0.01 finds several hundred.
-    store = extract_local_split(data, "train", root / "sift", SiftExtractor(contrast_threshold=0.01), progress=False)
+    store = extract_local_split(data, "train", work / "sift", SiftExtractor(contrast_threshold=0.01), progress=False)
     embeddings = thumbnail_embeddings(data, "train", ids, progress=False)
-    pair_table = neighbour_pair_table(ids, landmarks, embeddings, store, root / "pairs", verify_config("fast"),
+    pair_table = neighbour_pair_table(ids, landmarks, embeddings, store, work / "pairs", verify_config("fast"),
                                       max_neighbours=10, progress=False)
     # Threshold 5 at 128 px: a homography fits its own 4-point sample, so different scenes
     # often get 4 inliers, while true pairs get a median of about 8 here.

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmkcomp.data import synthetic
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.local import pairs as pairs_module
@@ -21,11 +20,9 @@ FAST = verify_config("fast")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> LocalFeatureStore:
-    root = tmp_path_factory.mktemp("tiny128")
-    synthetic.generate(root, synthetic.preset_config("tiny", long_side=128), seed=4, progress=False)
-    data = LandmarkData(root)
-    return extract_local_split(data, "train", root / "sift", SiftExtractor(contrast_threshold=0.01), progress=False)
+def store(tiny_root, tmp_path_factory) -> LocalFeatureStore:
+    return extract_local_split(LandmarkData(tiny_root), "train", tmp_path_factory.mktemp("pairs-sift") / "sift",
+                               SiftExtractor(contrast_threshold=0.01), progress=False)
 
 
 @pytest.fixture(scope="module")
