@@ -80,6 +80,13 @@ def _wait_for_nodes(address: str, count: int, log_dir: str) -> None:
     raise RuntimeError(f"the Ray cluster at {address} did not reach {count} nodes: {result.stderr[-1500:]}\n{logs}")
 
 
+def _disconnect_ray() -> None:
+    """End this process's connection to the cluster, if a test made it a driver."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> RayCluster:
     """Two Ray nodes of one CPU each, started as separate processes on this machine (the issue's
@@ -92,8 +99,10 @@ def ray_cluster() -> RayCluster:
     # No token authentication: a cluster of this session only, and Ray's shared token file
     # (~/.ray/auth_token) is then neither needed nor written.
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    # The workers import lmkcomp as this process does (a checkout on PYTHONPATH included).
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    # The workers import lmkcomp as this process does (a checkout on PYTHONPATH included), and
+    # the test modules, whose functions some tests send as tasks.
+    here = Path(__file__).resolve().parent
+    env["PYTHONPATH"] = os.pathsep.join([str(here.parent), str(here), env.get("PYTHONPATH", "")])
     env.pop("RAY_ADDRESS", None)
     address = f"127.0.0.1:{port}"
     def start(number: int, *args: str) -> subprocess.Popen:
@@ -121,4 +130,5 @@ def ray_cluster() -> RayCluster:
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
             os.environ["RAY_AUTH_MODE"] = saved
+        _disconnect_ray()
         cluster.stop()

@@ -236,3 +236,27 @@ def test_extract_local_on_two_ray_nodes_is_byte_identical_skips_included(ray_clu
 
     skipped = json.loads((remote / "manifest.json").read_text())["skipped"]
     assert [entry["row"] for entry in skipped] == [3, 45]
+
+
+def _refuse(context, task) -> int:
+    raise UserInputError(f"shard {task}: refused")
+
+
+@pytest.mark.cluster
+def test_ray_executor_spreads_tasks_and_reraises_user_errors(ray_cluster, tmp_path):
+    executor = RayExecutor(ray_cluster.address)
+    tasks = _tasks(tmp_path, 12)
+    summary = executor.run(functools.partial(_square_setup, 1), _write_square, tasks, sizes=[1] * 12,
+                           desc="squares", unit="shard", progress=False)
+    assert _contents(tmp_path) == {f"shard-{v}.txt": f"{v * v + 1}\n".encode() for v in range(12)}
+    assert summary.tasks == 12 and sum(r.tasks for r in summary.nodes.values()) == 12
+    # a task's user error reads as it would in one process, not as Ray's wrapped traceback
+    with pytest.raises(UserInputError, match="shard 0: refused"):
+        executor.run(functools.partial(_square_setup, 1), _refuse, [0], sizes=[1], desc="x", unit="x",
+                     progress=False)
+    # a GPU stage on a cluster without GPUs is refused before any task is sent
+    from lmkcomp.executors import Resources
+
+    with pytest.raises(UserInputError, match="no GPU"):
+        executor.run(functools.partial(_square_setup, 1), _write_square, tasks, sizes=[1] * 12, desc="x",
+                     unit="x", resources=Resources(gpus=1), progress=False)
