@@ -4,14 +4,14 @@ database image in one nearest-neighbour index, each indexed feature mapped back 
 Feature indexes (the `FEATURE_INDEXES` registry), all searched with Euclidean distances:
 
 - `flat`: faiss `IndexFlatL2`, exact search over the raw descriptors (4 D bytes a feature).
-- `pq`: faiss IVF-PQ, product quantisation as in DELF's own index (seed 002: PQ combined
+- `pq`: faiss IVF-PQ, product quantisation as in DELF's own index (Sundaresan et al. 2018: PQ combined
   with a tree-structured coarse search): factory string `IVF{nlist},PQ{m}x{nbits}`, trained
   on the sample (coarse k-means, then PQ codebooks on the residuals), searched in `nprobe`
   lists. Defaults: `nlist` = the power of two nearest (in ratio) to 4 sqrt(N) for N indexed
   features, halved while the sample holds fewer than 39 training points a list (faiss's
   minimum); `m` = the largest divisor of D up to D / 4 (32 bytes a SIFT code, 10 a 40-d
   DELF code); `nbits` 8; `nprobe` 16.
-- `pca10-kdtree`: seed 002's index: PCA of the sample to `components` = 10 dimensions (the
+- `pca10-kdtree`: Sundaresan et al.'s index: PCA of the sample to `components` = 10 dimensions (the
   mean and the strongest right singular vectors of the centred sample), each projection
   L2-normalised again as official DELF does after its own PCA, and a `scipy.spatial.cKDTree`
   (exact search, `leafsize` 16, queried with `workers` threads, default all cores).
@@ -44,8 +44,9 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from delf_baseline.pca import PcaProjection
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import l2_normalize, positive_int
+from lmkcomp.features.store import l2_normalize
 from lmkcomp.features.whitening import fit_pca_whitening
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
 from lmkcomp.local.store import LocalFeatureStore
@@ -309,7 +310,7 @@ _KDTREE_NODE_BYTES = 72
 
 @FEATURE_INDEXES.register("pca10-kdtree")
 class PcaKdTreeIndex:
-    """Seed 002's index: PCA to `components` (10) dimensions, L2-normalised, in a k-d tree.
+    """Sundaresan et al.'s index: PCA to `components` (10) dimensions, L2-normalised, in a k-d tree.
 
     The projected points are rounded to float32 (as saved) before the tree (float64) is
     built, so a loaded index answers exactly as the one built. Saved as `pca.npz` (`mean`,

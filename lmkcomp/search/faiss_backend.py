@@ -19,8 +19,8 @@ from typing import Iterator
 import faiss
 import numpy as np
 
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
 from lmkcomp.search.base import check_vectors
 from lmkcomp.search.exact import (
     BYTES_PER_SIMILARITY,

@@ -20,8 +20,8 @@ from typing import Any, Callable
 import numpy as np
 from tqdm import tqdm
 
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
 from lmkcomp.registry import Registry
 from lmkcomp.search.base import Searcher
 
