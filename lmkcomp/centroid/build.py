@@ -1,4 +1,4 @@
-"""Landmark centroids by agglomerative clustering (seed 000, section 3.4.1).
+"""Landmark centroids by agglomerative clustering (Boiarov & Tyantov 2019, section 3.4.1).
 
 For each landmark, its train embeddings (L2-normalised first) are clustered by scikit-learn's
 `AgglomerativeClustering` with the configured linkage (complete, single or average), metric
