@@ -49,6 +49,7 @@ from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import l2_normalize
 from lmkcomp.features.whitening import fit_pca_whitening
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
+from lmkcomp.index_spec import parse_index_spec
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.manifest import (
     IDS_NAME,
@@ -120,6 +121,14 @@ class FeatureIndex(Protocol):
 
 #: name -> a `FeatureIndex` class
 FEATURE_INDEXES: Registry[type] = Registry("feature index")
+
+
+def feature_index_class(spec: str) -> type:
+    """The `FEATURE_INDEXES` class that a DELF feature-index spec names, parsed in the kit's
+    index-spec vocabulary (`lmkcomp.index_spec`): "flat", "pq" or "pca10-kdtree" (no faiss
+    factory strings: `pq` builds its own); anything else is a user error listing them."""
+    parsed = parse_index_spec(spec, dict.fromkeys(FEATURE_INDEXES.names()), "DELF feature index", factory=False)
+    return FEATURE_INDEXES.get(parsed.backend)
 
 
 @contextlib.contextmanager
@@ -454,7 +463,7 @@ def load_database_index(directory: str | Path) -> DatabaseIndex:
     manifest = read_manifest(directory, MANIFEST_NAME, FORMAT, FORMAT_VERSION, "a DELF database index")
     settings = dict(manifest.get("settings") or {})
     kind = settings.pop("kind", None)
-    features = FEATURE_INDEXES.get(kind).load(directory, settings)
+    features = feature_index_class(kind).load(directory, settings)
     ids = read_ids(directory)
     try:
         image_rows = np.load(directory / IMAGE_ROWS_NAME, allow_pickle=False)
@@ -506,7 +515,7 @@ def build_database_index(store: LocalFeatureStore, kind: str, ids: Sequence[str]
     (see `_training_sample`); the same store, ids, kind, options and seed give the same index.
     An id missing from the store is a UserInputError.
     """
-    index_class = FEATURE_INDEXES.get(kind)
+    index_class = feature_index_class(kind)
     ids = list(store.ids if ids is None else ids)
     check_ids(ids)
     missing = [image_id for image_id in ids if image_id not in store]

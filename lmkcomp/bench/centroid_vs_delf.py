@@ -505,7 +505,7 @@ def sweep_delf(sizes: Sequence[int], features: int, kind: str, candidates: int, 
     """Per database size: a `kind` feature index of `features` random 40-d unit descriptors per
     image, its memory, and the median kNN + votes + shortlist time of one query of `features`
     random descriptors."""
-    from delf_baseline.index import ADD_BLOCK, FEATURE_INDEXES, DatabaseIndex
+    from delf_baseline.index import ADD_BLOCK, DatabaseIndex, feature_index_class
     from delf_baseline.recognition import DelfRecognizer
     from lmkcomp.local.record import LocalFeatures
 
@@ -518,7 +518,7 @@ def sweep_delf(sizes: Sequence[int], features: int, kind: str, candidates: int, 
         total = size * features
         sample = _random_unit(rng, min(total, 100_000), dim)
         blocks = (_random_unit(rng, min(ADD_BLOCK, total - start), dim) for start in range(0, total, ADD_BLOCK))
-        feature_index = FEATURE_INDEXES.get(kind).build(dim, sample, blocks, total, seed=seed)
+        feature_index = feature_index_class(kind).build(dim, sample, blocks, total, seed=seed)
         ids = [f"{i:016x}" for i in range(size)]
         index = DatabaseIndex(feature_index, np.repeat(np.arange(size, dtype=np.int32), features), ids)
         with tempfile.TemporaryDirectory(prefix="bench-sweep-") as scratch:
