@@ -4,14 +4,14 @@ database image in one nearest-neighbour index, each indexed feature mapped back 
 Feature indexes (the `FEATURE_INDEXES` registry), all searched with Euclidean distances:
 
 - `flat`: faiss `IndexFlatL2`, exact search over the raw descriptors (4 D bytes a feature).
-- `pq`: faiss IVF-PQ, product quantisation as in DELF's own index (seed 002: PQ combined
+- `pq`: faiss IVF-PQ, product quantisation as in DELF's own index (Sundaresan et al. 2018: PQ combined
   with a tree-structured coarse search): factory string `IVF{nlist},PQ{m}x{nbits}`, trained
   on the sample (coarse k-means, then PQ codebooks on the residuals), searched in `nprobe`
   lists. Defaults: `nlist` = the power of two nearest (in ratio) to 4 sqrt(N) for N indexed
   features, halved while the sample holds fewer than 39 training points a list (faiss's
   minimum); `m` = the largest divisor of D up to D / 4 (32 bytes a SIFT code, 10 a 40-d
   DELF code); `nbits` 8; `nprobe` 16.
-- `pca10-kdtree`: seed 002's index: PCA of the sample to `components` = 10 dimensions (the
+- `pca10-kdtree`: Sundaresan et al.'s index: PCA of the sample to `components` = 10 dimensions (the
   mean and the strongest right singular vectors of the centred sample), each projection
   L2-normalised again as official DELF does after its own PCA, and a `scipy.spatial.cKDTree`
   (exact search, `leafsize` 16, queried with `workers` threads, default all cores).
@@ -44,10 +44,12 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from delf_baseline.pca import PcaProjection
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import l2_normalize, positive_int
+from lmkcomp.features.store import l2_normalize
 from lmkcomp.features.whitening import fit_pca_whitening
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
+from lmkcomp.index_spec import parse_index_spec
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.manifest import (
     IDS_NAME,
@@ -119,6 +121,14 @@ class FeatureIndex(Protocol):
 
 #: name -> a `FeatureIndex` class
 FEATURE_INDEXES: Registry[type] = Registry("feature index")
+
+
+def feature_index_class(spec: str) -> type:
+    """The `FEATURE_INDEXES` class that a DELF feature-index spec names, parsed in the kit's
+    index-spec vocabulary (`lmkcomp.index_spec`): "flat", "pq" or "pca10-kdtree" (no faiss
+    factory strings: `pq` builds its own); anything else is a user error listing them."""
+    parsed = parse_index_spec(spec, dict.fromkeys(FEATURE_INDEXES.names()), "DELF feature index", factory=False)
+    return FEATURE_INDEXES.get(parsed.backend)
 
 
 @contextlib.contextmanager
@@ -309,7 +319,7 @@ _KDTREE_NODE_BYTES = 72
 
 @FEATURE_INDEXES.register("pca10-kdtree")
 class PcaKdTreeIndex:
-    """Seed 002's index: PCA to `components` (10) dimensions, L2-normalised, in a k-d tree.
+    """Sundaresan et al.'s index: PCA to `components` (10) dimensions, L2-normalised, in a k-d tree.
 
     The projected points are rounded to float32 (as saved) before the tree (float64) is
     built, so a loaded index answers exactly as the one built. Saved as `pca.npz` (`mean`,
@@ -453,7 +463,7 @@ def load_database_index(directory: str | Path) -> DatabaseIndex:
     manifest = read_manifest(directory, MANIFEST_NAME, FORMAT, FORMAT_VERSION, "a DELF database index")
     settings = dict(manifest.get("settings") or {})
     kind = settings.pop("kind", None)
-    features = FEATURE_INDEXES.get(kind).load(directory, settings)
+    features = feature_index_class(kind).load(directory, settings)
     ids = read_ids(directory)
     try:
         image_rows = np.load(directory / IMAGE_ROWS_NAME, allow_pickle=False)
@@ -505,7 +515,7 @@ def build_database_index(store: LocalFeatureStore, kind: str, ids: Sequence[str]
     (see `_training_sample`); the same store, ids, kind, options and seed give the same index.
     An id missing from the store is a UserInputError.
     """
-    index_class = FEATURE_INDEXES.get(kind)
+    index_class = feature_index_class(kind)
     ids = list(store.ids if ids is None else ids)
     check_ids(ids)
     missing = [image_id for image_id in ids if image_id not in store]

@@ -1,4 +1,4 @@
-"""DELF landmark recognition, the baseline of seed 000: local-feature votes, then RANSAC.
+"""DELF landmark recognition, the baseline of Boiarov & Tyantov 2019: local-feature votes, then RANSAC.
 
 For a query image with local features q_1..q_n (`DelfRecognizer.recognize`):
 
@@ -47,8 +47,8 @@ from tqdm import tqdm
 
 from delf_baseline.index import DatabaseIndex
 from lmkcomp.calibration import Calibration, calibrate_recognition_threshold, recognition_scores
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
 from lmkcomp.fileio import atomic_write
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.store import LocalFeatureStore

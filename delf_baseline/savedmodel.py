@@ -54,9 +54,9 @@ import numpy as np
 from PIL import Image
 
 from delf_baseline.pca import OFFICIAL_PCA_DIM, PcaProjection, load_pca
+from lmkcomp.checks import positive_int
 from lmkcomp.data.images import fit_within
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.store import LocalFeatureStore
 

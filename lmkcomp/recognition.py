@@ -4,13 +4,13 @@ Every function here works on in-memory arrays of one block of queries (or of all
 and states its exact definition; `lmkcomp.inference` runs them over embedding stores and kNN
 tables of any size.
 
-- Soft voting (2019 retrieval winner, seed 001): the query's top-k train neighbours each vote
+- Soft voting (2019 retrieval winner, Ozaki & Yokoo): the query's top-k train neighbours each vote
   for their landmark with weight (similarity) + (inlier term), where the inlier term is
   min(inliers, cap) / cap when spatial verification counted inliers for that pair, else 0. The
   predicted landmark has the largest total; the total is the confidence. With k = 1 and no
   inliers this is the plain nearest-neighbour baseline (label and similarity of the nearest
   train image).
-- Distractor demotion (seed 001): landmarks predicted for unusually many test images are
+- Distractor demotion (Ozaki & Yokoo 2019): landmarks predicted for unusually many test images are
   demoted below all the others.
 - Non-landmark penalty (2020/2021 recognition winners): a neighbour's similarity minus how
   much the train image, and the query, look like a bank of non-landmark pictures.
@@ -59,7 +59,7 @@ def soft_voting(
 def demote_frequent_labels(
     labels: ArrayLike, confidences: ArrayLike, max_predictions: int = 30, factor: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Confidences with the predictions of over-predicted landmarks demoted (seed 001).
+    """Confidences with the predictions of over-predicted landmarks demoted (Ozaki & Yokoo 2019).
 
     Test sets are mostly non-landmark pictures, and those tend to vote for the same few
     "distractor" landmarks (train classes full of generic scenes). A landmark predicted for

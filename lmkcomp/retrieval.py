@@ -8,7 +8,7 @@ stores and kNN tables block by block.
   to the queries, DBA to every database vector (its neighbours found in the database itself),
   and the search is then run again. Both are one sparse (rows x database) weight matrix
   applied to the database block by block (`expansion_matrix`, `expand_vectors`).
-- Discriminative re-ranking (seed 001): with a predicted landmark for every query and
+- Discriminative re-ranking (Ozaki & Yokoo 2019): with a predicted landmark for every query and
   database image, database images of the query's landmark move ahead of the others, and
   ones the search missed are inserted (`discriminative_rerank`).
 - Spatial re-ranking (the later official DELF code): the top N by (inliers, initial score)
@@ -99,7 +99,7 @@ def discriminative_rerank(
     insert_threshold: float | None = 0.6,
     length: int = 100,
 ) -> np.ndarray:
-    """Each query's ranked database positions after discriminative re-ranking (seed 001).
+    """Each query's ranked database positions after discriminative re-ranking (Ozaki & Yokoo 2019).
 
     Per query, over its first `length` neighbours (width `w = min(length, K)`):
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lmkcomp.errors import UserInputError
+from lmkcomp.index_spec import IndexSpec
 from lmkcomp.search import create_searcher, exact_search, index_database
 from lmkcomp.search.exact import block_top_k, database_block_rows
 from lmkcomp.search.searchers import parse_spec
@@ -231,10 +232,10 @@ def test_ivf_rows_missing_neighbours_end_with_minus_one():
 
 
 def test_specs_pick_backends():
-    assert parse_spec("numpy") == ("numpy", "")
-    assert parse_spec("torch:cuda") == ("torch", "cuda")
-    assert parse_spec("faiss:IVF64,PQ8") == ("faiss", "IVF64,PQ8")
-    assert parse_spec("IVF64,PQ8") == ("faiss", "IVF64,PQ8")
+    assert parse_spec("numpy") == IndexSpec("numpy", "")
+    assert parse_spec("torch:cuda") == IndexSpec("torch", "cuda")
+    assert parse_spec("faiss:IVF64,PQ8") == IndexSpec("faiss", "IVF64,PQ8")
+    assert parse_spec("IVF64,PQ8") == IndexSpec("faiss", "IVF64,PQ8")
     assert create_searcher("torch:cpu", 4).device == torch.device("cpu")
     assert create_searcher("faiss:Flat", 4).settings() == {"backend": "faiss", "factory": "Flat"}
     assert create_searcher("flat", 4).settings() == {"backend": "flat"}

@@ -1,4 +1,4 @@
-"""`lmkcomp bench centroid-vs-delf`: the centroid method (seed 000) against DELF recognition on
+"""`lmkcomp bench centroid-vs-delf`: the centroid method (Boiarov & Tyantov 2019) against DELF recognition on
 the same database and the same queries, as the paper's section 6 compares them.
 
 Database: the train split (labels `train`, `train_clean` or a CSV): centroids from its
@@ -83,7 +83,7 @@ from lmkcomp.local.extract import store_extractor
 from lmkcomp.manifest import fingerprint
 from lmkcomp.metrics import global_average_precision, sensitivity_specificity, top1_accuracy
 
-#: the paper's figures (seed 000, section 6.2): 2 M database images, 15,250 centroids
+#: the paper's figures (Boiarov & Tyantov 2019, section 6.2): 2 M database images, 15,250 centroids
 PAPER_DATABASE_IMAGES = 2_000_000
 PAPER_CENTROID_MS = 50.0
 PAPER_DELF_MS = 748.0
@@ -294,7 +294,7 @@ class CentroidVariant:
 
 
 def centroid_variants(settings: BenchSettings) -> list[CentroidVariant]:
-    """Several vs one centroid per class, then seed 000's ablations as extra rows."""
+    """Several vs one centroid per class, then Boiarov & Tyantov's ablations as extra rows."""
     base = settings.clustering
     variants = [CentroidVariant("several per class", base),
                 CentroidVariant("1 per class", replace(base, one_per_class=True))]
@@ -505,7 +505,7 @@ def sweep_delf(sizes: Sequence[int], features: int, kind: str, candidates: int, 
     """Per database size: a `kind` feature index of `features` random 40-d unit descriptors per
     image, its memory, and the median kNN + votes + shortlist time of one query of `features`
     random descriptors."""
-    from delf_baseline.index import ADD_BLOCK, FEATURE_INDEXES, DatabaseIndex
+    from delf_baseline.index import ADD_BLOCK, DatabaseIndex, feature_index_class
     from delf_baseline.recognition import DelfRecognizer
     from lmkcomp.local.record import LocalFeatures
 
@@ -518,7 +518,7 @@ def sweep_delf(sizes: Sequence[int], features: int, kind: str, candidates: int, 
         total = size * features
         sample = _random_unit(rng, min(total, 100_000), dim)
         blocks = (_random_unit(rng, min(ADD_BLOCK, total - start), dim) for start in range(0, total, ADD_BLOCK))
-        feature_index = FEATURE_INDEXES.get(kind).build(dim, sample, blocks, total, seed=seed)
+        feature_index = feature_index_class(kind).build(dim, sample, blocks, total, seed=seed)
         ids = [f"{i:016x}" for i in range(size)]
         index = DatabaseIndex(feature_index, np.repeat(np.arange(size, dtype=np.int32), features), ids)
         with tempfile.TemporaryDirectory(prefix="bench-sweep-") as scratch:

@@ -5,7 +5,7 @@ index images, 512-d) with cluster structure, then runs, each in a fresh process,
 searches that dominate a GLDv2 pipeline on seeded query samples against the full databases:
 
 - `train-vs-train`: the kNN of train images among all train images (k = 100), the first step of
-  seed 001's cleaning;
+  Ozaki & Yokoo's cleaning;
 - `test-vs-index`: the kNN of test queries among the index images (k = 100), retrieval's search.
 
 Data: `clusters` landmark centres (unit vectors seeded by (seed, 2)); each database row is its
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from lmkcomp.bench.common import peak_resident_mb, report, run_variant
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
 from lmkcomp.manifest import MANIFEST_NAME
 
 GLDV2_TRAIN = 4_132_914

@@ -41,8 +41,8 @@ from typing import Sequence
 import numpy as np
 
 from lmkcomp.bench.common import peak_resident_mb
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
 
 GENERATION_BLOCK = 65536
 #: variant name -> spec, exact ones first: the first exact variant run is the recall reference

@@ -36,10 +36,10 @@ from sklearn.metrics import roc_auc_score
 
 from lmkcomp.bench.common import one_core, report
 from lmkcomp.bench.delf_reference import OfficialDelfReference
+from lmkcomp.checks import positive_int
 from lmkcomp.csvfile import read_table
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
 from lmkcomp.local.extract import extract_local_split
 from lmkcomp.local.extractors import create_local_extractor
 from lmkcomp.local.record import LocalFeatures

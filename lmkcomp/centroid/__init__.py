@@ -1,4 +1,4 @@
-"""The centroid method of seed 000 (Boiarov & Tyantov, CIKM 2019): a few centroids per landmark
+"""The centroid method of Boiarov & Tyantov (CIKM 2019): a few centroids per landmark
 from agglomerative clustering of its train embeddings (`build`), kept in a faiss inner-product
 index (`index`), and recognition by Algorithm 2: threshold eta, top-k landmarks, optional geo
 scope, references check and same-city rule (`inference`, `metadata`)."""

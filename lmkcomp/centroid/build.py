@@ -1,4 +1,4 @@
-"""Landmark centroids by agglomerative clustering (seed 000, section 3.4.1).
+"""Landmark centroids by agglomerative clustering (Boiarov & Tyantov 2019, section 3.4.1).
 
 For each landmark, its train embeddings (L2-normalised first) are clustered by scikit-learn's
 `AgglomerativeClustering` with the configured linkage (complete, single or average), metric
@@ -36,7 +36,14 @@ import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 from tqdm import tqdm
 
-from lmkcomp.centroid.index import DEFAULT_INDEX_SPEC, FORMAT, FORMAT_VERSION, CentroidIndex, load_centroids
+from lmkcomp.centroid.index import (
+    DEFAULT_INDEX_SPEC,
+    FORMAT,
+    FORMAT_VERSION,
+    CentroidIndex,
+    centroid_factory,
+    load_centroids,
+)
 from lmkcomp.clean.embedding_methods import central_references, landmark_groups
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import l2_normalize
@@ -227,6 +234,7 @@ def build_centroids(landmark_ids: np.ndarray, embeddings: np.ndarray, config: Cl
         raise UserInputError(f"{len(landmark_ids)} labels for {len(embeddings)} embeddings")
     if isinstance(reference_k, bool) or not isinstance(reference_k, int) or reference_k < 0:
         raise UserInputError(f"reference_k must be a non-negative integer, got {reference_k!r}")
+    centroid_factory(index_spec)  # an unknown spec is refused before any clustering
     groups = landmark_groups(landmark_ids)
     landmarks = sorted(groups)
     given = None if references is None else _local_references(references, groups)

@@ -5,8 +5,9 @@ Layout of a centroid folder `DIR`:
 
 - `DIR/centroids.npy`: C x D float32, L2-normalised rows, grouped by landmark (ascending);
 - `DIR/landmark_ids.npy`: C int64, the landmark of each centroid row;
-- `DIR/index.faiss`: the serialised faiss index of the centroids (inner product; `Flat` by
-  default, or any `faiss.index_factory` spec, trained on the centroids themselves);
+- `DIR/index.faiss`: the serialised faiss index of the centroids (inner product) that the
+  index spec names (`lmkcomp.index_spec`): "flat" or "Flat" (exact, the default) or any other
+  faiss factory string ("HNSW32", "IVF64,Flat"...), trained on the centroids themselves;
 - `DIR/references.npz` (optional): `landmark_ids` (L int64, ascending) and `means` (L x D
   float32), the mean of each landmark's reference embeddings, not normalised: the mean
   similarity of a query q to references r_1..r_m is q . (1/m) sum_i r_i, one dot product;
@@ -26,6 +27,7 @@ import numpy as np
 
 from lmkcomp.errors import UserInputError
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
+from lmkcomp.index_spec import faiss_reason, parse_index_spec
 from lmkcomp.manifest import MANIFEST_NAME, read_manifest, write_manifest
 
 FORMAT = "lmkcomp-centroids"
@@ -37,6 +39,13 @@ DEFAULT_QUERY_BLOCK = 4096
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_write(path, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
+
+
+def centroid_factory(spec: str) -> str:
+    """The faiss factory string of a centroid index spec: "flat" -> "Flat", a factory string
+    (bare or "faiss:FACTORY") as it is; anything else is a user error listing the known forms."""
+    parsed = parse_index_spec(spec, {"flat": None}, "centroid index spec")
+    return "Flat" if parsed.backend == "flat" else parsed.argument
 
 
 def first_occurrences(values: np.ndarray, k: int, fill: int = -1) -> tuple[np.ndarray, np.ndarray]:
@@ -99,14 +108,15 @@ class CentroidIndex:
         return len(self.centroids)
 
     def _build_faiss(self) -> faiss.Index:
+        factory = centroid_factory(self.index_spec)
         try:
-            index = faiss.index_factory(self.dim, self.index_spec, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
             if not index.is_trained:
                 index.train(self.centroids)
             index.add(self.centroids)
         except RuntimeError as exc:
-            raise UserInputError(f"faiss index spec {self.index_spec!r} on {len(self)} centroids: "
-                                 f"{str(exc).strip().splitlines()[-1]}") from None
+            raise UserInputError(f"centroid index spec {self.index_spec!r} on {len(self)} centroids: "
+                                 f"{faiss_reason(exc)}") from None
         return index
 
     @property

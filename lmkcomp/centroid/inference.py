@@ -1,4 +1,4 @@
-"""Algorithm 2 of seed 000: which landmarks a query embedding shows, from the centroid index.
+"""Algorithm 2 of Boiarov & Tyantov 2019: which landmarks a query embedding shows, from the centroid index.
 
 For a query q (L2-normalised embedding):
 

@@ -1,5 +1,5 @@
-"""Cleaning by global embeddings alone: DBSCAN per landmark (seed 003) and reference
-centroids (seed 000, Algorithm 3). Embeddings are L2-normalised rows aligned with `ids`."""
+"""Cleaning by global embeddings alone: DBSCAN per landmark (DBSCAN poster 2022) and reference
+centroids (Boiarov & Tyantov 2019, Algorithm 3). Embeddings are L2-normalised rows aligned with `ids`."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def clean_references(ids: Sequence[str], landmark_ids: np.ndarray, embeddings: n
                      references: Mapping[int, Sequence[str]] | None = None, k: int = 5) -> CleaningResult:
     """Reject images whose similarity to their landmark's reference centroid is below `gamma`.
 
-    The references are given per landmark (e.g. checked by hand, as seed 000 did), or else the
+    The references are given per landmark (e.g. checked by hand, as Boiarov & Tyantov 2019 did), or else the
     `k` most central images of the landmark. The centroid is the mean of the references'
     embeddings, L2-normalised so that `gamma` is a cosine threshold whatever the spread.
     """

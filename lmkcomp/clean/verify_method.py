@@ -1,4 +1,4 @@
-"""Cleaning by spatial verification (seed 001): an image stays when enough of its nearest
+"""Cleaning by spatial verification (Ozaki & Yokoo 2019): an image stays when enough of its nearest
 same-landmark images share its geometry.
 
 For each train image x:
@@ -31,14 +31,15 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from lmkcomp.checks import positive_int
 from lmkcomp.clean.result import CleaningResult
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import StoreRows, positive_int
+from lmkcomp.features.store import StoreRows
 from lmkcomp.local.pairs import knn_pairs, read_pair_table, verify_pairs
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig
 
-#: Inliers that make a pair verified, by local-feature method. DELF's is seed 001's. SIFT's was
+#: Inliers that make a pair verified, by local-feature method. DELF's is Ozaki & Yokoo's. SIFT's was
 #: measured with the `fast` preset on the synthetic small dataset (256 px images, at most 1000
 #: SIFT features, thumbnail kNN, 52 K pairs): pairs showing the same landmark had a median of
 #: 31 inliers, other pairs a 99th percentile of 6 and a maximum of 10 (a homography fits its

@@ -1,4 +1,4 @@
-"""`lmkcomp centroids build|recognize` (the centroid method of seed 000) and
+"""`lmkcomp centroids build|recognize` (the centroid method of Boiarov & Tyantov 2019) and
 `lmkcomp bench centroid-vs-delf`."""
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
     from lmkcomp.data.layout import LAYOUTS
 
-    centroids = commands.add_parser("centroids", help="the centroid method (seed 000): build centroids, recognize")
+    centroids = commands.add_parser("centroids",
+                                    help="the centroid method (Boiarov & Tyantov 2019): build centroids, recognize")
     actions = centroids.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     build = actions.add_parser("build", help="per-landmark centroids by agglomerative clustering, in a faiss index "

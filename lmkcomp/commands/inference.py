@@ -110,7 +110,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
                            help="pair table (lmkcomp verify) of test images and their train neighbours: inlier term")
     recognize.add_argument("--inlier-cap", type=float, default=70.0, help="inlier term min(inliers, cap) / cap")
     recognize.add_argument("--demote-over", type=int, metavar="N",
-                           help="demote landmarks predicted for more than N test images (seed 001: 30)")
+                           help="demote landmarks predicted for more than N test images (Ozaki & Yokoo 2019: 30)")
     recognize.add_argument("--demote-factor", type=float,
                            help="multiply demoted confidences by this instead of ranking them below all others")
     recognize.set_defaults(run=_cmd_recognize)

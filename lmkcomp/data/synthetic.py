@@ -99,7 +99,7 @@ PRESETS: dict[str, SyntheticConfig] = {
     "small": SyntheticConfig(num_landmarks=240, max_train_per_landmark=120, train_distractor_ratio=0.1),
     "medium": SyntheticConfig(num_landmarks=2400, max_train_per_landmark=400, num_regions=6, cities_per_region=4,
                               train_distractor_ratio=0.1),
-    # The GLDv1 stand-in for pretraining (seed 001 learned its cleaning descriptor on GLDv1; the
+    # The GLDv1 stand-in for pretraining (Ozaki & Yokoo 2019 learned their cleaning descriptor on GLDv1; the
     # later winners fine-tuned pretrained backbones): a train-only corpus of landmarks that no
     # other preset has (its own stream), more images per landmark and less noise than `small`,
     # sized for about an hour of `lmkcomp train cpu-v1` on 2 CPU cores.

@@ -3,7 +3,7 @@ submissions and an HTML report.
 
 Setup stages: make the dataset; train the CPU descriptor; extract global embeddings of every
 split (and of the non-landmark train images, the bank); extract SIFT local features; clean the
-train labels by spatial verification (seed 001). Then the inference stages are switched on one
+train labels by spatial verification (Ozaki & Yokoo 2019). Then the inference stages are switched on one
 at a time, each row of the ablation table adding one step to the row above:
 
 recognition (GAP)                           retrieval (mAP@100)

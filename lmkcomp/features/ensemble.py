@@ -20,8 +20,9 @@ from typing import Sequence
 import numpy as np
 from numpy.typing import DTypeLike
 
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter, check_aligned, l2_normalize, positive_int
+from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter, check_aligned, l2_normalize
 from lmkcomp.features.whitening import PCAWhitening
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
 from lmkcomp.fileio import atomic_write
 from lmkcomp.manifest import (
@@ -68,17 +69,6 @@ def l2_normalize(x: ArrayLike, eps: float = 1e-12) -> np.ndarray:
     x = x.astype(np.result_type(x.dtype, np.float32), copy=False)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(norms, eps)
-
-
-# --------------------------------------------------------------------------------------------
-# Validation helpers
-
-
-def positive_int(name: str, value: Any) -> int:
-    """`value` as an int, or a UserInputError naming `name` unless it is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise UserInputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _dtype_name(dtype: DTypeLike) -> str:

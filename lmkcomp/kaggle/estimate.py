@@ -23,9 +23,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmkcomp.checks import positive_number
 from lmkcomp.errors import UserInputError
 
-#: REFERENCE §1: GLDv2 split sizes
+#: GLDv2 split sizes, as published with the dataset (Weyand et al., CVPR 2020; GLDv2-clean: its repository)
 GLDV2_IMAGES = {"train": 4_132_914, "train_clean": 1_580_470, "index": 761_757, "test": 117_577}
 #: run-time limit of the 2020/2021 GLDv2 code competitions' kernels
 KAGGLE_LIMIT_HOURS = 9.0
@@ -108,12 +109,6 @@ class Estimate:
         return self.total_seconds > self.limit_seconds
 
 
-def _positive(name: str, value: float | None) -> float:
-    if value is None or value <= 0:
-        raise UserInputError(f"{name} must be a positive number, got {value}")
-    return value
-
-
 def estimate_kernel(workload: Workload, rates: Rates, limit_hours: float = KAGGLE_LIMIT_HOURS) -> Estimate:
     """The stages of `workload` timed at `rates` (see the module docstring for each formula)."""
     if workload.task not in DATABASES:
@@ -121,26 +116,26 @@ def estimate_kernel(workload: Workload, rates: Rates, limit_hours: float = KAGGL
     database, default_size = DATABASES[workload.task]
     size = workload.database_images or default_size
     queries = workload.test_images
-    extract = _positive("extract images/s", rates.extract_images_per_s)
+    extract = positive_number("extract images/s", rates.extract_images_per_s)
     stages = [Stage("extract test", queries, "images", extract)]
     if workload.extract_database:
         stages.append(Stage(f"extract {database}", size, "images", extract))
-    _positive("search queries/s", rates.search.queries_per_s)
+    positive_number("search queries/s", rates.search.queries_per_s)
     if rates.search.database_size is not None:
-        _positive("search database size", rates.search.database_size)
+        positive_number("search database size", rates.search.database_size)
     stages.append(Stage(f"kNN test vs {database}", queries, "queries", rates.search.at(size)))
     k = workload.verify_per_query
     if k < 0:
         raise UserInputError(f"pairs verified per query must be >= 0, got {k}")
     if k:
-        local = _positive("local feature images/s (needed to verify pairs)", rates.local_images_per_s)
-        pairs = _positive("verification pairs/s (needed to verify pairs)", rates.verify_pairs_per_s)
+        local = positive_number("local feature images/s (needed to verify pairs)", rates.local_images_per_s)
+        pairs = positive_number("verification pairs/s (needed to verify pairs)", rates.verify_pairs_per_s)
         stages += [
             Stage("local features test", queries, "images", local),
             Stage(f"local features {database} candidates", min(size, queries * k), "images", local),
-            Stage(f"verify {k} pairs per query", queries * k, "pairs", pairs * _positive("cores", rates.cores)),
+            Stage(f"verify {k} pairs per query", queries * k, "pairs", pairs * positive_number("cores", rates.cores)),
         ]
-    return Estimate(workload, stages, _positive("limit hours", limit_hours) * 3600.0)
+    return Estimate(workload, stages, positive_number("limit hours", limit_hours) * 3600.0)
 
 
 def format_estimate(estimate: Estimate) -> str:

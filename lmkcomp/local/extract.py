@@ -19,11 +19,11 @@ from typing import Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
+from lmkcomp.checks import positive_int
 from lmkcomp.data.images import load_image_rgb
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import ImageLoadError, UserInputError
 from lmkcomp.executors import Executor, Resources
-from lmkcomp.features.store import positive_int
 from lmkcomp.local.extractors import LocalExtractor, create_local_extractor
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.store import DESCRIPTOR_DTYPE, LocalFeatureStore, LocalFeatureWriter

@@ -49,32 +49,24 @@ def _rootsift(**options: Any) -> LocalExtractor:
     return SiftExtractor(root=True, **typed_options(SiftExtractor, options, "rootsift", exclude=("root",)))
 
 
-@LOCAL_EXTRACTORS.register("delf-tf")
-def _delf_tf(**options: Any) -> LocalExtractor:
-    """An official DELF / DELG TensorFlow SavedModel (`delf_baseline.savedmodel`).
-
-    Its `extract` imports TensorFlow, which must never share a process with torchvision:
-    from a process that has torch loaded, run `delf_baseline.savedmodel.run_in_subprocess`.
-    """
-    # Imported on use: the lmkcomp core does not depend on delf_baseline.
-    from delf_baseline.savedmodel import DelfSavedModelExtractor
-
-    return DelfSavedModelExtractor(**typed_options(DelfSavedModelExtractor, options, "delf-tf"))
-
-
-@LOCAL_EXTRACTORS.register("delf-torch")
-def _delf_torch(**options: Any) -> LocalExtractor:
-    """A DELF trained with `delf_baseline.train` (`delf_baseline.model.DelfTorchExtractor`)."""
-    # Imported on use: the lmkcomp core does not depend on delf_baseline.
-    from delf_baseline.model import DelfTorchExtractor
-
-    return DelfTorchExtractor(**typed_options(DelfTorchExtractor, options, "delf-torch"))
+# The DELF extractors live in `delf_baseline`, which builds on lmkcomp: named by import path,
+# imported on first use, so that lmkcomp's library never imports delf_baseline.
+# delf-tf: an official DELF / DELG TensorFlow SavedModel. Its `extract` imports TensorFlow, which
+# must never share a process with torchvision: from a process that has torch loaded, run
+# `delf_baseline.savedmodel.run_in_subprocess`.
+LOCAL_EXTRACTORS.register_path("delf-tf", "delf_baseline.savedmodel:DelfSavedModelExtractor")
+# delf-torch: a DELF trained with `delf_baseline.train`.
+LOCAL_EXTRACTORS.register_path("delf-torch", "delf_baseline.model:DelfTorchExtractor")
 
 
 def create_local_extractor(name: str, **options: Any) -> LocalExtractor:
     """The extractor registered as `name`, built with `options` (e.g. `max_features=1000`).
 
     Each option is checked against the extractor's declared fields (`typed_options`): an
-    unknown one, or one of the wrong type, is a user error naming it.
+    unknown one, or one of the wrong type, is a user error naming it: by the factory itself, or
+    here for an extractor class registered by import path.
     """
-    return LOCAL_EXTRACTORS.create(name, **options)
+    factory = LOCAL_EXTRACTORS.get(name)
+    if isinstance(factory, type):
+        options = typed_options(factory, options, name)
+    return factory(**options)

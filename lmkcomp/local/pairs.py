@@ -38,11 +38,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import ArrayLike
 
+from lmkcomp.checks import positive_int
 from lmkcomp.csvfile import describe_header, read_table, shown
 from lmkcomp.data.gldv2 import ID_PATTERN
 from lmkcomp.errors import CsvFormatError, UserInputError
 from lmkcomp.executors import Executor, LocalExecutor
-from lmkcomp.features.store import StoreRows, positive_int
+from lmkcomp.features.store import StoreRows
 from lmkcomp.fileio import atomic_write
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig, create_verifier, verify_pair

@@ -41,8 +41,9 @@ from typing import Sequence
 
 import numpy as np
 
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int, shard_rows
+from lmkcomp.features.store import shard_rows
 from lmkcomp.fileio import atomic_write
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.manifest import (

@@ -20,8 +20,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
 from lmkcomp.search.base import check_vectors
 
 DEFAULT_QUERY_BLOCK = 4096

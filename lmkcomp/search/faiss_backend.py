@@ -19,8 +19,9 @@ from typing import Iterator
 import faiss
 import numpy as np
 
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
+from lmkcomp.index_spec import faiss_reason
 from lmkcomp.search.base import check_vectors
 from lmkcomp.search.exact import (
     BYTES_PER_SIMILARITY,
@@ -58,7 +59,7 @@ class FaissSearcher:
         try:
             index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
-            raise UserInputError(f"faiss index {factory!r} not understood: {_faiss_reason(exc)}") from None
+            raise UserInputError(f"faiss index {factory!r} not understood: {faiss_reason(exc)}") from None
         # exact: a flat index compares every vector; its ties across the k-th place are fixed up
         self.exact = isinstance(faiss.downcast_index(index), faiss.IndexFlat)
         ivf = faiss.try_extract_index_ivf(index)
@@ -134,7 +135,7 @@ class FaissSearcher:
             self._index.train(sample)
         except RuntimeError as exc:
             raise UserInputError(f"faiss index {self.factory!r} cannot be trained on {len(sample)} vectors: "
-                                 f"{_faiss_reason(exc)}") from None
+                                 f"{faiss_reason(exc)}") from None
         self.needs_training = False
 
     def add(self, vectors: np.ndarray) -> None:
@@ -167,11 +168,6 @@ class FaissSearcher:
         if crowded.size:
             scores[crowded], indices[crowded] = search_chunks(queries[crowded], _StoredVectors(self._index), k)
         return scores, indices
-
-
-def _faiss_reason(error: RuntimeError) -> str:
-    """faiss's reason for an error, without the C++ function and source line it prefixes."""
-    return str(error).strip().splitlines()[-1].rsplit(": ", 1)[-1]
 
 
 def _training_minimum(ivf, quantizing) -> list[tuple[str, int, str]]:

@@ -26,8 +26,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
 from lmkcomp.manifest import (
     IDS_NAME,

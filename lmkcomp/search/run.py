@@ -14,8 +14,9 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import EmbeddingStore, positive_int, read_positions
+from lmkcomp.features.store import EmbeddingStore, read_positions
 from lmkcomp.search.knn_table import DEFAULT_SHARD_SIZE, KnnTable, KnnTableWriter
 from lmkcomp.search.searchers import create_searcher, index_database
 

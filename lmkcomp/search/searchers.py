@@ -1,7 +1,7 @@
 """The nearest-neighbour backends by name, the `create_searcher` factory, and `index_database`,
 which trains a searcher (when its index learns from the data) and fills it block by block.
 
-A spec string picks the method, faiss style:
+A spec string picks the method, in the kit's one index-spec vocabulary (`lmkcomp.index_spec`):
 
 - "flat" (the default of `search_stores`): exact streaming search (`lmkcomp.search.exact`), with
   faiss's brute-force kernel for large query blocks where faiss is installed, else numpy's.
@@ -10,6 +10,8 @@ A spec string picks the method, faiss style:
   plain "torch" uses the GPU when torch sees one.
 - "faiss:FACTORY" or just "FACTORY", a faiss index-factory string (`lmkcomp.search.faiss_backend`):
   "Flat" (exact), "IVF1024,Flat", "IVF1024,PQ32" (approximate; option `nprobe`).
+
+Anything else (e.g. the typo "nunpy") is a user error that lists these forms.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from typing import Any, Callable
 import numpy as np
 from tqdm import tqdm
 
+from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
+from lmkcomp.index_spec import IndexSpec, parse_index_spec
 from lmkcomp.registry import Registry
 from lmkcomp.search.base import Searcher
 
 SEARCHERS: Registry[Searcher] = Registry("searcher")
-#: the option that the part after "backend:" in a spec fills
+#: the backends that take an argument after "backend:" in a spec, and the option it fills
 SPEC_ARGUMENTS = {"torch": "device", "faiss": "factory"}
 
 
@@ -83,13 +86,12 @@ def _flat(dim: int, **options: Any) -> Searcher:
     return _build(FlatSearcher, "flat", dim, options)
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """(backend, argument) of a spec: "torch:cuda" -> ("torch", "cuda"), "numpy" -> ("numpy", ""),
-    and a bare faiss factory string "IVF1024,PQ32" -> ("faiss", "IVF1024,PQ32")."""
-    backend, _, argument = spec.partition(":")
-    if backend in SEARCHERS:
-        return backend, argument
-    return "faiss", spec
+def parse_spec(spec: str) -> IndexSpec:
+    """The backend and argument of a searcher spec (`lmkcomp.index_spec`): "torch:cuda" ->
+    ("torch", "cuda"), "numpy" -> ("numpy", ""), "IVF1024,PQ32" -> ("faiss", "IVF1024,PQ32");
+    an unknown spec is a user error listing the known forms."""
+    backends = {name: SPEC_ARGUMENTS[name].upper() if name in SPEC_ARGUMENTS else None for name in SEARCHERS.names()}
+    return parse_index_spec(spec, backends, "searcher spec")
 
 
 def create_searcher(spec: str, dim: int, **options: Any) -> Searcher:
@@ -99,18 +101,14 @@ def create_searcher(spec: str, dim: int, **options: Any) -> Searcher:
     `memory_mb=512` or `database_block=16384` (flat, numpy, torch); an option the backend does
     not take is an error.
     """
-    if not spec:
-        raise UserInputError(f"empty searcher spec; known backends: {', '.join(SEARCHERS.names())} "
-                             "or a faiss factory string such as IVF1024,PQ32")
-    backend, argument = parse_spec(spec)
-    if argument:
-        key = SPEC_ARGUMENTS.get(backend)
-        if key is None:
-            raise UserInputError(f"searcher spec {spec!r}: the {backend} searcher takes nothing after ':'")
-        if options.get(key, argument) != argument:
-            raise UserInputError(f"searcher spec {spec!r} sets {key} {argument!r} but the options say {options[key]!r}")
-        options = {**options, key: argument}
-    return SEARCHERS.create(backend, dim=dim, **options)
+    parsed = parse_spec(spec)
+    if parsed.argument:
+        key = SPEC_ARGUMENTS[parsed.backend]
+        if options.get(key, parsed.argument) != parsed.argument:
+            raise UserInputError(f"searcher spec {spec!r} sets {key} {parsed.argument!r} "
+                                 f"but the options say {options[key]!r}")
+        options = {**options, key: parsed.argument}
+    return SEARCHERS.create(parsed.backend, dim=dim, **options)
 
 
 def index_database(searcher: Searcher, read_rows: Callable[[np.ndarray], np.ndarray], count: int,

@@ -1,4 +1,4 @@
-"""Augmentation pipelines by name, after the 2019 retrieval winner (seed 001):
+"""Augmentation pipelines by name, after the 2019 retrieval winner (Ozaki & Yokoo):
 
 - ``none``: resize to the batch size, normalise (validation and extraction use this);
 - ``soft``: random resized crop (scale 0.5-1, aspect kept near the batch's) + normalise;

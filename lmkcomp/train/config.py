@@ -143,7 +143,7 @@ class TrainConfig:
     #: weight the loss by 1/log(n_c)
     class_weights: bool = False
     label_smoothing: float = 0.0
-    #: extra epochs at the end at finetune_image_size with BatchNorm frozen (seed 001)
+    #: extra epochs at the end at finetune_image_size with BatchNorm frozen (Ozaki & Yokoo 2019)
     finetune_epochs: int = 0
     finetune_image_size: int = 192
     amp: Literal["none", "bf16", "fp16"] = "none"

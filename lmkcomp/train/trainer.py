@@ -514,7 +514,8 @@ def summary_writer(path: Path):
 
     tensorboard imports TensorFlow when it can, and falls back to its bundled stub when it
     cannot; TensorFlow costs seconds and memory here and must not share a process with
-    torchvision (REFERENCE §9), so its import is refused while the writer module loads.
+    torchvision (importing TensorFlow, then torchvision, aborts the process with an LLVM
+    error), so its import is refused while the writer module loads.
     """
     refuse = "tensorflow" not in sys.modules
     if refuse:
