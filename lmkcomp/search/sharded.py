@@ -48,6 +48,17 @@ class StoreSelection:
 
 
 @dataclass(frozen=True)
+class InMemoryRows:
+    """An array of embeddings as a selection, for searches of arrays (in this process, or sent
+    whole to each worker)."""
+
+    array: np.ndarray
+
+    def open(self) -> np.ndarray:
+        return self.array
+
+
+@dataclass(frozen=True)
 class QueryShard:
     """Shard `number` of a search: query rows `[start, stop)` of the query selection."""
 
@@ -72,21 +83,21 @@ class ShardSink(Protocol):
 class ShardSearch:
     """A worker's context: both selections opened, the searcher filled, the sink."""
 
-    queries: StoreRows
-    database: StoreRows
+    queries: StoreRows | np.ndarray
+    database: StoreRows | np.ndarray
     searcher: Searcher
     k: int
     query_block: int
     sink: ShardSink
 
 
-def open_shard_search(queries: StoreSelection, database: StoreSelection, sink: ShardSink, k: int, spec: str,
+def open_shard_search(queries: StoreSelection | InMemoryRows, database: StoreSelection | InMemoryRows, sink: ShardSink, k: int, spec: str,
                       options: dict[str, Any], query_block: int, seed: int, progress: bool) -> ShardSearch:
     """Open both selections and index the database (`index_database`: attached for streaming,
     or trained with `seed` and filled, with a progress bar when `progress`)."""
     query_rows, database_rows = queries.open(), database.open()
-    searcher = create_searcher(spec, database_rows.store.dim, **options)
-    index_database(searcher, database_rows.read, len(database_rows), seed=seed, progress=progress)
+    searcher = create_searcher(spec, database_rows.shape[1], **options)
+    index_database(searcher, database_rows.__getitem__, len(database_rows), seed=seed, progress=progress)
     return ShardSearch(query_rows, database_rows, searcher, k, query_block, sink)
 
 
@@ -127,7 +138,7 @@ def query_shards(count: int, shard_size: int) -> list[QueryShard]:
     return [QueryShard(s, start, min(start + shard_size, count)) for s, start in enumerate(range(0, count, shard_size))]
 
 
-def search_shards(queries: StoreSelection, database: StoreSelection, shards: Sequence[QueryShard], sink: ShardSink,
+def search_shards(queries: StoreSelection | InMemoryRows, database: StoreSelection | InMemoryRows, shards: Sequence[QueryShard], sink: ShardSink,
                   k: int, spec: str, options: dict[str, Any] | None = None, query_block: int = 4096, seed: int = 0,
                   executor: Executor | None = None, progress: bool = True, desc: str = "search") -> None:
     """Search every shard of `shards` on `executor` (default: in this process) and write it
