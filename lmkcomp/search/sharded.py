@@ -23,7 +23,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from lmkcomp.errors import UserInputError
-from lmkcomp.executors import Executor, LocalExecutor, Resources
+from lmkcomp.executors import Executor, LocalExecutor, Resources, runs_in_process
 from lmkcomp.features.store import EmbeddingStore, StoreRows
 from lmkcomp.search.base import Searcher
 from lmkcomp.search.searchers import create_searcher, index_database, parse_spec
@@ -113,15 +113,10 @@ def search_shard(search: ShardSearch, shard: QueryShard) -> int:
     return shard.rows
 
 
-def is_in_process(executor: Executor) -> bool:
-    """Whether `executor` runs every task in this process (the default executor)."""
-    return isinstance(executor, LocalExecutor) and executor.workers <= 1
-
-
 def check_in_process(searcher: Searcher, spec: str, executor: Executor) -> None:
     """A UserInputError when `searcher` needs training and `executor` runs tasks elsewhere: each
     worker would train its own copy of the index."""
-    if searcher.needs_training and not is_in_process(executor):
+    if searcher.needs_training and not runs_in_process(executor):
         raise UserInputError(f"index {spec!r} is trained, and is searched in this process only: leave out "
                              "--executor ray and --workers, or use an exact searcher (flat, numpy, torch)")
 
@@ -148,7 +143,7 @@ def search_shards(queries: StoreSelection | InMemoryRows, database: StoreSelecti
     options = dict(options or {})
     if not shards:
         return
-    in_process = is_in_process(executor)
+    in_process = runs_in_process(executor)
     setup = functools.partial(open_shard_search, queries, database, sink, k, spec, options, query_block, seed,
                               progress and in_process)
     executor.run(setup, search_shard, list(shards), sizes=[shard.rows for shard in shards], desc=desc,
