@@ -279,7 +279,8 @@ def _clean_by_verification(args: argparse.Namespace, ids: list[str], landmarks, 
     config = verify_config(args.preset)
     table = neighbour_pair_table(ids, landmarks, embeddings, store, args.pair_table or Path(args.out) / "pairs", config,
                                  k=args.knn, max_neighbours=args.max_neighbours, progress=not args.quiet,
-                                 knn_out=Path(args.out) / "knn-pairs", executor=executor)
+                                 knn_out=Path(args.out) / "knn-pairs", executor=executor,
+                                 knn_shard_rows=args.knn_shard_rows)
     threshold = default_inlier_threshold(store.method) if args.inlier_threshold is None else args.inlier_threshold
     result = clean_verify(ids, landmarks, table, threshold, args.min_verified, args.min_images)
     result.settings.update(knn=args.knn, max_neighbours=args.max_neighbours, preset=args.preset,
@@ -522,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--references", help="references: CSV (landmark_id,images) of reference images per landmark")
     clean.add_argument("--local-features", metavar="STORE", help="verify: local features of the train split (lmkcomp extract-local)")
     clean.add_argument("--knn", type=positive_int, default=1000, help="verify: nearest train images searched per image")
+    clean.add_argument("--knn-shard-rows", type=positive_int, default=8192, metavar="N",
+                       help="verify: images per kNN task, searched at once (OUT/knn-pairs: one file each)")
     clean.add_argument("--max-neighbours", type=positive_int, default=100, help="verify: same-label neighbours verified per image")
     clean.add_argument("--inlier-threshold", type=positive_int,
                        help="verify: inliers that make a neighbour verified (default by feature: delf-tf 30, sift 8; "

@@ -79,6 +79,7 @@ def neighbour_pair_table(
     progress: bool = True,
     knn_out: str | Path | None = None,
     executor: Executor | None = None,
+    knn_shard_rows: int | None = None,
 ) -> pd.DataFrame:
     """Steps 1-3: each image paired with its same-label neighbours and verified into `out`.
 
@@ -87,12 +88,14 @@ def neighbour_pair_table(
     images' local features. The kNN pair list is written shard by shard to `knn_out`
     (resumable, see `knn_pairs`; a temporary folder when None), the pair table to `out`
     (resumable, see `verify_pairs`); returns the pair table, read back. `executor` runs both
-    the kNN shards and the verification chunks (default: `workers` processes here).
+    the kNN shards (`knn_shard_rows` images each, default `knn_pairs`') and the verification
+    chunks (default: `workers` processes here).
     """
     landmark_ids = np.asarray(landmark_ids)
     executor = executor or LocalExecutor(workers)
     pairs = knn_pairs(ids, embeddings, ids, embeddings, k, same_label=(landmark_ids, landmark_ids),
-                      max_per_query=max_neighbours, out=knn_out, executor=executor, progress=progress)
+                      max_per_query=max_neighbours, out=knn_out, executor=executor, progress=progress,
+                      shard_rows=knn_shard_rows)
     return read_pair_table(verify_pairs(pairs, store, store, out, config, chunk_size=chunk_size, progress=progress,
                                         executor=executor))
 

@@ -380,6 +380,7 @@ def knn_pairs(
     out: str | Path | None = None,
     executor: Executor | None = None,
     progress: bool = False,
+    shard_rows: int | None = None,
 ) -> pd.DataFrame:
     """Pairs of each query and its nearest database images by global descriptor.
 
@@ -397,9 +398,10 @@ def knn_pairs(
     Returns `query_id, candidate_id, similarity` (float32) `, rank` (int64), by query in
     `query_ids` order, then by rank.
 
-    The queries are searched in shards of `KNN_SHARD_ROWS`, one task each of `executor`
-    (default: in this process; `StoreRows` are opened by each worker, arrays are sent to it),
-    and each shard's pairs are written atomically to `out/pairs-SSSSS.parquet` (a temporary
+    The queries are searched in shards of `shard_rows` (default `KNN_SHARD_ROWS`; also the
+    rows of each search, on which the kernel and so the last bits of a similarity depend), one
+    task each of `executor` (default: in this process; `StoreRows` are opened by each worker,
+    arrays are sent to it), and each shard's pairs are written atomically to `out/pairs-SSSSS.parquet` (a temporary
     folder when `out` is None), then read back in order. A rerun into the same `out` with the
     same inputs searches only the shards still missing; other inputs are a UserInputError.
     """
@@ -412,6 +414,7 @@ def knn_pairs(
         raise ValueError(f"ids and embeddings differ in length: {len(query_ids)} query ids for {len(query_emb)} "
                          f"rows, {len(db_ids)} database ids for {len(db_emb)} rows")
     k = positive_int("k", k)
+    shard_rows = positive_int("shard_rows", shard_rows or KNN_SHARD_ROWS)
     if max_per_query is not None:
         max_per_query = positive_int("max_per_query", max_per_query)
     query_labels = db_labels = None
@@ -424,20 +427,20 @@ def knn_pairs(
     with tempfile.TemporaryDirectory(prefix="knn-pairs-") if out is None else contextlib.nullcontext(out) as folder:
         folder = Path(folder).resolve()
         _open_knn_pair_folder(folder, {
-            "format": KNN_FORMAT, "version": KNN_FORMAT_VERSION, "shard_rows": KNN_SHARD_ROWS, "k": k,
+            "format": KNN_FORMAT, "version": KNN_FORMAT_VERSION, "shard_rows": shard_rows, "k": k,
             "max_per_query": max_per_query, "exclude_self": exclude_self,
             "query_ids_sha256": ids_sha256(query_ids.tolist()), "db_ids_sha256": ids_sha256(db_ids.tolist()),
             "labels_sha256": None if same_label is None else hashlib.sha256(
                 np.ascontiguousarray(query_labels).tobytes() + np.ascontiguousarray(db_labels).tobytes()).hexdigest(),
             "query_embeddings": _rows_identity(query_emb), "db_embeddings": _rows_identity(db_emb),
         })
-        shards = query_shards(len(query_ids), KNN_SHARD_ROWS)
+        shards = query_shards(len(query_ids), shard_rows)
         sink = _KnnPairSink(str(folder), query_ids, db_ids, query_labels, db_labels, k, max_per_query, exclude_self)
         # One more than k, since the query itself is usually among its own nearest rows.
         search_shards(_selection(query_emb), _selection(db_emb),
                       [shard for shard in shards if not (folder / knn_pair_file(shard.number)).is_file()], sink,
-                      min(k + int(exclude_self), len(db_ids)), "flat", {"query_block": KNN_SHARD_ROWS},
-                      query_block=KNN_SHARD_ROWS, executor=executor, progress=progress, desc="kNN pairs")
+                      min(k + int(exclude_self), len(db_ids)), "flat", {"query_block": shard_rows},
+                      query_block=shard_rows, executor=executor, progress=progress, desc="kNN pairs")
         frames = [_read_knn_pair_shard(folder / knn_pair_file(shard.number)) for shard in shards]
     return pd.concat(frames, ignore_index=True)
 
