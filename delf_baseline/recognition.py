@@ -34,6 +34,7 @@ threshold from such a frame of a labelled split (`lmkcomp.calibration`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -45,10 +46,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from delf_baseline.index import DatabaseIndex
+from delf_baseline.index import DatabaseIndex, load_database_index
 from lmkcomp.calibration import Calibration, calibrate_recognition_threshold, recognition_scores
 from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
+from lmkcomp.executors import Executor, LocalExecutor, runs_in_process
 from lmkcomp.fileio import atomic_write
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.store import LocalFeatureStore
@@ -188,6 +190,16 @@ class DelfRecognizer:
             raise UserInputError(f"indexed image {unlabelled} has no landmark label")
         self._labels = np.array([labels[image_id] for image_id in index.ids], dtype=np.int64)
 
+    def worker_setup(self, index_dir: str | Path) -> RecognizerSetup:
+        """What a worker (another process or node) needs to build this recognizer again, with
+        the index saved in `index_dir`; a UserInputError unless that index was built as this one."""
+        found = load_database_index(index_dir).request
+        if found != self.index.request:
+            raise UserInputError(f"{index_dir}: holds another DELF index than the recognizer's")
+        return RecognizerSetup(str(Path(index_dir).resolve()), str(self.store.directory.resolve()), self._labels,
+                               self.inlier_threshold, self.candidates, self.neighbours, self.max_distance,
+                               self.verify_config)
+
     def settings(self) -> dict[str, Any]:
         """Everything that decides each query's candidates and inliers (JSON): the index's
         request, the labels' SHA-256, C, k, max_distance and the verification config; not the
@@ -226,6 +238,56 @@ class DelfRecognizer:
             return prediction
         landmark = best.landmark_id if best.inliers >= self.inlier_threshold else None
         return dataclasses.replace(prediction, landmark_id=landmark, score=float(best.inliers))
+
+
+@dataclass(frozen=True)
+class RecognizerSetup:
+    """A `DelfRecognizer` as folders and settings (picklable): calling it loads the index from
+    `index_dir`, opens the database store in `store_dir` and labels the index's images with
+    `labels` (in index order)."""
+
+    index_dir: str
+    store_dir: str
+    labels: np.ndarray
+    inlier_threshold: int
+    candidates: int
+    neighbours: int
+    max_distance: float | None
+    verify: VerifyConfig
+
+    def __call__(self) -> DelfRecognizer:
+        index = load_database_index(self.index_dir)
+        return DelfRecognizer(index, dict(zip(index.ids, self.labels.tolist())), LocalFeatureStore(self.store_dir),
+                              inlier_threshold=self.inlier_threshold, candidates=self.candidates,
+                              neighbours=self.neighbours, max_distance=self.max_distance, verify=self.verify)
+
+
+@dataclass(frozen=True)
+class _RecognitionChunk:
+    """Queries `ids` of one chunk of a run and the file (absolute) their stored rows go to."""
+
+    path: str
+    ids: list[str]
+
+
+@dataclass
+class _RecognitionContext:
+    """A worker's recognizer and query store."""
+
+    recognizer: DelfRecognizer
+    queries: LocalFeatureStore
+
+
+def _open_recognition_context(recognizer: RecognizerSetup, query_dir: str) -> _RecognitionContext:
+    return _RecognitionContext(recognizer(), LocalFeatureStore(query_dir))
+
+
+def _recognize_chunk(context: _RecognitionContext, chunk: _RecognitionChunk) -> int:
+    """Recognise the chunk's queries and write its file atomically; returns its queries."""
+    predictions = {image_id: context.recognizer.recognize(context.queries.get(image_id)) for image_id in chunk.ids}
+    with atomic_write(chunk.path, "wb") as handle:
+        predictions_frame(predictions)[list(STORED_COLUMNS)].to_parquet(handle, index=False)
+    return len(chunk.ids)
 
 
 def _query_ids(queries: LocalFeatureStore, recognizer: DelfRecognizer, ids: Sequence[str] | None) -> list[str]:
@@ -320,7 +382,8 @@ def chunk_file(k: int) -> str:
 
 
 def run_recognition(recognizer: DelfRecognizer, queries: LocalFeatureStore, out: str | Path,
-                    ids: Sequence[str] | None = None, chunk_size: int = 256, progress: bool = True) -> pd.DataFrame:
+                    ids: Sequence[str] | None = None, chunk_size: int = 256, progress: bool = True,
+                    executor: Executor | None = None, index_dir: str | Path | None = None) -> pd.DataFrame:
     """Recognise the queries `ids` (default: all of `queries`) into the run folder `out`;
     returns the predictions frame of every query, in `ids` order, at the recognizer's
     inlier threshold.
@@ -330,27 +393,34 @@ def run_recognition(recognizer: DelfRecognizer, queries: LocalFeatureStore, out:
     threshold), queries and chunk size computes only the chunks still missing (their timings
     are those of the run that computed them). A folder describing another run is a
     UserInputError.
+
+    Each chunk is one task of `executor` (default: in this process, with `recognizer` itself);
+    an executor that runs tasks elsewhere builds the recognizer in each worker from its index
+    saved in `index_dir` (`DelfRecognizer.worker_setup`). The predictions do not depend on the
+    executor; only the timings do.
     """
     out = Path(out)
     ids = _query_ids(queries, recognizer, ids)
     chunk_size = positive_int("chunk_size", chunk_size)
+    executor = executor or LocalExecutor()
     wanted = {"format": FORMAT, "version": FORMAT_VERSION, "recognizer": recognizer.settings(),
               "queries": {"method": queries.method, "meta": queries.meta,
                           "ids_sha256": ids_sha256(ids)},
               "chunk_size": chunk_size}
     _open_run(out, wanted)
     starts = range(0, len(ids), chunk_size)
-    pending = [k for k in range(len(starts)) if not (out / chunk_file(k)).is_file()]
-    with tqdm(total=sum(min(chunk_size, len(ids) - starts[k]) for k in pending), desc="DELF recognition",
-              unit="query", disable=not progress) as bar:
-        for k in pending:
-            chunk = ids[starts[k]:starts[k] + chunk_size]
-            predictions = {}
-            for image_id in chunk:
-                predictions[image_id] = recognizer.recognize(queries.get(image_id))
-                bar.update(1)
-            with atomic_write(out / chunk_file(k), "wb") as handle:
-                predictions_frame(predictions)[list(STORED_COLUMNS)].to_parquet(handle, index=False)
+    # Absolute paths: a worker elsewhere (a Ray node) does not share this process's directory.
+    chunks = [_RecognitionChunk(str(out.resolve() / chunk_file(k)), ids[starts[k]:starts[k] + chunk_size])
+              for k in range(len(starts)) if not (out / chunk_file(k)).is_file()]
+    if runs_in_process(executor):
+        setup = functools.partial(_RecognitionContext, recognizer, queries)
+    elif index_dir is None:
+        raise UserInputError("DELF recognition on workers needs the index saved in a folder (index_dir)")
+    else:
+        setup = functools.partial(_open_recognition_context, recognizer.worker_setup(index_dir),
+                                  str(queries.directory.resolve()))
+    executor.run(setup, _recognize_chunk, chunks, sizes=[len(chunk.ids) for chunk in chunks],
+                 desc="DELF recognition", unit="query", progress=progress)
     frames = [pd.read_parquet(out / chunk_file(k)) for k in range(len(starts))]
     stored = pd.concat(frames, ignore_index=True) if frames else predictions_frame({})[list(STORED_COLUMNS)]
     if stored["id"].tolist() != ids:

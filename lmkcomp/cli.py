@@ -237,6 +237,8 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     from lmkcomp.features.store import EmbeddingStore, StoreRows
     from lmkcomp.train.data import read_labels
 
+    if args.method != "verify" and (args.executor != "local" or args.address):
+        raise UserInputError(f"--executor and --address apply to --method verify, not {args.method}")
     data = LandmarkData(args.data, args.layout)
     labels = read_labels(data, args.labels)
     store = EmbeddingStore(args.embeddings)
@@ -272,11 +274,13 @@ def _clean_by_verification(args: argparse.Namespace, ids: list[str], landmarks, 
 
     if not args.local_features:
         raise UserInputError("--method verify needs --local-features (lmkcomp extract-local of the train split)")
+    executor = create_executor_from(args)
     store = LocalFeatureStore(args.local_features)
     config = verify_config(args.preset)
     table = neighbour_pair_table(ids, landmarks, embeddings, store, args.pair_table or Path(args.out) / "pairs", config,
-                                 k=args.knn, max_neighbours=args.max_neighbours, workers=args.workers,
-                                 progress=not args.quiet)
+                                 k=args.knn, max_neighbours=args.max_neighbours, progress=not args.quiet,
+                                 knn_out=Path(args.out) / "knn-pairs", executor=executor,
+                                 knn_shard_rows=args.knn_shard_rows)
     threshold = default_inlier_threshold(store.method) if args.inlier_threshold is None else args.inlier_threshold
     result = clean_verify(ids, landmarks, table, threshold, args.min_verified, args.min_images)
     result.settings.update(knn=args.knn, max_neighbours=args.max_neighbours, preset=args.preset,
@@ -508,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(run=_cmd_evaluate)
 
-    clean = commands.add_parser("clean", help="clean the train labels; writes train_clean.csv, removed.csv, report.json")
+    clean = commands.add_parser("clean", parents=[executor_options()], help="clean the train labels; writes train_clean.csv, removed.csv, report.json")
     clean.add_argument("--method", choices=("dbscan", "references", "verify"), required=True)
     clean.add_argument("--data", required=True, help="dataset root")
     clean.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
@@ -522,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--references", help="references: CSV (landmark_id,images) of reference images per landmark")
     clean.add_argument("--local-features", metavar="STORE", help="verify: local features of the train split (lmkcomp extract-local)")
     clean.add_argument("--knn", type=positive_int, default=1000, help="verify: nearest train images searched per image")
+    clean.add_argument("--knn-shard-rows", type=positive_int, default=8192, metavar="N",
+                       help="verify: images per kNN task, searched at once (OUT/knn-pairs: one file each)")
     clean.add_argument("--max-neighbours", type=positive_int, default=100, help="verify: same-label neighbours verified per image")
     clean.add_argument("--inlier-threshold", type=positive_int,
                        help="verify: inliers that make a neighbour verified (default by feature: delf-tf 30, sift 8; "
@@ -530,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--min-verified", type=int, default=2, help="verify: keep images with more verified neighbours than this")
     clean.add_argument("--preset", default="fast", help="verify: verification preset, fast, fast-magsac or official-delf")
     clean.add_argument("--pair-table", metavar="DIR", help="verify: resumable pair table folder (default OUT/pairs)")
-    clean.add_argument("--workers", type=positive_int, default=1, help="verify: verification processes")
+    clean.add_argument("--workers", type=positive_int, default=1, help="verify: kNN and verification processes")
     clean.add_argument("--quiet", action="store_true", help="verify: no progress bars")
     clean.add_argument("--min-images", type=positive_int, default=2, help="drop landmarks left with fewer images")
     clean.set_defaults(run=_cmd_clean, output_folder="out")

@@ -360,6 +360,12 @@ def _ray_result(ray, ref) -> tuple[int, str, float]:
 # factory
 
 
+def runs_in_process(executor: Executor) -> bool:
+    """Whether `executor` runs every task in this process, so that a stage may hand its tasks
+    objects that cannot travel (an index in memory, a trained searcher)."""
+    return isinstance(executor, LocalExecutor) and executor.workers <= 1
+
+
 def create_executor(name: str = "local", workers: int | None = 1, address: str | None = None) -> Executor:
     """An executor by name: ``local`` (`workers` processes) or ``ray`` (the cluster at `address`,
     or a local Ray instance of `workers` CPUs)."""

@@ -216,7 +216,7 @@ def test_knn_pairs_streams_store_rows_with_the_array_result(tmp_path, monkeypatc
     largest = []
     monkeypatch.setattr(EmbeddingStore, "read", lambda self, a, b, dtype=np.float32: (largest.append(b - a),
                                                                                     read(self, a, b, dtype))[1])
-    monkeypatch.setattr(pairs_module, "_KNN_QUERY_BLOCK", 20)
+    monkeypatch.setattr(pairs_module, "KNN_SHARD_ROWS", 20)
     monkeypatch.setattr(ExactSearcher, "block_rows", lambda self, queries: 25)  # a budget of 25 rows
     rows = StoreRows(store, store.position(ids))  # the store holds the ids in reverse order
     streamed = knn_pairs(ids, rows, ids, rows, k=7, same_label=(labels, labels), max_per_query=3)

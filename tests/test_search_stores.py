@@ -13,7 +13,7 @@ from lmkcomp import cli
 from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter
 from lmkcomp.search import KnnTable, exact_search, search_stores
-from lmkcomp.search.knn_table import KnnTableWriter
+from lmkcomp.search.knn_table import KnnShardWriter
 
 
 def make_ids(count: int, offset: int = 0) -> list[str]:
@@ -134,7 +134,7 @@ def test_k_is_cut_to_the_database_size(tmp_path, stores):
 def test_a_killed_search_resumes_with_the_pending_shards(tmp_path, stores, monkeypatch):
     query_store, database_store, queries, database = stores
     written = []
-    write_shard = KnnTableWriter.write_shard
+    write_shard = KnnShardWriter.write_shard
 
     def dying_write_shard(self, s, scores, indices):
         if len(written) == 1:
@@ -142,14 +142,14 @@ def test_a_killed_search_resumes_with_the_pending_shards(tmp_path, stores, monke
         written.append(s)
         write_shard(self, s, scores, indices)
 
-    monkeypatch.setattr(KnnTableWriter, "write_shard", dying_write_shard)
+    monkeypatch.setattr(KnnShardWriter, "write_shard", dying_write_shard)
     with pytest.raises(KeyboardInterrupt):
         search_stores(query_store, database_store, tmp_path / "knn", k=4, shard_size=10, progress=False)
     with pytest.raises(UserInputError, match="incomplete kNN table"):
         KnnTable(tmp_path / "knn")
 
     written.clear()
-    monkeypatch.setattr(KnnTableWriter, "write_shard", lambda self, s, *arrays: (written.append(s),
+    monkeypatch.setattr(KnnShardWriter, "write_shard", lambda self, s, *arrays: (written.append(s),
                                                                                  write_shard(self, s, *arrays)))
     table = search_stores(query_store, database_store, tmp_path / "knn", k=4, shard_size=10, progress=False)
     assert written == [1, 2]

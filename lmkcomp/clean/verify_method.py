@@ -34,6 +34,7 @@ from numpy.typing import ArrayLike
 from lmkcomp.checks import positive_int
 from lmkcomp.clean.result import CleaningResult
 from lmkcomp.errors import UserInputError
+from lmkcomp.executors import Executor, LocalExecutor
 from lmkcomp.features.store import StoreRows
 from lmkcomp.local.pairs import knn_pairs, read_pair_table, verify_pairs
 from lmkcomp.local.store import LocalFeatureStore
@@ -77,19 +78,27 @@ def neighbour_pair_table(
     workers: int = 1,
     chunk_size: int = 2000,
     progress: bool = True,
+    knn_out: str | Path | None = None,
+    executor: Executor | None = None,
+    knn_shard_rows: int | None = None,
 ) -> pd.DataFrame:
     """Steps 1-3: each image paired with its same-label neighbours and verified into `out`.
 
     `embeddings` are L2-normalised global descriptors aligned with `ids` (an array, or
     `StoreRows` of an embedding store, streamed by the kNN); `store` holds the
-    images' local features. The pair table in `out` is resumable (see `verify_pairs`);
-    returns it, read back.
+    images' local features. The kNN pair list is written shard by shard to `knn_out`
+    (resumable, see `knn_pairs`; a temporary folder when None), the pair table to `out`
+    (resumable, see `verify_pairs`); returns the pair table, read back. `executor` runs both
+    the kNN shards (`knn_shard_rows` images each, default `knn_pairs`') and the verification
+    chunks (default: `workers` processes here).
     """
     landmark_ids = np.asarray(landmark_ids)
+    executor = executor or LocalExecutor(workers)
     pairs = knn_pairs(ids, embeddings, ids, embeddings, k, same_label=(landmark_ids, landmark_ids),
-                      max_per_query=max_neighbours)
-    return read_pair_table(verify_pairs(pairs, store, store, out, config, workers=workers, chunk_size=chunk_size,
-                                        progress=progress))
+                      max_per_query=max_neighbours, out=knn_out, executor=executor, progress=progress,
+                      shard_rows=knn_shard_rows)
+    return read_pair_table(verify_pairs(pairs, store, store, out, config, chunk_size=chunk_size, progress=progress,
+                                        executor=executor))
 
 
 def clean_verify(ids: Sequence[str], landmark_ids: ArrayLike, pair_table: pd.DataFrame, inlier_threshold: int = 30,

@@ -16,7 +16,14 @@ import json
 import logging
 from pathlib import Path
 
-from lmkcomp.commands.args import json_safe, overrides, positive_int, specificity
+from lmkcomp.commands.args import (
+    create_executor_from,
+    executor_options,
+    json_safe,
+    overrides,
+    positive_int,
+    specificity,
+)
 from lmkcomp.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -57,9 +64,11 @@ def _calibration_store(args: argparse.Namespace, data, database, work: Path):
                                progress=not args.quiet)
 
 
-def _inlier_threshold(args: argparse.Namespace, data, database, preset: str, recognizer_at, work: Path):
+def _inlier_threshold(args: argparse.Namespace, data, database, preset: str, recognizer_at, work: Path,
+                      recognition_options: dict):
     """`(threshold, how, calibration)` by the rule of the module docstring; `recognizer_at(t)`
-    makes the recognizer with threshold t. The calibration queries' scores go to
+    makes the recognizer with threshold t; `recognition_options` go to `run_recognition`
+    (executor, index folder). The calibration queries' scores go to
     WORKDIR/NAME/calibration-scores.csv (for `lmkcomp calibrate`)."""
     from delf_baseline.recognition import (
         DEFAULT_INLIER_THRESHOLDS,
@@ -80,7 +89,8 @@ def _inlier_threshold(args: argparse.Namespace, data, database, preset: str, rec
                              f"and {data.file('index').name} in {data.root}) to calibrate one on: give "
                              "--inlier-threshold N")
     labels = dict(zip(data.index_labels["id"].tolist(), data.index_labels["landmark_id"].tolist()))
-    frame = run_recognition(recognizer_at(1), store, work / "calibration", progress=not args.quiet)
+    frame = run_recognition(recognizer_at(1), store, work / "calibration", progress=not args.quiet,
+                            **recognition_options)
     with atomic_write(work / "calibration-scores.csv", "w", encoding="utf-8", newline="") as handle:
         calibration_scores(frame, labels).to_csv(handle, index=False)
     try:
@@ -109,6 +119,7 @@ def _cmd_delf_recognize(args: argparse.Namespace) -> int:
     from lmkcomp.metrics import sensitivity_specificity
     from lmkcomp.submission import score_submission, validate_submission, write_recognition_submission
 
+    executor = create_executor_from(args)
     data = LandmarkData(args.data, args.layout)
     database = LocalFeatureStore(args.database_features)
     queries = LocalFeatureStore(args.query_features)
@@ -132,11 +143,14 @@ def _cmd_delf_recognize(args: argparse.Namespace) -> int:
         return DelfRecognizer(index, labels, database, inlier_threshold=threshold, candidates=args.candidates,
                               neighbours=args.neighbours, max_distance=args.max_distance, verify=config)
 
-    threshold, how, calibration = _inlier_threshold(args, data, database, preset, recognizer_at, work)
+    # workers elsewhere load the index from its folder
+    recognition_options = {"executor": executor, "index_dir": index_dir}
+    threshold, how, calibration = _inlier_threshold(args, data, database, preset, recognizer_at, work,
+                                                    recognition_options)
     recognizer = recognizer_at(threshold)
     test_ids = submission_test_ids(data)  # sample_submission.csv when the data has one, as Kaggle checks
     predictions = run_recognition(recognizer, queries, work / "predictions", test_ids, chunk_size=args.chunk_size,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, **recognition_options)
     submission_csv = Path(args.submissions) / f"recognition_{args.name}.csv"
     found = submission_predictions(predictions)
     write_recognition_submission(submission_csv, test_ids, found)
@@ -159,7 +173,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     from lmkcomp.data.layout import LAYOUTS
 
     parser = commands.add_parser(
-        "delf-recognize", help="DELF recognition of the test split: each local feature's nearest database features "
+        "delf-recognize", parents=[executor_options()], help="DELF recognition of the test split: each local feature's nearest database features "
                                "vote for their images, the top candidates are verified with RANSAC")
     parser.add_argument("--database-features", required=True, metavar="STORE",
                         help="local feature store of the database images (lmkcomp extract-local)")
@@ -195,6 +209,8 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     parser.add_argument("--name", required=True, help="submission name: SUBMISSIONS/recognition_<NAME>.csv")
     parser.add_argument("--workdir", default="runs/delf-recognition", help="index and resumable predictions go in WORKDIR/NAME")
     parser.add_argument("--submissions", default="submissions")
-    parser.add_argument("--chunk-size", type=positive_int, default=256, help="queries per resumable chunk")
+    parser.add_argument("--chunk-size", type=positive_int, default=256, help="queries per resumable chunk (one task "
+                        "each)")
+    parser.add_argument("--workers", type=positive_int, default=1, help="recognition processes, each loading the index")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(run=_cmd_delf_recognize)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from lmkcomp.commands.args import positive_int
+from lmkcomp.commands.args import create_executor_from, executor_options, positive_int
+from lmkcomp.errors import UserInputError
 
 
 def _recognition_config(args: argparse.Namespace, **fields):
@@ -24,7 +25,15 @@ def _print_result(result: dict, extra: str) -> None:
         print(json.dumps(result["scores"]))
 
 
+def _check_executor(args: argparse.Namespace) -> None:
+    """--executor, --address and --workers run the kNN search of --pairs-out only."""
+    if not args.pairs_out and (args.executor != "local" or args.address or args.workers != 1):
+        raise UserInputError("--executor, --address and --workers apply to --pairs-out (the kNN search of the pair "
+                             "listing)")
+
+
 def _cmd_recognize(args: argparse.Namespace) -> int:
+    _check_executor(args)
     from lmkcomp.data.layout import LandmarkData
     from lmkcomp.features.store import EmbeddingStore
     from lmkcomp.inference import recognize, write_recognition_pairs
@@ -35,7 +44,8 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     test = EmbeddingStore(args.test)
     train = EmbeddingStore(args.train) if args.train else None
     if args.pairs_out:
-        count = write_recognition_pairs(test, train, data, args.pairs_out, config, args.workdir, not args.quiet)
+        count = write_recognition_pairs(test, train, data, args.pairs_out, config, args.workdir, not args.quiet,
+                                        create_executor_from(args))
         print(f"{args.pairs_out}: {count} (test, train) pairs to verify")
         return 0
     result = recognize(data, test, train, args.name, config, args.workdir, args.submissions, args.split,
@@ -45,6 +55,7 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
+    _check_executor(args)
     from dataclasses import replace
 
     from lmkcomp.data.layout import LandmarkData
@@ -61,7 +72,8 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     )
     test, index = EmbeddingStore(args.test), EmbeddingStore(args.index)
     if args.pairs_out:
-        count = write_retrieval_pairs(test, index, args.pairs_out, config, args.workdir, not args.quiet)
+        count = write_retrieval_pairs(test, index, args.pairs_out, config, args.workdir, not args.quiet,
+                                      create_executor_from(args))
         print(f"{args.pairs_out}: {count} (test, index) pairs to verify")
         return 0
     train = EmbeddingStore(args.train) if args.train else None
@@ -85,6 +97,8 @@ def _common(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--split", choices=("all", "public", "private"), default="all", help="solution rows scored")
     parser.add_argument("--pairs-out", metavar="CSV", help="only write the pairs whose inliers this command reads "
                         "(a pair list for lmkcomp verify --pairs) and stop")
+    parser.add_argument("--workers", type=positive_int, default=1, help="with --pairs-out: search processes, one "
+                        "kNN table shard each")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -102,7 +116,7 @@ def _voting(parser: argparse.ArgumentParser) -> None:
 
 
 def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
-    recognize = commands.add_parser("recognize", help="recognition submission from embedding stores: soft voting "
+    recognize = commands.add_parser("recognize", parents=[executor_options()], help="recognition submission from embedding stores: soft voting "
                                     "(inliers, non-landmark bank), nearest neighbour or classifier head")
     _common(recognize, "recognition")
     _voting(recognize)
@@ -115,7 +129,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
                            help="multiply demoted confidences by this instead of ranking them below all others")
     recognize.set_defaults(run=_cmd_recognize)
 
-    retrieve = commands.add_parser("retrieve", help="retrieval submission from embedding stores, with DBA, "
+    retrieve = commands.add_parser("retrieve", parents=[executor_options()], help="retrieval submission from embedding stores, with DBA, "
                                    "alpha-QE, spatial and discriminative re-ranking")
     _common(retrieve, "retrieval")
     retrieve.add_argument("--index", required=True, metavar="STORE", help="embedding store of the index split")

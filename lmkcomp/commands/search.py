@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmkcomp.commands.args import positive_float, positive_int, positive_ints
+from lmkcomp.commands.args import create_executor_from, executor_options, positive_float, positive_int, positive_ints
 from lmkcomp.errors import UserInputError
 
 
@@ -38,13 +38,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from lmkcomp.features.store import EmbeddingStore
     from lmkcomp.search import search_stores
 
+    executor = create_executor_from(args)
     options = {key: value for key, value in (("nprobe", args.nprobe), ("device", args.device),
                                              ("memory_mb", args.memory_mb)) if value is not None}
     table = search_stores(
         EmbeddingStore(args.queries), EmbeddingStore(args.database), args.out, k=args.k, spec=args.index,
         progress=not args.quiet, query_ids=read_id_list(args.query_ids) if args.query_ids else None,
         database_ids=read_id_list(args.database_ids) if args.database_ids else None,
-        shard_size=args.shard_size, seed=args.seed, **options,
+        shard_size=args.shard_size, seed=args.seed, executor=executor, **options,
     )
     print(f"{args.out}: {len(table)} queries x {table.k} neighbours among {len(table.database_ids)} "
           f"database images ({args.index})")
@@ -70,7 +71,7 @@ def _cmd_bench_scale(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
-    search = commands.add_parser("search", help="k nearest database images of every query image (embedding stores) "
+    search = commands.add_parser("search", parents=[executor_options()], help="k nearest database images of every query image (embedding stores) "
                                  "into a resumable kNN table")
     search.add_argument("--queries", required=True, help="embedding store of the query images")
     search.add_argument("--database", required=True, help="embedding store of the database images")
@@ -88,7 +89,10 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
                         "or a CSV with an id column)")
     search.add_argument("--database-ids", metavar="FILE", help="search among these database images only (one id "
                         "per line, or a CSV with an id column such as train.csv)")
-    search.add_argument("--shard-size", type=positive_int, default=10_000, help="queries per table shard")
+    search.add_argument("--shard-size", type=positive_int, default=10_000, help="queries per table shard (one task "
+                        "each)")
+    search.add_argument("--workers", type=positive_int, default=1, help="search processes, each streaming the "
+                        "database (exact searchers; a trained index is searched in this process)")
     search.add_argument("--seed", type=int, default=0, help="training sample of IVF / PQ indexes")
     search.add_argument("--quiet", action="store_true")
     search.set_defaults(run=_cmd_search, output_folder="out")

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lmkcomp.data.layout import LandmarkData
+from lmkcomp.executors import Executor
 from lmkcomp.features.store import EmbeddingStore
 from lmkcomp.fileio import atomic_write
 from lmkcomp.manifest import fingerprint, ids_sha256
@@ -44,10 +45,12 @@ def cached_search(
     query_ids: Sequence[str] | None = None,
     database_ids: Sequence[str] | None = None,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> KnnTable:
     """The kNN table of `queries` (or its rows `query_ids`) against `database` (or its rows
     `database_ids`), kept in `workdir/knn/<queries>-vs-<database>-k<k>-<fingerprint>`: a rerun
-    with the same stores, k, spec and ids reuses it (or resumes it after a kill)."""
+    with the same stores, k, spec and ids reuses it (or resumes it after a kill). `executor`
+    searches its shards (`search_stores`; default: in this process)."""
     from lmkcomp.search import search_stores
 
     k = min(k, len(database) if database_ids is None else len(database_ids))
@@ -58,7 +61,7 @@ def cached_search(
     })
     out = Path(workdir) / "knn" / f"{queries.directory.name}-vs-{database.directory.name}-k{k}-{name}"
     return search_stores(queries, database, out, k=k, spec=spec, query_ids=query_ids, database_ids=database_ids,
-                         progress=progress)
+                         progress=progress, executor=executor)
 
 
 def padded_database_ids(table: KnnTable) -> np.ndarray:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
+from lmkcomp.executors import Executor
 from lmkcomp.features.store import EmbeddingStore
 from lmkcomp.inference.common import (
     BLOCK_ROWS,
@@ -106,12 +107,14 @@ def read_train_labels(data: LandmarkData, source: str) -> pd.DataFrame:
 
 
 def voting_table(queries: EmbeddingStore, train: EmbeddingStore | None, labelled_ids: list[str],
-                 config: RecognitionConfig, workdir: str | Path, progress: bool = True) -> KnnTable:
-    """The cached kNN table of `queries` against the labelled train images that voting reads."""
+                 config: RecognitionConfig, workdir: str | Path, progress: bool = True,
+                 executor: Executor | None = None) -> KnnTable:
+    """The cached kNN table of `queries` against the labelled train images that voting reads
+    (searched by `executor`, default in this process)."""
     if train is None:
         raise UserInputError(f"recognition method {config.method!r} needs a train embedding store")
     table = cached_search(queries, train, workdir, max(config.k, config.neighbours), config.index,
-                          database_ids=labelled_ids, progress=progress)
+                          database_ids=labelled_ids, progress=progress, executor=executor)
     if table.query_ids != queries.ids:
         raise UserInputError(f"{table.directory}: its query rows are not those of {queries.directory}")
     return table
@@ -246,12 +249,13 @@ def predict_landmarks(queries: EmbeddingStore, train: EmbeddingStore | None, dat
 
 
 def write_recognition_pairs(test: EmbeddingStore, train: EmbeddingStore, data: LandmarkData, out: str | Path,
-                            config: RecognitionConfig, workdir: str | Path, progress: bool = True) -> int:
+                            config: RecognitionConfig, workdir: str | Path, progress: bool = True,
+                            executor: Executor | None = None) -> int:
     """Write the (test image, train neighbour) pairs whose inliers soft voting reads, i.e. each
     test image's `config.k` nearest labelled train images, as a pair list CSV for
-    `lmkcomp verify`; returns the number of pairs."""
+    `lmkcomp verify`; returns the number of pairs. `executor` runs the kNN search's shards."""
     labelled = read_train_labels(data, config.labels)["id"].tolist()
-    table = voting_table(test, train, labelled, config, workdir, progress)
+    table = voting_table(test, train, labelled, config, workdir, progress, executor)
     return write_pair_list(table, out, config.k if config.method != "nearest" else 1)
 
 

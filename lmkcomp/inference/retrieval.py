@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
+from lmkcomp.executors import Executor
 from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter
 from lmkcomp.inference.common import (
     BLOCK_ROWS,
@@ -125,29 +126,32 @@ def _referenced_blocks(database: EmbeddingStore, weights) -> Iterator[tuple[int,
 
 
 def ranking_table(test: EmbeddingStore, index: EmbeddingStore, config: RetrievalConfig, workdir: str | Path,
-                  progress: bool = True) -> KnnTable:
-    """The kNN table of stages 1-3 (DBA, search, αQE): test rows against the index ids."""
+                  progress: bool = True, executor: Executor | None = None) -> KnnTable:
+    """The kNN table of stages 1-3 (DBA, search, αQE): test rows against the index ids. Its
+    searches run on `executor` (default: in this process); the expansions run here."""
     for name, value in (("dba_n", config.dba_n), ("qe_n", config.qe_n)):
         if value is not None and value < 1:
             raise UserInputError(f"{name} must be >= 1, got {value}")
     database = index
     if config.dba_n:
-        self_table = cached_search(index, index, workdir, config.dba_n + 1, config.index, progress=progress)
+        self_table = cached_search(index, index, workdir, config.dba_n + 1, config.index, progress=progress,
+                                   executor=executor)
         database = expanded_store(index, index, self_table, config.dba_n, config.dba_alpha, True, workdir, progress)
     table = cached_search(test, database, workdir, max(MAX_RETRIEVED, config.qe_n or 0), config.index,
-                          progress=progress)
+                          progress=progress, executor=executor)
     if config.qe_n:
         queries = expanded_store(test, database, table, config.qe_n, config.qe_alpha, False, workdir, progress)
-        table = cached_search(queries, database, workdir, MAX_RETRIEVED, config.index, progress=progress)
+        table = cached_search(queries, database, workdir, MAX_RETRIEVED, config.index, progress=progress,
+                              executor=executor)
     return table
 
 
 def write_retrieval_pairs(test: EmbeddingStore, index: EmbeddingStore, out: str | Path, config: RetrievalConfig,
-                          workdir: str | Path, progress: bool = True) -> int:
+                          workdir: str | Path, progress: bool = True, executor: Executor | None = None) -> int:
     """Write the (test image, index image) pairs that spatial re-ranking reads, i.e. each test
     image's top `config.verify_top` after stages 1-3, as a pair list CSV for `lmkcomp verify`;
-    returns the number of pairs."""
-    return write_pair_list(ranking_table(test, index, config, workdir, progress), out, config.verify_top)
+    returns the number of pairs. `executor` runs the kNN searches' shards."""
+    return write_pair_list(ranking_table(test, index, config, workdir, progress, executor), out, config.verify_top)
 
 
 def retrieve(

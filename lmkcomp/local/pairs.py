@@ -24,10 +24,12 @@ never reruns RANSAC.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
-import functools
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -47,8 +49,15 @@ from lmkcomp.features.store import StoreRows
 from lmkcomp.fileio import atomic_write
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig, create_verifier, verify_pair
-from lmkcomp.manifest import MANIFEST_NAME, first_setting_difference, read_manifest
-from lmkcomp.search import create_searcher
+from lmkcomp.manifest import MANIFEST_NAME, first_setting_difference, ids_sha256, read_manifest
+from lmkcomp.search.sharded import (
+    InMemoryRows,
+    QueryShard,
+    ShardSearch,
+    StoreSelection,
+    query_shards,
+    search_shards,
+)
 
 FORMAT = "lmkcomp-pair-table"
 FORMAT_VERSION = 1
@@ -56,9 +65,9 @@ FORMAT_VERSION = 1
 PAIR_COLUMNS = ("query_id", "candidate_id")
 SCHEMA = pa.schema([("query_id", pa.string()), ("candidate_id", pa.string()), ("n_putative", pa.int32()),
                     ("inliers", pa.int32()), ("hull_area", pa.float64())])
-# Queries per search in knn_pairs: bounds its (queries x k) result arrays, and each pass over
-# the database serves this many queries.
-_KNN_QUERY_BLOCK = 8192
+#: Queries per shard (one task, one file) and per search of `knn_pairs`: bounds a task's
+#: (queries x k) result arrays, and each pass over the database serves this many queries.
+KNN_SHARD_ROWS = 8192
 
 
 def chunk_file(k: int) -> str:
@@ -295,6 +304,71 @@ def read_pair_table(out: str | Path) -> pd.DataFrame:
     return pa.concat_tables(tables).to_pandas() if tables else SCHEMA.empty_table().to_pandas()
 
 
+#: columns of a kNN pair list (`knn_pairs`)
+KNN_PAIR_COLUMNS = ("query_id", "candidate_id", "similarity", "rank")
+KNN_FORMAT = "lmkcomp-knn-pairs"
+KNN_FORMAT_VERSION = 1
+
+
+def knn_pair_file(s: int) -> str:
+    """File name of shard `s` of a kNN pair list folder, e.g. `pairs-00000.parquet`."""
+    return f"pairs-{s:05d}.parquet"
+
+
+def _empty_knn_pairs() -> pd.DataFrame:
+    return pd.DataFrame({"query_id": pd.Series(dtype=object), "candidate_id": pd.Series(dtype=object),
+                         "similarity": pd.Series(dtype=np.float32), "rank": pd.Series(dtype=np.int64)})
+
+
+@dataclass(frozen=True)
+class _KnnPairSink:
+    """Turns a shard of kNN results into its pairs (the rules of `knn_pairs`) and writes them
+    as the shard's parquet file in `directory`."""
+
+    directory: str
+    query_ids: np.ndarray
+    db_ids: np.ndarray
+    query_labels: np.ndarray | None
+    db_labels: np.ndarray | None
+    k: int
+    max_per_query: int | None
+    exclude_self: bool
+
+    def write(self, shard: QueryShard, similarity: np.ndarray, neighbours: np.ndarray, search: ShardSearch) -> None:
+        rows = slice(shard.start, shard.stop)
+        keep = np.ones(neighbours.shape, dtype=bool)
+        if self.exclude_self:
+            keep &= self.db_ids[neighbours] != self.query_ids[rows, None]
+        rank = np.cumsum(keep, axis=1)
+        keep &= rank <= self.k
+        if self.query_labels is not None:
+            keep &= self.db_labels[neighbours] == self.query_labels[rows, None]
+        if self.max_per_query is not None:
+            keep &= np.cumsum(keep, axis=1) <= self.max_per_query
+        found, columns = np.nonzero(keep)
+        frame = pd.DataFrame({
+            "query_id": self.query_ids[shard.start + found],
+            "candidate_id": self.db_ids[neighbours[found, columns]],
+            "similarity": similarity[found, columns],
+            "rank": rank[found, columns].astype(np.int64),
+        })
+        with atomic_write(Path(self.directory) / knn_pair_file(shard.number), "wb") as handle:
+            frame.to_parquet(handle, index=False)
+
+
+def _rows_identity(rows: ArrayLike | StoreRows) -> dict:
+    """What names an embedding matrix in a kNN pair list's manifest: a store's folder and rows,
+    or the SHA-256 of an array's bytes."""
+    if isinstance(rows, StoreRows):
+        return {"store": str(rows.store.directory.resolve()),
+                "positions_sha256": hashlib.sha256(rows.positions.tobytes()).hexdigest()}
+    return {"array_sha256": hashlib.sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()}
+
+
+def _selection(rows: ArrayLike | StoreRows) -> StoreSelection | InMemoryRows:
+    return StoreSelection.of(rows) if isinstance(rows, StoreRows) else InMemoryRows(rows)
+
+
 def knn_pairs(
     query_ids: Sequence[str],
     query_emb: ArrayLike | StoreRows,
@@ -304,6 +378,10 @@ def knn_pairs(
     same_label: tuple[ArrayLike, ArrayLike] | None = None,
     max_per_query: int | None = None,
     exclude_self: bool = True,
+    out: str | Path | None = None,
+    executor: Executor | None = None,
+    progress: bool = False,
+    shard_rows: int | None = None,
 ) -> pd.DataFrame:
     """Pairs of each query and its nearest database images by global descriptor.
 
@@ -320,6 +398,13 @@ def knn_pairs(
 
     Returns `query_id, candidate_id, similarity` (float32) `, rank` (int64), by query in
     `query_ids` order, then by rank.
+
+    The queries are searched in shards of `shard_rows` (default `KNN_SHARD_ROWS`; also the
+    rows of each search, on which the kernel and so the last bits of a similarity depend), one
+    task each of `executor` (default: in this process; `StoreRows` are opened by each worker,
+    arrays are sent to it), and each shard's pairs are written atomically to `out/pairs-SSSSS.parquet` (a temporary
+    folder when `out` is None), then read back in order. A rerun into the same `out` with the
+    same inputs searches only the shards still missing; other inputs are a UserInputError.
     """
     query_ids, db_ids = np.asarray(query_ids, dtype=str), np.asarray(db_ids, dtype=str)
     if not isinstance(query_emb, StoreRows):
@@ -330,37 +415,60 @@ def knn_pairs(
         raise ValueError(f"ids and embeddings differ in length: {len(query_ids)} query ids for {len(query_emb)} "
                          f"rows, {len(db_ids)} database ids for {len(db_emb)} rows")
     k = positive_int("k", k)
+    shard_rows = positive_int("shard_rows", shard_rows or KNN_SHARD_ROWS)
     if max_per_query is not None:
         max_per_query = positive_int("max_per_query", max_per_query)
+    query_labels = db_labels = None
     if same_label is not None:
         query_labels, db_labels = (np.asarray(labels) for labels in same_label)
         if len(query_labels) != len(query_ids) or len(db_labels) != len(db_ids):
             raise ValueError("same_label must hold one label per query and one per database row")
-    frames = []
-    searcher = create_searcher("flat", db_emb.shape[1], query_block=_KNN_QUERY_BLOCK)
-    if len(db_ids):
-        searcher.attach(lambda rows: db_emb[rows], len(db_ids))
-    for start in range(0, len(query_ids) if len(db_ids) else 0, _KNN_QUERY_BLOCK):
-        stop = min(start + _KNN_QUERY_BLOCK, len(query_ids))
+    if not len(db_ids) or not len(query_ids):
+        return _empty_knn_pairs()
+    with tempfile.TemporaryDirectory(prefix="knn-pairs-") if out is None else contextlib.nullcontext(out) as folder:
+        folder = Path(folder).resolve()
+        _open_knn_pair_folder(folder, {
+            "format": KNN_FORMAT, "version": KNN_FORMAT_VERSION, "shard_rows": shard_rows, "k": k,
+            "max_per_query": max_per_query, "exclude_self": exclude_self,
+            "query_ids_sha256": ids_sha256(query_ids.tolist()), "db_ids_sha256": ids_sha256(db_ids.tolist()),
+            "labels_sha256": None if same_label is None else hashlib.sha256(
+                np.ascontiguousarray(query_labels).tobytes() + np.ascontiguousarray(db_labels).tobytes()).hexdigest(),
+            "query_embeddings": _rows_identity(query_emb), "db_embeddings": _rows_identity(db_emb),
+        })
+        shards = query_shards(len(query_ids), shard_rows)
+        sink = _KnnPairSink(str(folder), query_ids, db_ids, query_labels, db_labels, k, max_per_query, exclude_self)
         # One more than k, since the query itself is usually among its own nearest rows.
-        similarity, neighbours = searcher.search(query_emb[start:stop], k + int(exclude_self))
-        keep = np.ones(neighbours.shape, dtype=bool)
-        if exclude_self:
-            keep &= db_ids[neighbours] != query_ids[start:stop, None]
-        rank = np.cumsum(keep, axis=1)
-        keep &= rank <= k
-        if same_label is not None:
-            keep &= db_labels[neighbours] == query_labels[start:stop, None]
-        if max_per_query is not None:
-            keep &= np.cumsum(keep, axis=1) <= max_per_query
-        rows, columns = np.nonzero(keep)
-        frames.append(pd.DataFrame({
-            "query_id": query_ids[start + rows],
-            "candidate_id": db_ids[neighbours[rows, columns]],
-            "similarity": similarity[rows, columns],
-            "rank": rank[rows, columns].astype(np.int64),
-        }))
-    if not frames:
-        return pd.DataFrame({"query_id": pd.Series(dtype=object), "candidate_id": pd.Series(dtype=object),
-                             "similarity": pd.Series(dtype=np.float32), "rank": pd.Series(dtype=np.int64)})
+        search_shards(_selection(query_emb), _selection(db_emb),
+                      [shard for shard in shards if not (folder / knn_pair_file(shard.number)).is_file()], sink,
+                      min(k + int(exclude_self), len(db_ids)), "flat", {"query_block": shard_rows},
+                      query_block=shard_rows, executor=executor, progress=progress, desc="kNN pairs")
+        frames = [_read_knn_pair_shard(folder / knn_pair_file(shard.number)) for shard in shards]
     return pd.concat(frames, ignore_index=True)
+
+
+def _open_knn_pair_folder(directory: Path, wanted: dict) -> None:
+    """Create the kNN pair list folder's manifest, or check that the one there describes the same list."""
+    if (directory / MANIFEST_NAME).exists():
+        problem = first_setting_difference(read_manifest(directory, MANIFEST_NAME, KNN_FORMAT, KNN_FORMAT_VERSION,
+                                                         "a kNN pair list"), wanted)
+        if problem is not None:
+            raise UserInputError(f"{directory}: already holds another kNN pair list ({problem}); "
+                                 "choose another folder or delete this one")
+        return
+    if directory.is_dir() and any(directory.glob("pairs-*.parquet")):
+        raise UserInputError(f"{directory}: holds kNN pair shards but no {MANIFEST_NAME}; "
+                             "choose another folder or delete this one")
+    with atomic_write(directory / MANIFEST_NAME, "w", encoding="utf-8") as handle:
+        json.dump(wanted, handle, indent=1)
+        handle.write("\n")
+
+
+def _read_knn_pair_shard(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{path}: unreadable kNN pair shard: {exc}; delete it and rerun to redo it") from None
+    if tuple(frame.columns) != KNN_PAIR_COLUMNS:
+        raise UserInputError(f"{path}: columns {list(frame.columns)}, expected {list(KNN_PAIR_COLUMNS)}; "
+                             "delete it and rerun to redo it")
+    return frame

@@ -21,6 +21,7 @@ so a killed search resumes with the missing shards only (`KnnTableWriter.pending
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -87,6 +88,55 @@ def _read_database_ids(directory: Path) -> list[str]:
 # Writing
 
 
+@dataclass(frozen=True)
+class KnnShardWriter:
+    """Writes the shards of the table in `directory` (created by `KnnTableWriter`) by number:
+    `count` query rows, `database_count` database ids, `k` and `shard_size` as in its manifest.
+    It holds no ids, so it is cheap to send to the workers of a search."""
+
+    directory: str
+    count: int
+    database_count: int
+    k: int
+    shard_size: int
+
+    def write_shard(self, s: int, scores: np.ndarray, indices: np.ndarray) -> None:
+        """Store shard `s`: `scores` and `indices` of shape (shard rows, k), each row best first.
+
+        Raises IndexError for an unknown shard and ValueError for a wrong shape, an index outside
+        the database, a -1 ("no neighbour") before a real neighbour or a non-finite score of a
+        real neighbour. The -1 entries are stored with score -inf.
+        """
+        shards = len(range(0, self.count, self.shard_size))
+        if not 0 <= s < shards:
+            raise IndexError(f"shard {s} out of range: the table has {shards} shards")
+        first = s * self.shard_size
+        scores = np.array(scores, dtype=np.float32)
+        indices = np.asarray(indices)
+        expected = (min(self.shard_size, self.count - first), self.k)
+        if scores.shape != expected or indices.shape != expected:
+            raise ValueError(f"shard {s}: scores {scores.shape} and indices {indices.shape}, expected {expected}")
+        if not np.issubdtype(indices.dtype, np.integer):
+            raise ValueError(f"shard {s}: indices must be integers, got {indices.dtype}")
+        indices = indices.astype(np.int64)
+        if indices.size and (indices.min() < NO_NEIGHBOUR or indices.max() >= self.database_count):
+            raise ValueError(f"shard {s}: indices outside [-1, {self.database_count})")
+        missing = indices == NO_NEIGHBOUR
+        if np.any(missing[:, :-1] & ~missing[:, 1:]):
+            raise ValueError(f"shard {s}: a -1 (no neighbour) comes before a neighbour")
+        bad = ~np.isfinite(scores) & ~missing
+        directory = Path(self.directory)
+        if bad.any():
+            row = first + int(np.argwhere(bad)[0, 0])
+            # the ids are read only here, to name the query
+            raise ValueError(f"shard {s}: a non-finite score for query row {row} (id {read_ids(directory)[row]})")
+        scores[missing] = -np.inf
+        # Indices first: the scores file completes the shard (pending_shards needs both).
+        for name, array in zip(reversed(shard_files(s)), (indices, scores)):
+            with atomic_write(directory / name, "wb") as handle:
+                np.save(handle, array, allow_pickle=False)
+
+
 class KnnTableWriter:
     """Writes the kNN table of `query_ids` against `database_ids` in `directory`, shard by shard.
 
@@ -143,38 +193,14 @@ class KnnTableWriter:
         return [(s, rows) for s, rows in self.shards
                 if not all((self.directory / name).is_file() for name in shard_files(s))]
 
-    def write_shard(self, s: int, scores: np.ndarray, indices: np.ndarray) -> None:
-        """Store shard `s`: `scores` and `indices` of shape (shard rows, k), each row best first.
+    def shard_writer(self) -> KnnShardWriter:
+        """A writer of this table's shards by number that holds no ids: what a worker needs."""
+        return KnnShardWriter(str(self.directory.resolve()), len(self.query_ids), len(self.database_ids), self.k,
+                              self.shard_size)
 
-        Raises IndexError for an unknown shard and ValueError for a wrong shape, an index outside
-        the database, a -1 ("no neighbour") before a real neighbour or a non-finite score of a
-        real neighbour. The -1 entries are stored with score -inf.
-        """
-        if not 0 <= s < len(self.shards):
-            raise IndexError(f"shard {s} out of range: the table has {len(self.shards)} shards")
-        rows = self.shards[s][1]
-        scores = np.array(scores, dtype=np.float32)
-        indices = np.asarray(indices)
-        expected = (rows.stop - rows.start, self.k)
-        if scores.shape != expected or indices.shape != expected:
-            raise ValueError(f"shard {s}: scores {scores.shape} and indices {indices.shape}, expected {expected}")
-        if not np.issubdtype(indices.dtype, np.integer):
-            raise ValueError(f"shard {s}: indices must be integers, got {indices.dtype}")
-        indices = indices.astype(np.int64)
-        if indices.size and (indices.min() < NO_NEIGHBOUR or indices.max() >= len(self.database_ids)):
-            raise ValueError(f"shard {s}: indices outside [-1, {len(self.database_ids)})")
-        missing = indices == NO_NEIGHBOUR
-        if np.any(missing[:, :-1] & ~missing[:, 1:]):
-            raise ValueError(f"shard {s}: a -1 (no neighbour) comes before a neighbour")
-        bad = ~np.isfinite(scores) & ~missing
-        if bad.any():
-            row = rows.start + int(np.argwhere(bad)[0, 0])
-            raise ValueError(f"shard {s}: a non-finite score for query row {row} (id {self.query_ids[row]})")
-        scores[missing] = -np.inf
-        # Indices first: the scores file completes the shard (pending_shards needs both).
-        for name, array in zip(reversed(shard_files(s)), (indices, scores)):
-            with atomic_write(self.directory / name, "wb") as handle:
-                np.save(handle, array, allow_pickle=False)
+    def write_shard(self, s: int, scores: np.ndarray, indices: np.ndarray) -> None:
+        """Store shard `s` (see `KnnShardWriter.write_shard`)."""
+        self.shard_writer().write_shard(s, scores, indices)
 
     def finish(self) -> KnnTable:
         """Mark the table complete in its manifest and open it; every shard must have been written."""
