@@ -38,6 +38,9 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
     from lmkcomp.data import folders, synthetic
 
     if args.from_folders or args.from_csv:
+        if args.executor != "local" or args.address:
+            flag = "--from-folders" if args.from_folders else "--from-csv"
+            raise UserInputError(f"{flag}: an import runs in this process; leave out --executor and --address")
         options = dict(seed=args.seed, test_fraction=args.test_fraction, index_fraction=args.index_fraction,
                        max_side=args.long_side or folders.DEFAULT_MAX_SIDE, jpeg_quality=args.jpeg_quality,
                        skip_bad=args.skip_bad, force=args.force, progress=not args.quiet)
@@ -55,7 +58,8 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
     if args.train_distractor_ratio is not None:
         changes["train_distractor_ratio"] = args.train_distractor_ratio
     config = synthetic.preset_config(args.preset, **changes)
-    manifest = synthetic.generate(args.out, config, seed=args.seed, workers=args.workers, progress=not args.quiet)
+    manifest = synthetic.generate(args.out, config, seed=args.seed, progress=not args.quiet,
+                                  executor=create_executor_from(args))
     print(f"{args.out}: {synthetic.describe(manifest)}")
     return 0
 
@@ -352,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "lmkcomp --debug COMMAND ...)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    make = commands.add_parser("make-dataset", help="write a synthetic mini-GLDv2, or import photo folders, in the GLDv2 layout")
+    make = commands.add_parser("make-dataset", parents=[executor_options()], help="write a synthetic mini-GLDv2, or import photo folders, in the GLDv2 layout")
     make.add_argument("out", help="output folder (created; a synthetic dataset resumes; an import needs an empty folder, or --force to replace an earlier import)")
     make.add_argument("--preset", choices=("tiny", "small", "medium", "v1"), default="small",
                       help="synthetic size; v1 is the train-only pretraining corpus (landmarks no other preset has)")
@@ -363,7 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--noise-fraction", type=fraction, help="fraction of train images with a wrong label (default 0.2)")
     make.add_argument("--train-distractor-ratio", type=float, metavar="RATIO",
                       help="non-landmark train images (train_nonlandmark.csv) per landmark train image (default 0.1)")
-    make.add_argument("--workers", type=positive_int, default=1, help="rendering processes")
+    make.add_argument("--workers", type=positive_int, default=1,
+                      help="rendering processes (--executor local), or the CPUs of a Ray instance started here "
+                           "(--executor ray without --address); an import (--from-folders, --from-csv) runs in "
+                           "this process")
     photo_source = make.add_mutually_exclusive_group()
     photo_source.add_argument("--from-folders", metavar="SRC",
                         help="import photos instead of generating: SRC/<landmark>/<photos>, split with the seed, or "
