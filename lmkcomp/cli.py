@@ -38,6 +38,9 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
     from lmkcomp.data import folders, synthetic
 
     if args.from_folders or args.from_csv:
+        if args.executor != "local" or args.address:
+            flag = "--from-folders" if args.from_folders else "--from-csv"
+            raise UserInputError(f"{flag}: an import runs in this process; leave out --executor and --address")
         options = dict(seed=args.seed, test_fraction=args.test_fraction, index_fraction=args.index_fraction,
                        max_side=args.long_side or folders.DEFAULT_MAX_SIDE, jpeg_quality=args.jpeg_quality,
                        skip_bad=args.skip_bad, force=args.force, progress=not args.quiet)
@@ -55,7 +58,8 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
     if args.train_distractor_ratio is not None:
         changes["train_distractor_ratio"] = args.train_distractor_ratio
     config = synthetic.preset_config(args.preset, **changes)
-    manifest = synthetic.generate(args.out, config, seed=args.seed, workers=args.workers, progress=not args.quiet)
+    manifest = synthetic.generate(args.out, config, seed=args.seed, progress=not args.quiet,
+                                  executor=create_executor_from(args))
     print(f"{args.out}: {synthetic.describe(manifest)}")
     return 0
 
@@ -142,13 +146,16 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from lmkcomp.features.extract import extract_split
     from lmkcomp.train.checkpoint import load_checkpoint
 
+    executor = create_executor_from(args)
     root = args.data or load_checkpoint(args.checkpoint)["config"]["data"]["root"]
     layout = args.layout or "gldv2"
     store = extract_split(
         args.checkpoint, LandmarkData(root, layout), args.split, args.out, scales=args.scales, flip=not args.no_flip,
         dtype=args.dtype, image_size=args.image_size, batch_size=args.batch_size, device=args.device, amp=args.amp,
         workers=args.workers, shard_size=args.shard_size, on_error="skip" if args.skip_bad else "raise",
-        progress=not args.quiet,
+        progress=not args.quiet, threads=args.threads,
+        # local: in this process, images loaded by --workers DataLoader processes; ray: shards as tasks
+        executor=None if args.executor == "local" else executor,
     )
     print(f"{args.out}: {len(store)} x {store.dim} {store.dtype} embeddings of {args.split}")
     _print_skipped(store)
@@ -359,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "lmkcomp --debug COMMAND ...)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    make = commands.add_parser("make-dataset", help="write a synthetic mini-GLDv2, or import photo folders, in the GLDv2 layout")
+    make = commands.add_parser("make-dataset", parents=[executor_options()], help="write a synthetic mini-GLDv2, or import photo folders, in the GLDv2 layout")
     make.add_argument("out", help="output folder (created; a synthetic dataset resumes; an import needs an empty folder, or --force to replace an earlier import)")
     make.add_argument("--preset", choices=("tiny", "small", "medium", "v1"), default="small",
                       help="synthetic size; v1 is the train-only pretraining corpus (landmarks no other preset has)")
@@ -370,7 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--noise-fraction", type=fraction, help="fraction of train images with a wrong label (default 0.2)")
     make.add_argument("--train-distractor-ratio", type=float, metavar="RATIO",
                       help="non-landmark train images (train_nonlandmark.csv) per landmark train image (default 0.1)")
-    make.add_argument("--workers", type=positive_int, default=1, help="rendering processes")
+    make.add_argument("--workers", type=positive_int, default=1,
+                      help="rendering processes (--executor local), or the CPUs of a Ray instance started here "
+                           "(--executor ray without --address); an import (--from-folders, --from-csv) runs in "
+                           "this process")
     photo_source = make.add_mutually_exclusive_group()
     photo_source.add_argument("--from-folders", metavar="SRC",
                         help="import photos instead of generating: SRC/<landmark>/<photos>, split with the seed, or "
@@ -427,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true")
     train.set_defaults(run=_cmd_train, output_folder="out")
 
-    extract = commands.add_parser("extract", help="embed a split with a trained checkpoint (sharded, resumable)")
+    extract = commands.add_parser("extract", parents=[executor_options()],
+                                  help="embed a split with a trained checkpoint (sharded, resumable)")
     extract.add_argument("--checkpoint", required=True)
     extract.add_argument("--split", choices=("train", "index", "test"), required=True)
     extract.add_argument("--out", required=True, help="embedding store folder")
@@ -438,10 +449,19 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     extract.add_argument("--image-size", type=positive_int, help="default: the checkpoint's final training size")
     extract.add_argument("--batch-size", type=positive_int, default=64)
-    extract.add_argument("--device", default="auto")
+    extract.add_argument("--device", default="auto",
+                         help="auto, cpu, cuda or cuda:N (auto: a GPU when this machine has one); with --executor "
+                              "ray each task asks Ray for a GPU when it is a CUDA device")
     extract.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    extract.add_argument("--workers", type=int, default=2)
-    extract.add_argument("--shard-size", type=positive_int, default=50_000)
+    extract.add_argument("--workers", type=int, default=2,
+                         help="--executor local: image-loading processes; ray: the CPUs of a Ray instance started "
+                              "here (without --address), each task loading its own images")
+    extract.add_argument("--threads", type=positive_int,
+                         help="torch CPU threads per extracting process (default: local, torch's own, this machine's "
+                              "cores; ray, 1, and a CPU task reserves this many CPUs); on the CPU the embeddings' "
+                              "last bits depend on it, so compare stores made with the same number")
+    extract.add_argument("--shard-size", type=positive_int, default=50_000,
+                         help="rows per store shard, the unit of resuming and of --executor ray's tasks")
     extract.add_argument("--skip-bad", action="store_true", help="zero rows for unreadable images (counted) instead of failing")
     extract.add_argument("--quiet", action="store_true")
     extract.set_defaults(run=_cmd_extract, output_folder="out")

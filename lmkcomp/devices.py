@@ -14,19 +14,28 @@ from lmkcomp.errors import UserInputError
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 
-def resolve_device(name: str, setting: str = "device") -> torch.device:
-    """The torch device `name` names: "auto" (a GPU when torch sees one, else the CPU), "cpu",
-    "cuda" or "cuda:N". `setting` is what the user wrote it as (e.g. "--device"), for messages."""
+def parse_device(name: str, setting: str = "device") -> torch.device:
+    """The torch device "cpu", "cuda" or "cuda:N" names, checked for its spelling only (not
+    for being on this machine: for a device of another node). `setting` is what the user wrote
+    it as (e.g. "--device"), for messages."""
     if not isinstance(name, str):
         raise UserInputError(f"{setting} {name!r}: expected {DEVICE_CHOICES}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UserInputError(f"{setting} {name!r}: unknown device; expected {DEVICE_CHOICES}") from None
     if device.type not in ("cpu", "cuda"):
         raise UserInputError(f"{setting} {name!r}: not supported; expected {DEVICE_CHOICES}")
+    return device
+
+
+def resolve_device(name: str, setting: str = "device") -> torch.device:
+    """The torch device `name` names: "auto" (a GPU when torch sees one, else the CPU), "cpu",
+    "cuda" or "cuda:N", which this machine must have. `setting` is what the user wrote it as
+    (e.g. "--device"), for messages."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = parse_device(name, setting)
     if device.type == "cuda":
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if gpus == 0:

@@ -22,7 +22,8 @@ What makes it a fair stand-in for GLDv2 (see `lmkcomp.data.scenes` for the pictu
 
 Every image is rendered from its own seed (derived from the dataset seed and the image's
 position in the plan), so the same seed gives byte-identical files whatever the number of
-worker processes, and an interrupted generation resumes where it stopped.
+worker processes or the executor (`lmkcomp.executors`: a local pool or a Ray cluster) that
+renders them, and an interrupted generation resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -35,16 +36,15 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from lmkcomp.config import preset_with_overrides
 from lmkcomp.data import gldv2, scenes
 from lmkcomp.data.images import encode_jpeg
 from lmkcomp.data.layout import DATASET_MANIFEST
 from lmkcomp.errors import UserInputError
+from lmkcomp.executors import Executor, LocalExecutor
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
 from lmkcomp.outdir import LOCK_NAME
-from lmkcomp.workers import process_pool
 
 GENERATOR_VERSION = 1
 MANIFEST = DATASET_MANIFEST
@@ -312,8 +312,9 @@ def _distractor_rows(split: str, landmark_images: int, fraction: float) -> list[
 @dataclass(frozen=True)
 class RenderTask:
     """Everything one worker needs to render the images of one landmark (or a chunk of
-    distractors): small to send to a process, unlike the whole plan."""
+    distractors): small to send to a process or a Ray node, unlike the whole plan."""
 
+    #: the dataset folder, absolute (a Ray worker runs in another directory)
     root: Path
     seed: int
     config: SyntheticConfig
@@ -341,8 +342,14 @@ def _render_image(scene: scenes.LandmarkScene | None, image: PlannedImage, confi
     return encode_jpeg(pixels, quality=int(rng.integers(low, high + 1)))
 
 
-def _render_task(task: RenderTask) -> int:
-    """Render every image of the task that is not on disk yet; return the task's image count."""
+def _no_context() -> None:
+    """A render worker's context: none, since each task carries all it needs."""
+    return None
+
+
+def _render_task(context: None, task: RenderTask) -> int:
+    """Render every image of the task that is not on disk yet, each written atomically; return
+    the task's image count (those already on disk included)."""
     todo = [image for image in task.images if not (task.root / gldv2.image_relpath(image.split, image.image_id)).exists()]
     if todo:
         scene = _build_scene(task) if task.source >= 0 else None
@@ -418,8 +425,13 @@ def _check_resumable(out: Path, manifest: dict) -> None:
         )
 
 
-def generate(out: str | Path, config: SyntheticConfig, seed: int = 0, workers: int = 1, progress: bool = True) -> dict:
+def generate(out: str | Path, config: SyntheticConfig, seed: int = 0, workers: int = 1, progress: bool = True,
+             executor: Executor | None = None) -> dict:
     """Write the synthetic dataset into `out` (GLDv2 layout); return its manifest.
+
+    The images are rendered by `executor` (default: `LocalExecutor(workers)`, `workers`
+    processes here), one task per landmark or chunk of distractors; the plan, CSVs and
+    manifest are written here. The files are the same whatever the executor.
 
     Resumable: rerunning with the same config and seed renders only the images that are
     missing. Images and CSVs are written atomically; the manifest says `complete` at the end.
@@ -433,16 +445,10 @@ def generate(out: str | Path, config: SyntheticConfig, seed: int = 0, workers: i
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / MANIFEST, manifest)
 
-    tasks = list(_tasks(plan, out))
-    bar = tqdm(total=len(plan.images), desc="render images", unit="img", disable=not progress)
-    if workers > 1:
-        with process_pool(workers) as pool:
-            for done in pool.map(_render_task, tasks, chunksize=1):
-                bar.update(done)
-    else:
-        for task in tasks:
-            bar.update(_render_task(task))
-    bar.close()
+    tasks = list(_tasks(plan, out.resolve()))
+    executor = executor or LocalExecutor(workers)
+    executor.run(_no_context, _render_task, tasks, sizes=[len(task.images) for task in tasks],
+                 desc="render images", unit="img", progress=progress)
 
     write_csvs(out, plan)
     manifest = _manifest(plan, complete=True)

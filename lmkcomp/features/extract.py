@@ -7,8 +7,11 @@ pooling) it is the plain mean. The neck's embedding is then L2-normalised.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lmkcomp.data.dataset import SkippedImage, checked_batches, collate_skipping
-from lmkcomp.devices import resolve_device
+from lmkcomp.devices import parse_device, resolve_device
+from lmkcomp.executors import Executor, Resources
 from lmkcomp.models.pooling import power_mean
 from lmkcomp.train.samplers import BatchItem
 
@@ -103,6 +107,98 @@ def embed_dataset(
     return out
 
 
+@dataclass(frozen=True)
+class ExtractSettings:
+    """Every setting of an extraction that a row depends on, besides the model."""
+
+    scales: tuple[float, ...]
+    flip: bool
+    image_size: int
+    batch_size: int
+    amp: str
+    on_error: str
+    #: torch's CPU threads while embedding (None: the process's setting). On the CPU the rows
+    #: depend on it in their last bits: oneDNN splits a convolution's sums by thread count.
+    threads: int | None = None
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to `count` inside the block (None: left as they are)."""
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class ShardExtractor:
+    """Embeds shards of a split into an embedding store: the model on its device, the dataset
+    and the store's writer, made once and used for every shard.
+
+    A shard is embedded the same way wherever it runs: its images' sizes are read, bucketed
+    and cut into batches within the shard (`assign_buckets`, `ordered_batches`), so its rows do
+    not depend on the other shards, on the order shards are done or on the process doing them
+    (on the CPU: given the same `ExtractSettings.threads`).
+    """
+
+    def __init__(self, model, config, device: torch.device, data, split: str, writer, settings: ExtractSettings):
+        self.model = model.to(device)
+        self.config = config
+        self.device = device
+        self.data = data
+        self.split = split
+        self.writer = writer
+        self.settings = settings
+
+    def extract(self, shard: int, rows: slice, loader_workers: int = 0, progress: bool = False) -> int:
+        """Embed the images of store rows `rows` (shard `shard`), with `loader_workers`
+        DataLoader processes, and write the shard; return its number of rows."""
+        from lmkcomp.train.data import BucketedImageDataset, image_sizes
+        from lmkcomp.train.samplers import assign_buckets, ordered_batches
+
+        settings = self.settings
+        shard_ids = self.writer.ids[rows]
+        dataset = BucketedImageDataset(self.data, self.split, shard_ids, augment="none",
+                                       max_side=self.config.data.max_side, on_error=settings.on_error)
+        buckets = assign_buckets(image_sizes(self.data, self.split, shard_ids, progress=progress,
+                                             on_error=settings.on_error))
+        skipped: list[SkippedImage] = []
+        with torch_threads(settings.threads):
+            embeddings = embed_dataset(
+                self.model, dataset, ordered_batches(buckets, settings.batch_size, settings.image_size), self.device,
+                amp=settings.amp, scales=settings.scales, flip=settings.flip, workers=loader_workers,
+                progress=progress, desc=f"extract {self.split} shard {shard}", on_skip=skipped.append,
+                dim=self.config.model.embedding_size,
+            )
+        self.writer.write_shard(shard, embeddings, [(image.index, image.reason) for image in skipped])
+        return len(shard_ids)
+
+
+def open_shard_extractor(checkpoint: str, root: str, layout: str, split: str, store: str, settings: ExtractSettings,
+                         device: str) -> ShardExtractor:
+    """A worker's extractor (an executor's setup): the checkpoint loaded once, on `device` of
+    the worker's node, and the writer of the store the driver created at `store`. Paths are
+    absolute, since a worker may run in another directory."""
+    from lmkcomp.data.layout import LandmarkData
+    from lmkcomp.features.store import EmbeddingWriter
+    from lmkcomp.train.checkpoint import load_trained_model
+
+    torch_device = resolve_device(device, "--device")
+    model, config, _ = load_trained_model(checkpoint)
+    return ShardExtractor(model, config, torch_device, LandmarkData(root, layout), split,
+                          EmbeddingWriter.reopen(store), settings)
+
+
+def _extract_shard(extractor: ShardExtractor, task: tuple[int, slice]) -> int:
+    shard, rows = task
+    return extractor.extract(shard, rows)
+
+
 def extract_split(
     checkpoint: str | Path,
     data,
@@ -120,21 +216,42 @@ def extract_split(
     on_error: str = "raise",
     progress: bool = True,
     ids: Sequence[str] | None = None,
+    executor: Executor | None = None,
+    threads: int | None = None,
 ):
     """Embed every image of `split` (or only `ids`, in that order) into an id-aligned, sharded
     store at `out` (resumable: finished shards are kept, the rest are computed).
 
+    Without `executor`, the shards are embedded one after the other in this process, images
+    loaded by `workers` DataLoader processes. With one, each pending shard is a task (shard
+    number and rows): every worker loads the checkpoint once and writes the shards it embeds
+    (images loaded in the task's process); a task asks for a GPU when `device` is a CUDA one
+    ("auto": a GPU when this machine has one; any other device is checked on the worker's
+    node), else for `threads` CPUs.
+
+    `threads` is torch's CPU threads while embedding: without an executor None keeps this
+    process's (torch's default: this machine's cores); with one None means 1 per task. Every
+    shard is embedded the same way either way (`ShardExtractor`), so the store is
+    byte-identical whatever runs it, on the CPU for the same number of threads.
+
     An image that cannot be read raises ImageLoadError naming it, or with ``on_error="skip"``
     gets an all-zero row that the store's `skipped` lists with the reason.
     """
+    from lmkcomp.config import from_dict
     from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter
-    from lmkcomp.train.checkpoint import load_trained_model
-    from lmkcomp.train.data import BucketedImageDataset, image_sizes
-    from lmkcomp.train.samplers import assign_buckets, ordered_batches
+    from lmkcomp.train.checkpoint import load_checkpoint, load_trained_model
+    from lmkcomp.train.config import TrainConfig
 
-    torch_device = resolve_device(device, "--device")  # before the model: a missing GPU fails first
-    model, config, _ = load_trained_model(checkpoint)
-    model = model.to(torch_device)
+    # The device before the model, so that a missing GPU fails first: this machine's, unless
+    # tasks name one, which each worker checks on its own node.
+    if executor is None or device == "auto":
+        torch_device = resolve_device(device, "--device")
+    else:
+        torch_device = parse_device(device, "--device")
+    if executor is None:
+        model, config, _ = load_trained_model(checkpoint)
+    else:  # the driver only needs the settings: the workers load the weights
+        config = from_dict(TrainConfig, load_checkpoint(checkpoint)["config"])
     if image_size is None:
         image_size = config.finetune_image_size if config.finetune_epochs else config.image_size
     ids = data.split_ids(split) if ids is None else list(ids)
@@ -142,17 +259,20 @@ def extract_split(
             "image_size": image_size, "backbone": config.model.backbone}
     writer = EmbeddingWriter(out, ids, config.model.embedding_size, dtype=dtype, shard_size=shard_size, meta=meta,
                              command="lmkcomp extract")
-    for shard, rows in writer.pending_shards():
-        shard_ids = ids[rows]
-        dataset = BucketedImageDataset(data, split, shard_ids, augment="none", max_side=config.data.max_side,
-                                       on_error=on_error)
-        buckets = assign_buckets(image_sizes(data, split, shard_ids, progress=progress, on_error=on_error))
-        skipped: list[SkippedImage] = []
-        embeddings = embed_dataset(
-            model, dataset, ordered_batches(buckets, batch_size, image_size), torch_device, amp=amp, scales=scales,
-            flip=flip, workers=workers, progress=progress, desc=f"extract {split} shard {shard}",
-            on_skip=skipped.append, dim=config.model.embedding_size,
-        )
-        writer.write_shard(shard, embeddings, [(image.index, image.reason) for image in skipped])
+    if executor is not None and threads is None:
+        threads = 1
+    settings = ExtractSettings(tuple(scales), flip, image_size, batch_size, amp, on_error, threads)
+    pending = writer.pending_shards()
+    if executor is None:
+        extractor = ShardExtractor(model, config, torch_device, data, split, writer, settings)
+        for shard, rows in pending:
+            extractor.extract(shard, rows, loader_workers=workers, progress=progress)
+    else:
+        setup = functools.partial(open_shard_extractor, str(Path(checkpoint).resolve()), str(data.root.resolve()),
+                                  data.layout.name, split, str(Path(out).resolve()), settings, str(torch_device))
+        gpu = torch_device.type == "cuda"
+        resources = Resources(cpus=1 if gpu else threads, gpus=1 if gpu else 0)
+        executor.run(setup, _extract_shard, pending, sizes=[rows.stop - rows.start for _, rows in pending],
+                     desc=f"extract {split}", unit="img", resources=resources, progress=progress)
     writer.finish()
     return EmbeddingStore(out)

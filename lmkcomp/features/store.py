@@ -149,6 +149,16 @@ class EmbeddingWriter:
         else:
             self._create(wanted)
 
+    @classmethod
+    def reopen(cls, directory: str | Path) -> "EmbeddingWriter":
+        """The writer of the store another process created in `directory` (its ids, dim,
+        dtype, shard size, meta and command read from its files): how a worker writes shards
+        of a store the driver opened."""
+        directory = Path(directory)
+        manifest = _read_manifest(directory)
+        return cls(directory, read_ids(directory), manifest["dim"], manifest["dtype"], manifest["shard_size"],
+                   manifest["meta"], manifest.get("command"))
+
     def _create(self, manifest: dict) -> None:
         create_store(self.directory, self.ids, manifest, "shard-*.npy")
 
