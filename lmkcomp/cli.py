@@ -139,6 +139,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from lmkcomp.data.layout import LandmarkData
+
+    if args.descriptor:
+        from lmkcomp.features.weight_free import extract_weight_free_split
+
+        if not args.data:
+            raise UserInputError("--descriptor needs --data (the dataset root): there is no checkpoint to name it")
+        store = extract_weight_free_split(LandmarkData(args.data, args.layout or "gldv2"), args.split, args.out,
+                                          args.descriptor, dtype=args.dtype, shard_size=args.shard_size,
+                                          workers=args.workers, skip_bad=args.skip_bad, progress=not args.quiet)
+        print(f"{args.out}: {len(store)} x {store.dim} {store.dtype} {args.descriptor} embeddings of {args.split}")
+        _print_skipped(store)
+        return 0
     from lmkcomp.features.extract import extract_split
     from lmkcomp.train.checkpoint import load_checkpoint
 
@@ -420,8 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true")
     train.set_defaults(run=_cmd_train, output_folder="out")
 
-    extract = commands.add_parser("extract", help="embed a split with a trained checkpoint (sharded, resumable)")
-    extract.add_argument("--checkpoint", required=True)
+    extract = commands.add_parser("extract", help="embed a split with a trained checkpoint or a weight-free "
+                                  "descriptor (sharded, resumable)")
+    model = extract.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint")
+    model.add_argument("--descriptor", metavar="NAME",
+                       help="a weight-free descriptor instead of a model: thumbnail (the 16x16 colour thumbnail of "
+                            "lmkcomp baseline); needs --data; --workers are then decoding processes")
     extract.add_argument("--split", choices=("train", "index", "test"), required=True)
     extract.add_argument("--out", required=True, help="embedding store folder")
     extract.add_argument("--data", help="dataset root (default: the one the model was trained on)")
