@@ -107,6 +107,16 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lmkcomp.demo import run_demo
 
+    if args.from_folders:
+        from lmkcomp.demo.photos import run_photo_demo
+
+        given = [flag for flag, value in (("--train-config", args.train_config), ("--pretrained", args.pretrained),
+                                          ("--no-train", args.no_train)) if value]
+        if given:
+            raise UserInputError(f"{', '.join(given)}: not with --from-folders, whose demo trains nothing")
+        run_photo_demo(args.from_folders, args.seed, args.workdir, args.submissions, workers=args.workers,
+                       progress=not args.quiet, force=args.force, report=not args.no_report)
+        return 0
     run_demo(args.preset, args.seed, args.workdir, args.submissions, workers=args.workers,
              train_config="" if args.no_train else args.train_config, progress=not args.quiet, force=args.force,
              report=not args.no_report, pretrained=args.pretrained)
@@ -581,6 +591,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the kit end to end on the synthetic dataset, with a score table")
     demo.add_argument("--preset", choices=("tiny", "small", "medium"), default="small")
+    demo.add_argument("--from-folders", metavar="SRC",
+                      help="your photos instead of the synthetic data: SRC/<landmark>/<photos> or SRC/<split>/"
+                           "<landmark>/<photos>, imported keeping the split; runs the weight-free path (thumbnail "
+                           "kNN, RootSIFT verified voting, verified retrieval) with the same report, no training")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workdir", default="runs/demo", help="dataset and artifacts (reused when present)")
     demo.add_argument("--submissions", default="submissions")
