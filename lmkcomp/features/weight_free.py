@@ -17,6 +17,7 @@ Descriptors (`WEIGHT_FREE_DESCRIPTORS`):
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -31,7 +32,7 @@ from lmkcomp.data.images import load_image_rgb
 from lmkcomp.errors import ImageLoadError
 from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter, positive_int
 from lmkcomp.registry import Registry
-from lmkcomp.workers import one_thread_each
+from lmkcomp.workers import one_thread_each, process_pool
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,8 @@ def extract_weight_free_split(
     pending = writer.pending_shards()
     with (tqdm(total=sum(rows.stop - rows.start for _, rows in pending), desc=f"{descriptor.name} {split}",
                unit="img", disable=not progress) as bar,
-          ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(descriptor,))
+          # spawned, not forked: a fork of a process whose OpenCV threads run can deadlock
+          process_pool(workers, _start_worker, (descriptor,), mp_context=multiprocessing.get_context("spawn"))
           if workers > 1 and pending else nullcontext() as pool):
         for k, rows in pending:
             paths = [str(data.image_path(split, image_id)) for image_id in ids[rows]]
