@@ -108,18 +108,20 @@ def test_verified_voting_predicts_the_landmark_with_the_most_inliers(tiny_root, 
 
     data = LandmarkData(tiny_root)
     test, train = EmbeddingStore(stores / "thumb" / "test"), EmbeddingStore(stores / "thumb" / "train")
-    result = recognize(data, test, train, "verified", _verified(stores), tmp_path / "work", tmp_path / "subs",
-                       progress=False)
+    # every test image against every train image: no train embeddings needed
+    result = recognize(data, test, None, "verified", _verified(stores, candidates=0), tmp_path / "work",
+                       tmp_path / "subs", progress=False)
     knn = recognize(data, test, train, "knn", RecognitionConfig(), tmp_path / "work", tmp_path / "subs",
                     progress=False)
-    # verification recovers what the thumbnails missed on this data
-    assert result["scores"]["top1_accuracy"] > knn["scores"]["top1_accuracy"]
-    assert result["scores"]["gap"] > knn["scores"]["gap"]
+    # inlier votes rank the 16 non-landmark test images far below the verified landmark images
+    # (measured: GAP 0.571 against 0.109; top-1 0.571 both)
+    assert result["scores"]["gap"] > knn["scores"]["gap"] + 0.3
+    assert result["scores"]["top1_accuracy"] >= knn["scores"]["top1_accuracy"]
     # the submission's landmark per test image is the one whose 3 best verified pairs sum highest
     table = read_pair_table(Path(result["files"]["pair tables"]) / "block-00000")
     labels = data.train_labels().set_index("id")["landmark_id"]
     table["landmark"] = labels.reindex(table["candidate_id"]).to_numpy()
-    assert len(table) == 20 * len(test)
+    assert len(table) == len(train) * len(test)
     top3 = (table.sort_values("inliers", ascending=False, kind="stable").groupby(["query_id", "landmark"])["inliers"]
             .apply(lambda s: s.head(3).sum()))
     submitted = pd.read_csv(result["csv"], dtype=str).set_index("id")["landmarks"]
@@ -138,25 +140,13 @@ def test_verified_voting_applies_a_calibrated_threshold_without_verifying_again(
                                       0.9, integer=True, minimum=1)
     assert calibration.specificity >= 0.9
     chunks = sorted(Path(first.files["pair tables"]).rglob("chunk-*.parquet"))
+    assert sum(pd.read_parquet(chunk).shape[0] for chunk in chunks) == 20 * len(test)  # the 20 nearest each
     written = [chunk.stat().st_mtime_ns for chunk in chunks]
     second = predict_landmarks(test, train, data, _verified(stores, min_score=calibration.threshold), tmp_path,
                                progress=False)
     assert [chunk.stat().st_mtime_ns for chunk in chunks] == written
     assert np.array_equal(second.valid, first.valid & (first.confidences >= calibration.threshold))
     assert np.array_equal(second.labels, first.labels) and second.valid.sum() < first.valid.sum()
-
-
-def test_verified_voting_every_train_image(tiny_root, stores, tmp_path):
-    data = LandmarkData(tiny_root)
-    test = EmbeddingStore(stores / "thumb" / "test")
-    few = tmp_path / "few.csv"
-    data.train_labels().head(12).to_csv(few, index=False)  # every test image against these 12
-    predictions = predict_landmarks(test, None, data, _verified(stores, candidates=0, labels=str(few)), tmp_path,
-                                    progress=False)
-    from lmkcomp.local.pairs import read_pair_table
-
-    table = read_pair_table(Path(predictions.files["pair tables"]) / "block-00000")
-    assert len(table) == 12 * len(test) and predictions.valid.all()
 
 
 def test_recognize_cli_errors(tiny_root, stores, tmp_path, capsys):

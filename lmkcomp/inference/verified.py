@@ -70,9 +70,6 @@ def _pair_blocks(queries: EmbeddingStore, train: EmbeddingStore | None, labelled
             yield pd.DataFrame({"query_id": np.repeat(block, len(candidates)),
                                 "candidate_id": np.tile(candidates, len(block))})
         return
-    if train is None:
-        raise UserInputError("verified voting of the nearest --candidates needs a train embedding store (--train), "
-                             "e.g. lmkcomp extract --descriptor thumbnail; --candidates 0 verifies every train image")
     table = cached_search(queries, train, workdir, config.candidates, config.index, database_ids=labelled,
                           progress=progress)
     database_ids = padded_database_ids(table)
@@ -129,6 +126,9 @@ def predict_by_verified_voting(queries: EmbeddingStore, train: EmbeddingStore | 
                              "pairs, and --min-score decides what is a landmark")
     if config.candidates < 0:
         raise UserInputError(f"candidates must be >= 0 (0: every train image), got {config.candidates}")
+    if config.candidates and train is None:
+        raise UserInputError("verified voting of the nearest --candidates needs a train embedding store (--train), "
+                             "e.g. lmkcomp extract --descriptor thumbnail; --candidates 0 verifies every train image")
     labels = read_train_labels(data, config.labels).set_index("id")["landmark_id"]
     labelled = labels.index.tolist()
     verify = verify_config(config.verify_preset)
