@@ -3,9 +3,10 @@ and give a floor that every learned method must beat.
 
 Methods, by name:
 
-- ``thumbnail``: each image becomes a 16x16 colour thumbnail, mean-centred and L2-normalised;
-  recognition predicts the landmark of the nearest train image (confidence = cosine
-  similarity), retrieval returns the 100 nearest index images.
+- ``thumbnail``: each image becomes a 16x16 colour thumbnail, mean-centred and L2-normalised
+  (the `thumbnail` weight-free descriptor, which `lmkcomp extract --descriptor thumbnail` also
+  writes as an embedding store for `recognize` and `retrieve`); recognition predicts the
+  landmark of the nearest train image (confidence = cosine similarity), retrieval returns the 100 nearest index images.
 - ``constant``: recognition predicts the most frequent train landmark for every test image
   (confidence 1); retrieval returns the first 100 index ids for every query.
 """
@@ -15,27 +16,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from lmkcomp.data.images import load_image_rgb
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
+from lmkcomp.features.weight_free import ThumbnailDescriptor
 from lmkcomp.search import exact_search
-
-THUMBNAIL_SIDE = 16
 
 
 def thumbnail_embeddings(data: LandmarkData, split: str, ids: Sequence[str], progress: bool = True) -> np.ndarray:
-    """(len(ids), 3*16*16) float32 rows: mean-centred, L2-normalised colour thumbnails."""
-    rows = np.empty((len(ids), 3 * THUMBNAIL_SIDE * THUMBNAIL_SIDE), dtype=np.float32)
+    """(len(ids), 768) float32 rows of the `thumbnail` descriptor
+    (`lmkcomp.features.weight_free`), the rows `lmkcomp extract --descriptor thumbnail` stores."""
+    descriptor = ThumbnailDescriptor()
+    rows = np.empty((len(ids), descriptor.dim), dtype=np.float32)
     for row, image_id in enumerate(tqdm(ids, desc=f"thumbnails {split}", unit="img", disable=not progress)):
-        image = load_image_rgb(data.image_path(split, image_id), max_side=4 * THUMBNAIL_SIDE)
-        small = cv2.resize(image, (THUMBNAIL_SIDE, THUMBNAIL_SIDE), interpolation=cv2.INTER_AREA)
-        rows[row] = small.astype(np.float32).ravel()
-    rows -= rows.mean(axis=1, keepdims=True)
-    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        rows[row] = descriptor.describe_file(data.image_path(split, image_id))
     return rows
 
 

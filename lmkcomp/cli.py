@@ -111,6 +111,16 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lmkcomp.demo import run_demo
 
+    if args.from_folders:
+        from lmkcomp.demo.photos import run_photo_demo
+
+        given = [flag for flag, value in (("--train-config", args.train_config), ("--pretrained", args.pretrained),
+                                          ("--no-train", args.no_train)) if value]
+        if given:
+            raise UserInputError(f"{', '.join(given)}: not with --from-folders, whose demo trains nothing")
+        run_photo_demo(args.from_folders, args.seed, args.workdir, args.submissions, workers=args.workers,
+                       progress=not args.quiet, force=args.force, report=not args.no_report)
+        return 0
     run_demo(args.preset, args.seed, args.workdir, args.submissions, workers=args.workers,
              train_config="" if args.no_train else args.train_config, progress=not args.quiet, force=args.force,
              report=not args.no_report, pretrained=args.pretrained)
@@ -143,6 +153,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from lmkcomp.data.layout import LandmarkData
+
+    if args.descriptor:
+        from lmkcomp.features.weight_free import extract_weight_free_split
+
+        if not args.data:
+            raise UserInputError("--descriptor needs --data (the dataset root): there is no checkpoint to name it")
+        if args.executor != "local" or args.address:
+            raise UserInputError("--descriptor decodes in this machine's --workers processes: leave out --executor "
+                                 "and --address")
+        store = extract_weight_free_split(LandmarkData(args.data, args.layout or "gldv2"), args.split, args.out,
+                                          args.descriptor, dtype=args.dtype, shard_size=args.shard_size,
+                                          workers=args.workers, skip_bad=args.skip_bad, progress=not args.quiet)
+        print(f"{args.out}: {len(store)} x {store.dim} {store.dtype} {args.descriptor} embeddings of {args.split}")
+        _print_skipped(store)
+        return 0
     from lmkcomp.features.extract import extract_split
     from lmkcomp.train.checkpoint import load_checkpoint
 
@@ -438,8 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_cmd_train, output_folder="out")
 
     extract = commands.add_parser("extract", parents=[executor_options()],
-                                  help="embed a split with a trained checkpoint (sharded, resumable)")
-    extract.add_argument("--checkpoint", required=True)
+                                  help="embed a split with a trained checkpoint or a weight-free descriptor "
+                                       "(sharded, resumable)")
+    model = extract.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint")
+    model.add_argument("--descriptor", metavar="NAME",
+                       help="a weight-free descriptor instead of a model: thumbnail (the 16x16 colour thumbnail of "
+                            "lmkcomp baseline); needs --data; --workers are then decoding processes")
     extract.add_argument("--split", choices=("train", "index", "test"), required=True)
     extract.add_argument("--out", required=True, help="embedding store folder")
     extract.add_argument("--data", help="dataset root (default: the one the model was trained on)")
@@ -593,6 +623,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the kit end to end on the synthetic dataset, with a score table")
     demo.add_argument("--preset", choices=("tiny", "small", "medium"), default="small")
+    demo.add_argument("--from-folders", metavar="SRC",
+                      help="your photos instead of the synthetic data: SRC/<landmark>/<photos> or SRC/<split>/"
+                           "<landmark>/<photos>, imported keeping the split; runs the weight-free path (thumbnail "
+                           "kNN, RootSIFT verified voting, verified retrieval) with the same report, no training")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workdir", default="runs/demo", help="dataset and artifacts (reused when present)")
     demo.add_argument("--submissions", default="submissions")

@@ -10,6 +10,9 @@ tables of any size.
   predicted landmark has the largest total; the total is the confidence. With k = 1 and no
   inliers this is the plain nearest-neighbour baseline (label and similarity of the nearest
   train image).
+- Inlier voting (weight-free, as an all-pairs verification pipeline votes): every verified
+  (query, train image) pair votes for the train image's landmark with its inlier count; a
+  landmark scores the sum of its `k` best counts, and the best-scoring landmark is predicted.
 - Distractor demotion (Ozaki & Yokoo 2019): landmarks predicted for unusually many test images are
   demoted below all the others.
 - Non-landmark penalty (2020/2021 recognition winners): a neighbour's similarity minus how
@@ -50,6 +53,54 @@ def soft_voting(
     best = totals.argmax(axis=1)  # first maximum = best-ranked neighbour among tied labels
     rows = np.arange(len(labels))
     return labels[rows, best], totals[rows, best]
+
+
+def inlier_voting(
+    query_rows: ArrayLike, candidate_labels: ArrayLike, inliers: ArrayLike, n_queries: int, k: int = 3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted label, score and whether a prediction exists, for query rows 0 .. n_queries-1.
+
+    Pair i (in the given order, e.g. nearest candidate first) joins query `query_rows[i]` to a
+    train image of landmark `candidate_labels[i]` with `inliers[i]` verified inliers. For each
+    query, each landmark among its pairs scores the sum of its `k` largest inlier counts; the
+    prediction is the landmark with the largest score, the score its confidence. Among tied
+    landmarks (all zero included) the one whose first pair comes first wins, so a query
+    without a single inlier takes the landmark of its first pair with score 0. A query with
+    no pair at all has no prediction (label -1, score 0, False).
+    """
+    rows = np.asarray(query_rows, dtype=np.int64)
+    labels = np.asarray(candidate_labels, dtype=np.int64)
+    counts = np.asarray(inliers, dtype=np.int64)
+    if not rows.shape == labels.shape == counts.shape or rows.ndim != 1:
+        raise ValueError(f"query_rows {rows.shape}, candidate_labels {labels.shape} and inliers {counts.shape} "
+                         "must be equal-length vectors")
+    if k < 1:
+        raise UserInputError(f"k must be >= 1, got {k}")
+    if len(rows) and not 0 <= rows.min() <= rows.max() < n_queries:
+        raise ValueError(f"query rows must lie in [0, {n_queries})")
+    predicted = np.full(n_queries, -1, dtype=np.int64)
+    score = np.zeros(n_queries, dtype=np.float64)
+    found = np.zeros(n_queries, dtype=bool)
+    if not len(rows):
+        return predicted, score, found
+    order = np.arange(len(rows))
+    # by query, landmark, then most inliers first (then pair order): the first k of each
+    # (query, landmark) run are its k best pairs
+    ranked = np.lexsort((order, -counts, labels, rows))
+    rows, labels, counts, order = rows[ranked], labels[ranked], counts[ranked], order[ranked]
+    starts = np.flatnonzero(np.r_[True, (rows[1:] != rows[:-1]) | (labels[1:] != labels[:-1])])
+    rank_in_run = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+    run_score = np.add.reduceat(np.where(rank_in_run < k, counts, 0), starts)
+    run_first = np.minimum.reduceat(order, starts)
+    run_rows, run_labels = rows[starts], labels[starts]
+    # per query, the run of the largest score, then of the earliest first pair
+    best = np.lexsort((run_first, -run_score, run_rows))
+    first_of_query = best[np.r_[True, run_rows[best][1:] != run_rows[best][:-1]]]
+    chosen = run_rows[first_of_query]
+    predicted[chosen] = run_labels[first_of_query]
+    score[chosen] = run_score[first_of_query]
+    found[chosen] = True
+    return predicted, score, found
 
 
 # --------------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def test_recognize_pairs_out_refuses_an_executor_without_it(tiny_root, stores, t
     args = [arg for arg in _recognize_args(tiny_root, stores, tmp_path) if arg != "--pairs-out"]
     args.remove(str(tmp_path / "pairs.csv"))
     result = _lmkcomp(*args, "--workers", "2")
-    assert result.returncode == 2 and "apply to --pairs-out" in result.stderr
+    assert result.returncode == 2 and "--workers applies to --pairs-out" in result.stderr
 
 
 def _delf_args(tiny_root, stores, work: Path, *extra: str) -> list[str]:

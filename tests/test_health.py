@@ -349,7 +349,7 @@ def test_demo_report_section(root, tmp_path):
     (tmp_path / "test").rename(run / "features" / "test")
     out = tmp_path / "report"
     (out / "img").mkdir(parents=True)
-    section = _descriptor_health(LandmarkData(root), DemoArtifacts(run), out, seed=0)
+    section = _descriptor_health(LandmarkData(root), DemoArtifacts(run), out, "The trained global descriptor", seed=0)
     assert [row[0] for row in section.rows] == ["train", "test vs train"]
     assert section.rows[0][4] == 1.0  # AUC of the well-separated train rows
     assert not any(text.startswith("WARNING") for text in section.paragraphs)

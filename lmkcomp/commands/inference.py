@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lmkcomp.commands.args import create_executor_from, executor_options, positive_int
+from lmkcomp.commands.args import create_executor_from, executor_options, int_at_least, positive_int
 from lmkcomp.errors import UserInputError
 
 
@@ -26,10 +26,15 @@ def _print_result(result: dict, extra: str) -> None:
 
 
 def _check_executor(args: argparse.Namespace) -> None:
-    """--executor, --address and --workers run the kNN search of --pairs-out only."""
-    if not args.pairs_out and (args.executor != "local" or args.address or args.workers != 1):
-        raise UserInputError("--executor, --address and --workers apply to --pairs-out (the kNN search of the pair "
-                             "listing)")
+    """--executor and --address run the kNN search of --pairs-out only; --workers that search, or the
+    verification of verified voting."""
+    if args.pairs_out:
+        return
+    if args.executor != "local" or args.address:
+        raise UserInputError("--executor and --address apply to --pairs-out (the kNN search of the pair listing)")
+    if args.workers != 1 and getattr(args, "method", None) != "verified-voting":
+        raise UserInputError("--workers applies to --pairs-out (the kNN search of the pair listing) and to "
+                             "recognize --method verified-voting")
 
 
 def _cmd_recognize(args: argparse.Namespace) -> int:
@@ -40,7 +45,10 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
 
     data = LandmarkData(args.data, args.layout)
     config = _recognition_config(args, inliers=args.inliers, inlier_cap=args.inlier_cap,
-                                 demote_over=args.demote_over, demote_factor=args.demote_factor)
+                                 demote_over=args.demote_over, demote_factor=args.demote_factor,
+                                 test_local=args.test_local, train_local=args.train_local,
+                                 candidates=args.candidates, verify_preset=args.preset, workers=args.workers,
+                                 min_score=args.min_score)
     test = EmbeddingStore(args.test)
     train = EmbeddingStore(args.train) if args.train else None
     if args.pairs_out:
@@ -51,6 +59,8 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     result = recognize(data, test, train, args.name, config, args.workdir, args.submissions, args.split,
                        progress=not args.quiet)
     _print_result(result, f", {result['predicted']} predictions, {result['demoted']} demoted as distractors")
+    for what, path in result["files"].items():
+        print(f"{what}: {path}")
     return 0
 
 
@@ -98,16 +108,17 @@ def _common(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--pairs-out", metavar="CSV", help="only write the pairs whose inliers this command reads "
                         "(a pair list for lmkcomp verify --pairs) and stop")
     parser.add_argument("--workers", type=positive_int, default=1, help="with --pairs-out: search processes, one "
-                        "kNN table shard each")
+                        "kNN table shard each; recognize --method verified-voting: verification processes")
     parser.add_argument("--quiet", action="store_true")
 
 
-def _voting(parser: argparse.ArgumentParser) -> None:
+def _voting(parser: argparse.ArgumentParser, methods: tuple[str, ...] = ("soft-voting", "nearest", "classifier")) -> None:
     """Options of the landmark predictions: recognize's output, retrieve's re-ranking input."""
     parser.add_argument("--train", help="embedding store of the train split")
     parser.add_argument("--labels", default="train", help="train labels: train, train_clean, or a train_clean-format CSV")
-    parser.add_argument("--method", choices=("soft-voting", "nearest", "classifier"), default="soft-voting")
-    parser.add_argument("--k", type=positive_int, default=3, help="soft voting: train neighbours that vote")
+    parser.add_argument("--method", choices=methods, default="soft-voting")
+    parser.add_argument("--k", type=positive_int, default=3, help="soft voting: train neighbours that vote; verified "
+                        "voting: a landmark's best verified train images whose inliers add up")
     parser.add_argument("--neighbours", type=positive_int, default=10,
                         help="train neighbours searched and cached per image (>= k)")
     parser.add_argument("--checkpoint", help="classifier: the trained model whose head predicts")
@@ -119,7 +130,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     recognize = commands.add_parser("recognize", parents=[executor_options()], help="recognition submission from embedding stores: soft voting "
                                     "(inliers, non-landmark bank), nearest neighbour or classifier head")
     _common(recognize, "recognition")
-    _voting(recognize)
+    _voting(recognize, ("soft-voting", "nearest", "classifier", "verified-voting"))
     recognize.add_argument("--inliers", metavar="PAIR_TABLE",
                            help="pair table (lmkcomp verify) of test images and their train neighbours: inlier term")
     recognize.add_argument("--inlier-cap", type=float, default=70.0, help="inlier term min(inliers, cap) / cap")
@@ -127,6 +138,21 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
                            help="demote landmarks predicted for more than N test images (Ozaki & Yokoo 2019: 30)")
     recognize.add_argument("--demote-factor", type=float,
                            help="multiply demoted confidences by this instead of ranking them below all others")
+    verified = recognize.add_argument_group(
+        "verified voting", "--method verified-voting: verify each test image against train images (local features), "
+        "then each landmark scores the inliers of its --k best verified train images; pair tables go to WORKDIR/"
+        "verified-voting/ (resumable; a rerun with another --k or --min-score verifies nothing)")
+    verified.add_argument("--test-local", metavar="STORE", help="local features of the test images (extract-local)")
+    verified.add_argument("--train-local", metavar="STORE", help="local features of the train images")
+    verified.add_argument("--candidates", type=int_at_least(0), default=100, metavar="N",
+                          help="train images verified per test image: the N nearest by --train embeddings (the GLDv2 "
+                               "mode: 118 K x 100 pairs); 0: every labelled train image (the small-data mode, test x "
+                               "train pairs; impossible at GLDv2 scale)")
+    verified.add_argument("--preset", default="fast", help="verification preset: fast, fast-magsac or official-delf")
+    verified.add_argument("--min-score", type=float, metavar="T",
+                          help="no prediction (non-landmark) below T summed inliers; calibrate T for a target "
+                               "specificity with lmkcomp calibrate --scores on the calibration-scores.csv it writes "
+                               "when the data has a recognition solution")
     recognize.set_defaults(run=_cmd_recognize)
 
     retrieve = commands.add_parser("retrieve", parents=[executor_options()], help="retrieval submission from embedding stores, with DBA, "

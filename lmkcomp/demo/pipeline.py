@@ -23,11 +23,11 @@ NONLANDMARK_CSV = "train_nonlandmark.csv"
 class DemoArtifacts:
     """Where the stages of one demo run keep their artifacts."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, local_method: str = "sift"):
         self.run_dir = run_dir
         self.train = run_dir / "train"
         self.features = run_dir / "features"
-        self.local = run_dir / "local-sift"
+        self.local = run_dir / f"local-{local_method}"
         self.clean = run_dir / "clean"
         self.pairs = run_dir / "pairs"
         self.inference = run_dir / "inference"
@@ -85,14 +85,17 @@ def _extract(data: LandmarkData, checkpoint: Path, paths: DemoArtifacts, workers
     return {"note": ", ".join(f"{count} {name}" for name, count in counts.items())}
 
 
-def _local_features(data: LandmarkData, paths: DemoArtifacts, workers: int, progress: bool) -> dict:
+def _local_features(data: LandmarkData, paths: DemoArtifacts, workers: int, progress: bool,
+                    method: str = "sift") -> dict:
+    """Local features `method` (the extractor's defaults, at most 1000 per image) of every split."""
     from lmkcomp.local.extract import extract_local_split
     from lmkcomp.local.extractors import create_local_extractor
 
-    extractor = create_local_extractor("sift", max_features=1000)
+    extractor = create_local_extractor(method, max_features=1000)
     counts = {split: len(extract_local_split(data, split, paths.local / split, extractor, workers=workers,
                                              progress=progress)) for split in SPLITS}
-    return {"note": "SIFT, at most 1000 per image: " + ", ".join(f"{n} {s}" for s, n in counts.items())}
+    name = {"sift": "SIFT", "rootsift": "RootSIFT"}.get(method, method)
+    return {"note": f"{name}, at most 1000 per image: " + ", ".join(f"{n} {s}" for s, n in counts.items())}
 
 
 def _clean(data: LandmarkData, paths: DemoArtifacts, workers: int, progress: bool) -> dict:

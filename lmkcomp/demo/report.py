@@ -5,6 +5,7 @@ marked right or wrong) and of verified pairs (inlier matches drawn)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmkcomp import metrics
@@ -25,19 +26,37 @@ SAMPLE_QUERIES = 4
 SHOWN_RESULTS = 8
 
 
-def write_demo_report(data: LandmarkData, run_dir: Path, rows: list[DemoRow], submissions: Path, preset: str,
-                      seed: int) -> Path:
+@dataclass(frozen=True)
+class ReportContent:
+    """What differs between the reports of the synthetic demo and of the photo demo: the data
+    (`data_note`, `footer`), the descriptor's name in the health section, the recognition
+    stages drawn as curves (stage name -> label), the retrieval stage of the gallery, the pair
+    table (folder under the run folder) and local features of the pair gallery, and the seed
+    of the health section's pair sampling."""
+
+    data_note: str
+    seed: int = 0
+    footer: str = "Made by `lmkcomp demo`. Every image is a synthetic rendering; nothing here was downloaded."
+    descriptor: str = "The trained global descriptor"
+    curves: dict[str, str] = field(default_factory=lambda: dict(CURVES))
+    final_retrieval: str = FINAL_RETRIEVAL
+    pair_table: str = "pairs/test-train"
+    local_method: str = "sift"
+
+
+def write_demo_report(data: LandmarkData, run_dir: Path, rows: list[DemoRow], submissions: Path,
+                      content: ReportContent) -> Path:
     """Write the report into `submissions/report/`; return the page's path."""
     out = submissions / "report"
     (out / "img").mkdir(parents=True, exist_ok=True)
-    paths = DemoArtifacts(run_dir)
+    paths = DemoArtifacts(run_dir, content.local_method)
     scored = [row for row in rows if row.gap is not None]
     plots.stage_bars([row.stage for row in scored], [row.gap for row in scored], [row.map100 for row in scored],
                      out / "img" / "stages.png")
-    _precision_recall(data, submissions, out / "img" / "precision-recall.png")
+    _precision_recall(data, submissions, content.curves, out / "img" / "precision-recall.png")
     table = Section(
         "Ablation: each row adds one step to the row above",
-        [f"Synthetic preset '{preset}', seed {seed}. Recognition is scored by GAP, retrieval by mAP@100, both "
+        [f"{content.data_note} Recognition is scored by GAP, retrieval by mAP@100, both "
          "exactly as the Kaggle evaluation computes them, on every non-Ignored test image. Times are this run's "
          "wall-clock seconds (a stage reused from an earlier run shows the time it took then)."],
         ("stage", "GAP", "mAP@100", "time s", "note"),
@@ -46,16 +65,16 @@ def write_demo_report(data: LandmarkData, run_dir: Path, rows: list[DemoRow], su
         [Figure("img/stages.png", "GAP and mAP@100 of every scored stage"),
          Figure("img/precision-recall.png", "Recognition: precision against recall as predictions are taken in "
                 "order of confidence; GAP summarises this curve, so distractor handling shows as a higher start")])
-    sections = [table, _descriptor_health(data, paths, out, seed), _retrieval_gallery(data, submissions, out),
-                _recognition_gallery(data, paths, out), _pair_gallery(data, paths, out)]
-    return write_page(out, "lmkcomp demo report", sections,
-                      footer="Made by `lmkcomp demo`. Every image is a synthetic rendering; nothing here was downloaded.")
+    sections = [table, _descriptor_health(data, paths, out, content.descriptor, content.seed),
+                _retrieval_gallery(data, submissions, content.final_retrieval, out),
+                _recognition_gallery(data, paths, out), _pair_gallery(data, paths, run_dir / content.pair_table, out)]
+    return write_page(out, "lmkcomp demo report", sections, footer=content.footer)
 
 
-def _precision_recall(data: LandmarkData, submissions: Path, path: Path) -> None:
+def _precision_recall(data: LandmarkData, submissions: Path, stages: dict[str, str], path: Path) -> None:
     solution = data.recognition_solution.scored("all")
     curves = {}
-    for stage, label in CURVES.items():
+    for stage, label in stages.items():
         csv = submissions / f"recognition_demo-{stage}.csv"
         predictions = {k: v for k, v in read_submission(csv, "recognition").predictions.items()
                        if v is not None and k in solution}
@@ -64,7 +83,7 @@ def _precision_recall(data: LandmarkData, submissions: Path, path: Path) -> None
     plots.precision_recall(curves, path)
 
 
-def _descriptor_health(data: LandmarkData, paths: DemoArtifacts, out: Path, seed: int) -> Section:
+def _descriptor_health(data: LandmarkData, paths: DemoArtifacts, out: Path, descriptor: str, seed: int) -> Section:
     train, test = paths.store("train"), paths.store("test")
     train_rows, train_labels = train.array(), split_labels(data, "train", train.ids)
     results = {
@@ -73,7 +92,7 @@ def _descriptor_health(data: LandmarkData, paths: DemoArtifacts, out: Path, seed
                                           seed=seed),
     }
     plots.similarity_histograms(results, out / "img" / "similarities.png")
-    paragraphs = ["The trained global descriptor before any search, from its embeddings and the labels alone: "
+    paragraphs = [f"{descriptor} before any search, from its embeddings and the labels alone: "
                   "cosine similarity of same-landmark and different-landmark image pairs (within train; test "
                   "images against train images), their ROC AUC (0.5 = chance), the norm of the mean descriptor "
                   "(near 1 = collapsed to one direction) and the effective rank (dimensions really used). "
@@ -95,8 +114,8 @@ def _sample_queries(data: LandmarkData) -> list[str]:
     return sorted(image_id for image_id, images in retrieval.items() if images)[:SAMPLE_QUERIES]
 
 
-def _retrieval_gallery(data: LandmarkData, submissions: Path, out: Path) -> Section:
-    ranked = read_submission(submissions / f"retrieval_demo-{FINAL_RETRIEVAL}.csv", "retrieval").predictions
+def _retrieval_gallery(data: LandmarkData, submissions: Path, final_retrieval: str, out: Path) -> Section:
+    ranked = read_submission(submissions / f"retrieval_demo-{final_retrieval}.csv", "retrieval").predictions
     truth = data.retrieval_solution.answers
     figures = []
     for number, query in enumerate(_sample_queries(data)):
@@ -128,12 +147,12 @@ def _recognition_gallery(data: LandmarkData, paths: DemoArtifacts, out: Path) ->
     return Section("Recognition: the neighbours that vote", [], figures=figures)
 
 
-def _pair_gallery(data: LandmarkData, paths: DemoArtifacts, out: Path) -> Section:
+def _pair_gallery(data: LandmarkData, paths: DemoArtifacts, pair_table: Path, out: Path) -> Section:
     from lmkcomp.local.pairs import read_pair_table
     from lmkcomp.local.store import LocalFeatureStore
     from lmkcomp.local.verify import verify_config, verify_pair
 
-    table = read_pair_table(paths.pairs / "test-train").sort_values(["inliers", "query_id", "candidate_id"],
+    table = read_pair_table(pair_table).sort_values(["inliers", "query_id", "candidate_id"],
                                                                     ascending=[False, True, True])
     labels = data.train_labels().set_index("id")["landmark_id"]
     truth = data.recognition_solution.answers
@@ -157,4 +176,4 @@ def _pair_gallery(data: LandmarkData, paths: DemoArtifacts, out: Path) -> Sectio
         figures.append(Figure(f"img/{image.name}", f"test {query} vs train {candidate}: {result.inliers} inliers of "
                               f"{result.n_putative} putative matches; "
                               f"{'the same' if pick['same'] else 'NOT the same'} landmark"))
-    return Section("Spatial verification: inlier matches (SIFT, seeded RANSAC)", [], figures=figures)
+    return Section(f"Spatial verification: inlier matches ({test_store.method}, seeded RANSAC)", [], figures=figures)

@@ -129,9 +129,10 @@ def run_demo(
         json.dump({"preset": preset, "seed": seed, "rows": [row.__dict__ for row in rows]}, handle, indent=2)
         handle.write("\n")
     if report and train_config:
-        from lmkcomp.demo.report import write_demo_report
+        from lmkcomp.demo.report import ReportContent, write_demo_report
 
-        page = write_demo_report(data, run_dir, rows, submissions, preset, seed)
+        content = ReportContent(f"Synthetic preset '{preset}', seed {seed}.", seed=seed)
+        page = write_demo_report(data, run_dir, rows, submissions, content)
         print(f"report: {page}")
     return rows
 

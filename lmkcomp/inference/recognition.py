@@ -7,7 +7,9 @@ Methods (`RECOGNITION_METHODS`, chosen by `RecognitionConfig.method`):
   (`lmkcomp.recognition.soft_voting`), optionally with the inlier term of a pair table and the
   non-landmark bank penalty (A - B - C, `lmkcomp.recognition.nonlandmark_penalized_scores`);
 - `nearest`: the same with k = 1, i.e. the label and similarity of the nearest train image;
-- `classifier`: the trained head's argmax (`lmkcomp.recognition.classifier_predictions`).
+- `classifier`: the trained head's argmax (`lmkcomp.recognition.classifier_predictions`);
+- `verified-voting`: spatial verification of each test image against its nearest train
+  images (or all of them), then inlier voting (`lmkcomp.inference.verified`).
 
 Then, optionally, distractor demotion over the whole test set
 (`lmkcomp.recognition.demote_frequent_labels`). kNN tables are cached in the work folder, so
@@ -17,7 +19,7 @@ rerunning with other voting options costs no search.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,12 @@ class RecognitionConfig:
     multiply their confidences instead of pushing them below the others. `nonlandmark_bank`: an
     embedding store of non-landmark pictures; B and C are the mean top-`bank_train_top` and
     top-`bank_query_top` similarities to it. `checkpoint`: the model whose head `classifier` uses.
+
+    `verified-voting` (`lmkcomp.inference.verified`): `test_local` / `train_local` are local
+    feature stores; `candidates` train images per test image are verified (the nearest by
+    embedding; 0: every labelled train image) with the `verify_preset` in `workers` processes;
+    `k` is then the number of a landmark's best verified train images whose inliers add up, and
+    a test image whose best landmark scores below `min_score` gets no prediction.
     """
 
     method: str = "soft-voting"
@@ -78,17 +86,25 @@ class RecognitionConfig:
     bank_train_top: int = 5
     bank_query_top: int = 10
     checkpoint: str | None = None
+    test_local: str | None = None
+    train_local: str | None = None
+    candidates: int = 100
+    verify_preset: str = "fast"
+    workers: int = 1
+    min_score: float | None = None
 
 
 @dataclass(frozen=True)
 class LandmarkPredictions:
     """One predicted landmark and confidence per query row; `valid` is False for a row with no
-    prediction (an approximate index found no neighbour for it)."""
+    prediction (an approximate index found no neighbour for it). `files`: what the method wrote
+    for the user to read, by description (path)."""
 
     ids: list[str]
     labels: np.ndarray
     confidences: np.ndarray
     valid: np.ndarray
+    files: dict[str, str] = field(default_factory=dict)
 
 
 #: name -> fn(queries, train, data, config, workdir, progress) -> LandmarkPredictions
@@ -274,7 +290,8 @@ def recognize(
     it on `split` when the dataset has a recognition solution.
 
     Returns `csv` (the path), `predicted` (rows with a prediction), `demoted` (rows demoted as
-    distractors) and `scores` (`lmkcomp.submission.score_recognition`'s dict, or None).
+    distractors), `scores` (`lmkcomp.submission.score_recognition`'s dict, or None) and `files`
+    (what the method wrote besides, `LandmarkPredictions.files`).
     """
     config = config or RecognitionConfig()
     predictions = predict_landmarks(test, train, data, config, workdir, progress)
@@ -290,4 +307,5 @@ def recognize(
     rows = zip(predictions.ids, predictions.labels.tolist(), confidences.tolist(), predictions.valid.tolist())
     write_recognition_submission(path, ids, {i: (label, c) for i, label, c, ok in rows if ok})
     scores = check_and_score(data, path, "recognition", ids, split)
-    return {"csv": str(path), "predicted": int(predictions.valid.sum()), "demoted": demoted, "scores": scores}
+    return {"csv": str(path), "predicted": int(predictions.valid.sum()), "demoted": demoted, "scores": scores,
+            "files": predictions.files}

@@ -1,0 +1,157 @@
+"""The `verified-voting` recognition method: verify each test image against train images,
+then let the verified inliers vote (`lmkcomp.recognition.inlier_voting`).
+
+This is the weight-free reference of real-photo recognition (RootSIFT, every test photo
+verified against every train photo, top-3 inlier voting) as a method of `recognize`:
+
+1. Pairs. With `RecognitionConfig.candidates` N > 0, each test image is paired with its N
+   nearest labelled train images by the embedding stores (a thumbnail store will do): the
+   GLDv2 mode, 118 K x 100 = 12 M pairs. With N = 0, with every labelled train image: the
+   small-data mode (a few hundred photos); at GLDv2 scale (118 K x 4.1 M) it is impossible.
+2. Verification. Test images are taken a block at a time (whole images, about
+   `PAIRS_PER_BLOCK` pairs); each block's pairs are verified with the `verify_preset` on the
+   local feature stores `test_local` / `train_local` (`lmkcomp extract-local`) into its own
+   pair table, `WORKDIR/verified-voting/<run>/block-00000`, ... (`lmkcomp.local.pairs`):
+   resumable, and a rerun with another `k` or `min_score` verifies nothing again. Memory
+   holds one block's pairs, never test x train.
+3. Voting. Each landmark scores the sum of the inliers of its `k` best verified train
+   images; the best landmark is predicted with that sum as confidence (a test image without
+   a single inlier takes its first candidate's landmark with 0). With `min_score`, a test
+   image whose best landmark scores less gets no prediction (a non-landmark).
+
+When the dataset has a recognition solution, `<run>/calibration-scores.csv` lists every test
+image's best landmark and votes as `lmkcomp calibrate --scores` reads them (`landmark`: 1 for a
+landmark image; `score`: the votes, -inf where the best landmark is wrong), so `min_score`
+can be calibrated for a target specificity on a labelled split's non-landmark images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from lmkcomp.calibration import recognition_scores
+from lmkcomp.data.layout import LandmarkData
+from lmkcomp.errors import UserInputError
+from lmkcomp.executors import LocalExecutor
+from lmkcomp.features.store import EmbeddingStore
+from lmkcomp.fileio import atomic_write
+from lmkcomp.inference.common import cached_search, neighbour_ids, padded_database_ids
+from lmkcomp.inference.recognition import (
+    RECOGNITION_METHODS,
+    LandmarkPredictions,
+    RecognitionConfig,
+    read_train_labels,
+)
+from lmkcomp.manifest import fingerprint, ids_sha256
+from lmkcomp.recognition import inlier_voting
+
+#: pairs verified and voted on per block of test images (whole images: a block holds at least one)
+PAIRS_PER_BLOCK = 100_000
+#: pairs per chunk file of a block's pair table: small enough to spread a few hundred pairs
+#: over the worker processes, and fixed, so that a rerun with other workers resumes
+CHUNK_PAIRS = 250
+
+
+def _pair_blocks(queries: EmbeddingStore, train: EmbeddingStore | None, labelled: list[str],
+                 config: RecognitionConfig, workdir: str | Path, progress: bool) -> Iterator[pd.DataFrame]:
+    """The pair lists (`query_id, candidate_id`, by test image in store order, then by
+    candidate rank) of consecutive blocks of whole test images."""
+    query_ids = np.asarray(queries.ids, dtype=object)
+    if config.candidates == 0:
+        per_block = max(1, PAIRS_PER_BLOCK // max(1, len(labelled)))
+        candidates = np.asarray(labelled, dtype=object)
+        for start in range(0, len(query_ids), per_block):
+            block = query_ids[start:start + per_block]
+            yield pd.DataFrame({"query_id": np.repeat(block, len(candidates)),
+                                "candidate_id": np.tile(candidates, len(block))})
+        return
+    table = cached_search(queries, train, workdir, config.candidates, config.index, database_ids=labelled,
+                          progress=progress)
+    database_ids = padded_database_ids(table)
+    for start, _, indices in table.iter_blocks(max(1, PAIRS_PER_BLOCK // config.candidates)):
+        found = neighbour_ids(database_ids, indices)
+        rows, columns = np.nonzero(found != "")
+        yield pd.DataFrame({"query_id": np.asarray(table.query_ids, dtype=object)[start + rows],
+                            "candidate_id": found[rows, columns]})
+
+
+def _run_folder(queries: EmbeddingStore, train: EmbeddingStore | None, labelled: list[str],
+                config: RecognitionConfig, verify: dict, workdir: str | Path) -> Path:
+    """`WORKDIR/verified-voting/<fingerprint of what decides the pairs and their inliers>`."""
+    by_embedding = None
+    if config.candidates:
+        by_embedding = {"test": str(queries.directory.resolve()), "train": str(Path(train.directory).resolve()),
+                        "index": config.index}
+    name = fingerprint({"queries": ids_sha256(queries.ids), "labelled": ids_sha256(labelled),
+                        "candidates": config.candidates, "embeddings": by_embedding,
+                        "test_local": str(Path(config.test_local).resolve()),
+                        "train_local": str(Path(config.train_local).resolve()), "verify": verify})
+    return Path(workdir) / "verified-voting" / name
+
+
+def _write_calibration_scores(data: LandmarkData, predictions: LandmarkPredictions, path: Path) -> None:
+    """The scored test images' best landmarks and votes, before any `min_score`, as labelled
+    scores (module docstring); an image without a pair has votes -inf."""
+    answers = data.recognition_solution.scored("all")
+    position = {image_id: row for row, image_id in enumerate(predictions.ids)}
+    ids = [image_id for image_id in predictions.ids if image_id in answers]
+    rows = np.fromiter((position[image_id] for image_id in ids), dtype=np.int64, count=len(ids))
+    truth = {image_id: answers[image_id][0] for image_id in ids if answers[image_id]}
+    votes = np.where(predictions.valid[rows], predictions.confidences[rows], -np.inf)
+    is_landmark, scores = recognition_scores(ids, predictions.labels[rows], votes, truth)
+    frame = pd.DataFrame({"id": ids, "best_landmark": predictions.labels[rows], "votes": votes,
+                          "landmark": is_landmark.astype(np.int64), "score": scores})
+    with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
+        frame.to_csv(handle, index=False)
+
+
+@RECOGNITION_METHODS.register("verified-voting")
+def predict_by_verified_voting(queries: EmbeddingStore, train: EmbeddingStore | None, data: LandmarkData,
+                               config: RecognitionConfig, workdir: str | Path, progress: bool) -> LandmarkPredictions:
+    """Verify, then vote by inliers (module docstring)."""
+    from lmkcomp.local.pairs import read_pair_table, verify_pairs
+    from lmkcomp.local.store import LocalFeatureStore
+    from lmkcomp.local.verify import verify_config
+
+    if not config.test_local or not config.train_local:
+        raise UserInputError("verified voting needs the local features of the test and train images "
+                             "(--test-local, --train-local: lmkcomp extract-local)")
+    if config.inliers or config.nonlandmark_bank:
+        raise UserInputError("verified voting takes no --inliers and no non-landmark bank: it verifies its own "
+                             "pairs, and --min-score decides what is a landmark")
+    if config.candidates < 0:
+        raise UserInputError(f"candidates must be >= 0 (0: every train image), got {config.candidates}")
+    if config.candidates and train is None:
+        raise UserInputError("verified voting of the nearest --candidates needs a train embedding store (--train), "
+                             "e.g. lmkcomp extract --descriptor thumbnail; --candidates 0 verifies every train image")
+    labels = read_train_labels(data, config.labels).set_index("id")["landmark_id"]
+    labelled = labels.index.tolist()
+    verify = verify_config(config.verify_preset)
+    run = _run_folder(queries, train, labelled, config, dataclasses.asdict(verify), workdir)
+    test_local, train_local = LocalFeatureStore(config.test_local), LocalFeatureStore(config.train_local)
+    executor = LocalExecutor(config.workers)
+    n = len(queries)
+    predicted, confidence = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float64)
+    valid = np.zeros(n, dtype=bool)
+    for number, pairs in enumerate(_pair_blocks(queries, train, labelled, config, workdir, progress)):
+        table = read_pair_table(verify_pairs(pairs, test_local, train_local, run / f"block-{number:05d}", verify,
+                                             chunk_size=CHUNK_PAIRS, progress=progress, executor=executor))
+        block_ids = pd.unique(table["query_id"])
+        rows = pd.Index(block_ids).get_indexer(table["query_id"])
+        candidate_labels = labels.reindex(table["candidate_id"]).to_numpy(np.int64)
+        positions = queries.position(block_ids)
+        predicted[positions], confidence[positions], valid[positions] = inlier_voting(
+            rows, candidate_labels, table["inliers"].to_numpy(), len(block_ids), config.k)
+    files = {"pair tables": str(run)}
+    voted = LandmarkPredictions(list(queries.ids), predicted, confidence, valid, files)
+    if data.has("recognition_solution"):
+        files["calibration scores"] = str(run / "calibration-scores.csv")
+        _write_calibration_scores(data, voted, run / "calibration-scores.csv")
+    if config.min_score is None:
+        return voted
+    return dataclasses.replace(voted, valid=valid & (confidence >= config.min_score))
