@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from lmkcomp.bench.raycluster import free_port
 from lmkcomp.errors import UserInputError
 from lmkcomp.executors import LocalExecutor, RayExecutor, connect_ray, create_executor
 from lmkcomp.local.extract import extract_local_split
@@ -74,16 +75,8 @@ def test_missing_ray_is_one_line(monkeypatch):
         connect_ray(None)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_unreachable_address_is_one_line_and_exit_2(tmp_path):
-    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
     result = subprocess.run([sys.executable, "-m", "lmkcomp", "verify", "--pairs", str(tmp_path / "p.csv"),
                              "--features", str(tmp_path), "--out", str(tmp_path / "t"), "--executor", "ray",
                              "--address", address], capture_output=True, text=True)
