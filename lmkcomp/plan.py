@@ -33,7 +33,7 @@ from typing import Sequence
 
 from lmkcomp.errors import UserInputError
 from lmkcomp.fileio import atomic_write
-from lmkcomp.kaggle.estimate import GLDV2_IMAGES, _bench_rows, _pick, verify_rate_from_bench
+from lmkcomp.kaggle.estimate import GLDV2_IMAGES, bench_rows, pick_row, verify_rate_from_bench
 
 #: the issue's estimate of the pairs GLDv2 cleaning verifies (~100 same-label neighbours each)
 DEFAULT_VERIFY_PAIRS = 400_000_000
@@ -75,15 +75,17 @@ class Rates:
 #: README figures (this 2-core machine): `bench extract` bf16 + channels_last, ResNet-18 at 224 px,
 #: 3 scales + flip, 24.8 images/s on 2 threads; `bench scale` flat train-vs-train, 29.1 queries/s
 #: on 2 threads against 4,132,914 rows; `bench verify` fast, 1,721 pairs/s on one thread;
-#: `bench executors` SIFT (1,000 features) on the small preset's 256 px images, one process
+#: `bench executors` SIFT (1,000 features) on the small preset's 256 px images, one process, 84.8
+#: images/s
 DEFAULT_RATES = Rates(
     extract_core=Rate(24.8 / 2, "core", "README: bench extract, bf16 + channels_last, ResNet-18 224 px, 3 scales + "
                       "flip, 24.8 images/s on 2 cores"),
     extract_gpu=None,
     search=Rate(29.1 / 2, "core", "README: bench scale, flat train-vs-train, 29.1 queries/s on 2 cores",
                 GLDV2_IMAGES["train"]),
-    local_features=Rate(95.0, "core", "README: bench executors, SIFT at the synthetic data's 256 px, local 1 "
-                        "process (GLDv2's photos are larger, and SIFT's time grows with their pixels)"),
+    local_features=Rate(84.8, "core", "README: bench executors, SIFT (1,000 features) at the synthetic data's 256 "
+                        "px, local 1 process, 84.8 images/s (GLDv2's photos are larger: SIFT's time grows with "
+                        "their pixels)"),
     verify=Rate(1721.0, "core", "README: bench verify, fast, 1,721 pairs/s on one core"),
 )
 
@@ -206,7 +208,7 @@ def _threads(path: str | Path) -> int:
 def extract_rate(path: str | Path) -> tuple[Rate, bool]:
     """The fastest row of `lmkcomp bench extract`'s JSON: per GPU when it ran on one (the JSON's
     machine names a GPU and the row's device is cuda), else per core (its rate / threads)."""
-    row = _pick(path, _bench_rows(path, "images_per_s"), "images_per_s", "name", None)
+    row = pick_row(path, bench_rows(path, "images_per_s"), "images_per_s", "name", None)
     machine = json.loads(Path(path).read_text()).get("machine", {})
     on_gpu = "gpu" in machine and str(row.get("device", "cuda")).startswith("cuda")
     rate = row["images_per_s"] if on_gpu else row["images_per_s"] / _threads(path)
@@ -218,7 +220,7 @@ def extract_rate(path: str | Path) -> tuple[Rate, bool]:
 def search_rate(path: str | Path) -> Rate:
     """Queries/s per core of the largest measured database in `lmkcomp bench scale`'s JSON
     (`database_rows`) or `lmkcomp bench search`'s (`size`; rows it projected are skipped)."""
-    rows = [row for row in _bench_rows(path, "queries_per_s") if not row.get("projected")]
+    rows = [row for row in bench_rows(path, "queries_per_s") if not row.get("projected")]
     sized = [(row.get("database_rows") or row.get("size"), row) for row in rows]
     sized = [(size, row) for size, row in sized if isinstance(size, int) and size > 0]
     if not sized:
@@ -233,7 +235,7 @@ def search_rate(path: str | Path) -> Rate:
 def executors_rates(path: str | Path) -> tuple[Rate, dict[str, float]]:
     """From `lmkcomp bench executors`' JSON: SIFT images/s of one local process, and the two-node
     speed-up of each stage (`ray 2 nodes x 1 CPU` over `ray 1 node x 1 CPU`) when both ran."""
-    rows = {row.get("variant"): row for row in _bench_rows(path, "extract_images_per_s")}
+    rows = {row.get("variant"): row for row in bench_rows(path, "extract_images_per_s")}
     if "local 1 process" not in rows:
         raise UserInputError(f"{path}: no measured 'local 1 process' row")
     local = Rate(rows["local 1 process"]["extract_images_per_s"], "core",

@@ -159,7 +159,9 @@ def format_estimate(estimate: Estimate) -> str:
 # Rates from the benchmarks' JSON files (lmkcomp.bench.common.report writes {"rows": [...]})
 
 
-def _bench_rows(path: str | Path, rate_key: str) -> list[dict]:
+def bench_rows(path: str | Path, rate_key: str) -> list[dict]:
+    """The rows of a bench JSON (`lmkcomp bench ...`) that carry `rate_key`; a missing or
+    malformed file, or one without such rows, is a user error naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: benchmark file not found")
@@ -174,7 +176,7 @@ def _bench_rows(path: str | Path, rate_key: str) -> list[dict]:
     return measured
 
 
-def _pick(path: str | Path, rows: list[dict], rate_key: str, key: str, value: str | None) -> dict:
+def pick_row(path: str | Path, rows: list[dict], rate_key: str, key: str, value: str | None) -> dict:
     """The row whose `key` is `value`, or the one with the highest rate when `value` is None."""
     if value is None:
         return max(rows, key=lambda row: row[rate_key])
@@ -187,21 +189,21 @@ def _pick(path: str | Path, rows: list[dict], rate_key: str, key: str, value: st
 
 def extract_rate_from_bench(path: str | Path, variant: str | None = None) -> tuple[float, str]:
     """Images/s of `variant` (default: the fastest) in `lmkcomp bench extract`'s JSON, and a description."""
-    row = _pick(path, _bench_rows(path, "images_per_s"), "images_per_s", "name", variant)
+    row = pick_row(path, bench_rows(path, "images_per_s"), "images_per_s", "name", variant)
     tta = f"{len(row.get('scales', [1.0]))} scale(s)" + (" + flip" if row.get("flip") else "")
     return row["images_per_s"], f"{path}: {row['name']}, {row.get('backbone')} at {row.get('image_size')} px, {tta}"
 
 
 def verify_rate_from_bench(path: str | Path, preset: str = "fast") -> tuple[float, str]:
     """Pairs/s per core of verification `preset` in `lmkcomp bench verify`'s JSON, and a description."""
-    row = _pick(path, _bench_rows(path, "pairs_per_s"), "pairs_per_s", "preset", preset)
+    row = pick_row(path, bench_rows(path, "pairs_per_s"), "pairs_per_s", "preset", preset)
     return row["pairs_per_s"], f"{path}: preset {preset}"
 
 
 def search_rate_from_bench(path: str | Path, variant: str = "torch") -> tuple[SearchRate, str]:
     """Queries/s of `variant` in `lmkcomp bench search`'s JSON at its largest measured database
     (rows it projected itself are skipped: `SearchRate.at` scales the measurement), and a description."""
-    rows = [row for row in _bench_rows(path, "queries_per_s") if not row.get("projected")]
+    rows = [row for row in bench_rows(path, "queries_per_s") if not row.get("projected")]
     row = max((row for row in rows if row.get("variant") == variant), key=lambda row: row.get("size", 0), default=None)
     if row is None or not isinstance(row.get("size"), int):
         known = ", ".join(sorted({str(row.get("variant")) for row in rows}))
