@@ -32,7 +32,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -206,14 +206,22 @@ def _read_manifest(directory: Path) -> dict:
 
 def _open_table(directory: Path, wanted: dict) -> None:
     """Create the pair table's manifest, or check that the one there describes the same run."""
+    _open_folder(directory, wanted, _read_manifest, "pair table", "chunk-*.parquet", "chunk files")
+
+
+def _open_folder(directory: Path, wanted: dict, read: Callable[[Path], dict], kind: str, shard_glob: str,
+                 shards: str) -> None:
+    """Write `wanted` as the manifest of a new resumable folder of `kind`, or check that the
+    manifest there (read by `read`) describes the same run; shard files (`shard_glob`) without a
+    manifest mean a foreign or broken folder."""
     if (directory / MANIFEST_NAME).exists():
-        problem = first_setting_difference(_read_manifest(directory), wanted)
+        problem = first_setting_difference(read(directory), wanted)
         if problem is not None:
-            raise UserInputError(f"{directory}: already holds another pair table ({problem}); "
+            raise UserInputError(f"{directory}: already holds another {kind} ({problem}); "
                                  "choose another folder or delete this one")
         return
-    if directory.is_dir() and any(directory.glob("chunk-*.parquet")):
-        raise UserInputError(f"{directory}: holds chunk files but no {MANIFEST_NAME}; "
+    if directory.is_dir() and any(directory.glob(shard_glob)):
+        raise UserInputError(f"{directory}: holds {shards} but no {MANIFEST_NAME}; "
                              "choose another folder or delete this one")
     with atomic_write(directory / MANIFEST_NAME, "w", encoding="utf-8") as handle:
         json.dump(wanted, handle, indent=1)
@@ -448,19 +456,9 @@ def knn_pairs(
 
 def _open_knn_pair_folder(directory: Path, wanted: dict) -> None:
     """Create the kNN pair list folder's manifest, or check that the one there describes the same list."""
-    if (directory / MANIFEST_NAME).exists():
-        problem = first_setting_difference(read_manifest(directory, MANIFEST_NAME, KNN_FORMAT, KNN_FORMAT_VERSION,
-                                                         "a kNN pair list"), wanted)
-        if problem is not None:
-            raise UserInputError(f"{directory}: already holds another kNN pair list ({problem}); "
-                                 "choose another folder or delete this one")
-        return
-    if directory.is_dir() and any(directory.glob("pairs-*.parquet")):
-        raise UserInputError(f"{directory}: holds kNN pair shards but no {MANIFEST_NAME}; "
-                             "choose another folder or delete this one")
-    with atomic_write(directory / MANIFEST_NAME, "w", encoding="utf-8") as handle:
-        json.dump(wanted, handle, indent=1)
-        handle.write("\n")
+    _open_folder(directory, wanted,
+                 lambda folder: read_manifest(folder, MANIFEST_NAME, KNN_FORMAT, KNN_FORMAT_VERSION, "a kNN pair list"),
+                 "kNN pair list", "pairs-*.parquet", "kNN pair shards")
 
 
 def _read_knn_pair_shard(path: Path) -> pd.DataFrame:
