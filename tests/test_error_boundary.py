@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_search import one_faiss_thread  # noqa: F401  (autouse: faiss k-means on one thread)
 
-from lmkcomp import cli
+from lmkcomp.commands import demo as demo_commands
 from lmkcomp.cli import EXIT_USER_ERROR, main
 from lmkcomp.features.store import EmbeddingWriter
 
@@ -188,7 +188,7 @@ def test_os_errors_on_user_paths_are_one_line(monkeypatch, capsys, error, expect
     def failing(_args):
         raise error
 
-    monkeypatch.setattr(cli, "_cmd_baseline", failing)
+    monkeypatch.setattr(demo_commands, "_cmd_baseline", failing)
     if expected is None:  # not a user's path: a bug, traceback kept
         with pytest.raises(OSError):
             main(["baseline", "anywhere"])
@@ -269,6 +269,6 @@ def test_a_genuine_bug_keeps_its_traceback(monkeypatch, bug):
     def broken(_args):
         raise bug
 
-    monkeypatch.setattr(cli, "_cmd_baseline", broken)
+    monkeypatch.setattr(demo_commands, "_cmd_baseline", broken)
     with pytest.raises(type(bug)):
         main(["baseline", "anywhere"])

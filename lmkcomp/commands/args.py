@@ -122,3 +122,12 @@ def create_executor_from(args: argparse.Namespace):
     if args.executor == "ray":
         connect_ray(args.address, getattr(args, "workers", None))
     return executor
+
+
+def print_skipped(store) -> None:
+    """Print the count of images a store written with skips could not read, if any."""
+    from lmkcomp.manifest import describe_skipped
+
+    line = describe_skipped(store.directory, store.skipped)
+    if line is not None:
+        print(line)

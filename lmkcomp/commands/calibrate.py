@@ -94,7 +94,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "calibrate", help="the lowest threshold reaching a target specificity on stored labelled scores (or the "
                           "specificity and sensitivity of a given threshold), without recomputing them")

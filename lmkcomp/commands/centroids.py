@@ -134,7 +134,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     from lmkcomp.data.layout import LAYOUTS
 
     centroids = commands.add_parser("centroids",
@@ -188,6 +188,10 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     recognize.add_argument("--image-metadata", help="image_metadata.csv with query coordinates (default: in --data)")
     recognize.add_argument("--split", choices=("public", "private", "all"), default="all", help="rows scored")
     recognize.set_defaults(run=_cmd_recognize)
+
+
+def register_benches(benches: argparse._SubParsersAction) -> None:
+    from lmkcomp.data.layout import LAYOUTS
 
     bench = benches.add_parser("centroid-vs-delf", help="centroids vs DELF on the same database and queries: "
                                "sensitivity, specificity, GAP, latency by stage, memory, database-size sweep")

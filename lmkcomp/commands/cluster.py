@@ -34,25 +34,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
-
-    bench = benches.add_parser("executors", help="extract-local and verify under local processes and Ray clusters "
-                               "of one and two nodes started here; rates, ratios, byte-identical artifacts")
-    bench.add_argument("--data", required=True, help="dataset root (its first --images train images are used)")
-    bench.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
-    bench.add_argument("--images", type=positive_int, default=1000, help="train images to extract SIFT features of")
-    bench.add_argument("--pairs", type=positive_int, default=20000, help="pairs among them to verify (fast preset)")
-    bench.add_argument("--shard-size", type=positive_int, default=50, help="images per extraction task")
-    bench.add_argument("--chunk-size", type=positive_int, default=500, help="pairs per verification task")
-    bench.add_argument("--repeats", type=positive_int, default=2,
-                       help="rounds of every variant in turn; each stage's fastest round is reported")
-    bench.add_argument("--seed", type=int, default=0, help="pair sampling seed")
-    bench.add_argument("--workdir", default="runs/bench-executors", help="outputs of every variant (replaced)")
-    bench.add_argument("--out", default="bench/executors.json", help="JSON output")
-    bench.add_argument("--quiet", action="store_true")
-    bench.set_defaults(run=_cmd_bench_executors)
-
+def register(commands: argparse._SubParsersAction) -> None:
     plan = commands.add_parser("plan", help="project the wall time of full-GLDv2 extraction, train-vs-train kNN "
                                "and cleaning verification on N nodes of C cores / G GPUs, from measured rates")
     plan.add_argument("--nodes", type=positive_ints, default=(1, 8, 32), help="node counts, e.g. 1,8,32")
@@ -74,3 +56,23 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
                       help="same-label neighbours verified per train image (pairs: train x min(K, this))")
     plan.add_argument("--out", default="bench/plan.json", help="JSON output")
     plan.set_defaults(run=_cmd_plan)
+
+
+def register_benches(benches: argparse._SubParsersAction) -> None:
+    from lmkcomp.data.layout import LAYOUTS
+
+    bench = benches.add_parser("executors", help="extract-local and verify under local processes and Ray clusters "
+                               "of one and two nodes started here; rates, ratios, byte-identical artifacts")
+    bench.add_argument("--data", required=True, help="dataset root (its first --images train images are used)")
+    bench.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
+    bench.add_argument("--images", type=positive_int, default=1000, help="train images to extract SIFT features of")
+    bench.add_argument("--pairs", type=positive_int, default=20000, help="pairs among them to verify (fast preset)")
+    bench.add_argument("--shard-size", type=positive_int, default=50, help="images per extraction task")
+    bench.add_argument("--chunk-size", type=positive_int, default=500, help="pairs per verification task")
+    bench.add_argument("--repeats", type=positive_int, default=2,
+                       help="rounds of every variant in turn; each stage's fastest round is reported")
+    bench.add_argument("--seed", type=int, default=0, help="pair sampling seed")
+    bench.add_argument("--workdir", default="runs/bench-executors", help="outputs of every variant (replaced)")
+    bench.add_argument("--out", default="bench/executors.json", help="JSON output")
+    bench.add_argument("--quiet", action="store_true")
+    bench.set_defaults(run=_cmd_bench_executors)

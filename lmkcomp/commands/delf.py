@@ -42,7 +42,7 @@ def _cmd_fit_delf_pca(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     # light modules only: torch and timm load when a command runs
     from delf_baseline.savedmodel import OFFICIAL_SCALES
     from lmkcomp.data.layout import LAYOUTS

@@ -169,7 +169,7 @@ def _cmd_delf_recognize(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     from lmkcomp.data.layout import LAYOUTS
 
     parser = commands.add_parser(

@@ -87,7 +87,7 @@ def _cmd_inspect_embeddings(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     inspect = commands.add_parser(
         "inspect-embeddings", help="descriptor health of an embedding store: mean-vector norm, same / different "
         "landmark cosine similarities, their ROC AUC, effective rank",

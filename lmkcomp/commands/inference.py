@@ -1,12 +1,13 @@
 """`lmkcomp recognize` and `lmkcomp retrieve`: Kaggle submissions from embedding stores
-(`lmkcomp.inference`), validated and, when the dataset has a solution, scored."""
+(`lmkcomp.inference`), validated and, when the dataset has a solution, scored; `lmkcomp evaluate`:
+a checkpoint scored on the test split end to end (extraction, kNN retrieval, soft voting)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from lmkcomp.commands.args import create_executor_from, executor_options, int_at_least, positive_int
+from lmkcomp.commands.args import create_executor_from, executor_options, int_at_least, positive_int, scales
 from lmkcomp.errors import UserInputError
 
 
@@ -93,6 +94,19 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from lmkcomp.data.layout import LandmarkData
+    from lmkcomp.evaluate import evaluate_checkpoint
+    from lmkcomp.train.checkpoint import load_checkpoint
+
+    root = args.data or load_checkpoint(args.checkpoint)["config"]["data"]["root"]
+    result = evaluate_checkpoint(args.checkpoint, LandmarkData(root, "gldv2"), args.workdir, args.name,
+                                 submissions=args.submissions, scales=args.scales, flip=args.flip,
+                                 device=args.device, workers=args.workers, progress=not args.quiet)
+    print(json.dumps(result))
+    return 0
+
+
 def _common(parser: argparse.ArgumentParser, task: str) -> None:
     from lmkcomp.data.layout import LAYOUTS
     from lmkcomp.search.run import DEFAULT_SPEC
@@ -126,7 +140,7 @@ def _voting(parser: argparse.ArgumentParser, methods: tuple[str, ...] = ("soft-v
                         help="embedding store of non-landmark pictures: neighbour weight A - B - C")
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     recognize = commands.add_parser("recognize", parents=[executor_options()], help="recognition submission from embedding stores: soft voting "
                                     "(inliers, non-landmark bank), nearest neighbour or classifier head")
     _common(recognize, "recognition")
@@ -177,3 +191,16 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
                           help="re-ranking labels: the same for the index images")
     _voting(retrieve)
     retrieve.set_defaults(run=_cmd_retrieve)
+
+    evaluate = commands.add_parser("evaluate", help="score a checkpoint on the test split (kNN retrieval, soft-voting recognition)")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--name", required=True, help="submission name: submissions/<task>_<name>.csv")
+    evaluate.add_argument("--data", help="dataset root (default: the one the model was trained on)")
+    evaluate.add_argument("--workdir", default="runs/evaluate", help="where the embeddings go")
+    evaluate.add_argument("--submissions", default="submissions")
+    evaluate.add_argument("--scales", type=scales, default=(1.0,))
+    evaluate.add_argument("--flip", action="store_true")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--workers", type=int, default=2)
+    evaluate.add_argument("--quiet", action="store_true")
+    evaluate.set_defaults(run=_cmd_evaluate)

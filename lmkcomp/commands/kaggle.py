@@ -86,7 +86,7 @@ def _cmd_stage(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     from lmkcomp.data.layout import LAYOUTS
     from lmkcomp.kaggle.estimate import GLDV2_IMAGES, KAGGLE_LIMIT_HOURS
 

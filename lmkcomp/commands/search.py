@@ -70,7 +70,7 @@ def _cmd_bench_scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     search = commands.add_parser("search", parents=[executor_options()], help="k nearest database images of every query image (embedding stores) "
                                  "into a resumable kNN table")
     search.add_argument("--queries", required=True, help="embedding store of the query images")
@@ -97,6 +97,8 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     search.add_argument("--quiet", action="store_true")
     search.set_defaults(run=_cmd_search, output_folder="out")
 
+
+def register_benches(benches: argparse._SubParsersAction) -> None:
     bench = benches.add_parser("search", help="queries/s, peak memory and recall of exact and approximate search "
                                "on random unit vectors")
     bench.add_argument("--sizes", type=positive_ints, default=[10_000, 100_000, 1_000_000], help="database sizes")
