@@ -1,5 +1,5 @@
 """The kNN stages on executors: `lmkcomp search`, `clean --method verify`, the `--pairs-out`
-listing of `recognize` and `delf-recognize` write the same bytes whether their query shards run
+listing of `recognize` and `delf recognize` write the same bytes whether their query shards run
 in this process, in two local processes or on a two-node Ray cluster."""
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def test_recognize_pairs_out_refuses_an_executor_without_it(tiny_root, stores, t
 
 
 def _delf_args(tiny_root, stores, work: Path, *extra: str) -> list[str]:
-    return ["delf-recognize", "--database-features", str(stores["sift"]), "--data", str(tiny_root),
+    return ["delf", "recognize", "--database-features", str(stores["sift"]), "--data", str(tiny_root),
             "--query-features", str(stores["sift-test"]), "--index", "pca10-kdtree", "--candidates", "3",
             "--inlier-threshold", "5", "--name", "tiny", "--workdir", str(work), "--submissions", str(work / "subs"),
             "--chunk-size", "6", "--quiet", *extra]

@@ -11,7 +11,7 @@ import importlib
 #: the area modules in workflow order, which is the order of `lmkcomp --help`: data, training,
 #: extraction, search / verification / cleaning, submissions, the centroid and DELF methods,
 #: calibration and scoring, baselines and the demo, then Kaggle kernels and cluster planning
-AREAS = ("data", "train", "extract", "health", "search", "local", "clean", "inference", "centroids", "delf", "delf_recognition",
+AREAS = ("data", "train", "extract", "health", "search", "local", "clean", "inference", "centroids", "delf",
          "calibrate", "submission", "demo", "kaggle", "cluster")
 
 
