@@ -96,6 +96,62 @@ def json_safe(value):
     return value
 
 
+def _option(*flags: str, **settings) -> argparse.ArgumentParser:
+    """A parent parser holding one option, declared once here for every command that has it."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(*flags, **settings)
+    return parent
+
+
+def data_options(help: str = "dataset root", required: bool = True, layout: bool = True) -> argparse.ArgumentParser:
+    """`--data` (a dataset root) and, when `layout`, its `--layout` (`layout_options`)."""
+    parent = _option("--data", required=required, help=help)
+    if layout:
+        _add_layout(parent)
+    return parent
+
+
+def layout_options() -> argparse.ArgumentParser:
+    """`--layout` alone, for a command whose dataset root is a positional argument."""
+    parent = argparse.ArgumentParser(add_help=False)
+    _add_layout(parent)
+    return parent
+
+
+def _add_layout(parser: argparse.ArgumentParser) -> None:
+    """`--layout`: how the dataset root is laid out (`lmkcomp.data.layout.LAYOUTS`)."""
+    from lmkcomp.data.layout import LAYOUTS
+
+    parser.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2", help="how the dataset root is laid out")
+
+
+def quiet_options() -> argparse.ArgumentParser:
+    """`--quiet`: no progress bars."""
+    return _option("--quiet", action="store_true", help="no progress bars")
+
+
+def set_options(help: str) -> argparse.ArgumentParser:
+    """`--set KEY=VALUE`, repeatable, read with `overrides`; `help` says what it overrides."""
+    return _option("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def device_options(help: str = "") -> argparse.ArgumentParser:
+    """`--device`: auto (a GPU when this machine has one), cpu, cuda or cuda:N (as
+    `lmkcomp.devices`, not imported here: it loads torch); `help` adds what runs there."""
+    return _option("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: a GPU when this machine has "
+                                                    "one)" + (f"; {help}" if help else ""))
+
+
+def workers_options(help: str) -> argparse.ArgumentParser:
+    """`--workers`: the number of processes of a stage; `help` says which."""
+    return _option("--workers", type=positive_int, default=1, help=help)
+
+
+def shard_options(default: int, help: str) -> argparse.ArgumentParser:
+    """`--shard-size`: how many items one shard (one file, one resumable task) holds; `help` says which."""
+    return _option("--shard-size", type=positive_int, default=default, help=help)
+
+
 def executor_options() -> argparse.ArgumentParser:
     """The parent parser of every stage that runs in shards: where they run (`--executor`,
     `--address`). `--workers`, declared by each such command, is the number of processes here

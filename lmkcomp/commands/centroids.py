@@ -8,7 +8,16 @@ import json
 import logging
 from pathlib import Path
 
-from lmkcomp.commands.args import fraction, positive_int, positive_ints, scales, specificity
+from lmkcomp.commands.args import (
+    data_options,
+    fraction,
+    positive_int,
+    positive_ints,
+    quiet_options,
+    scales,
+    specificity,
+    workers_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +144,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
-
     centroids = commands.add_parser("centroids",
                                     help="the centroid method (Boiarov & Tyantov 2019): build centroids, recognize")
     actions = centroids.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    build = actions.add_parser("build", help="per-landmark centroids by agglomerative clustering, in a faiss index "
+    build = actions.add_parser("build", parents=[
+        data_options("dataset root (for the labels)"),
+        quiet_options()], help="per-landmark centroids by agglomerative clustering, in a faiss index "
                                "(resumable)")
-    build.add_argument("--data", required=True, help="dataset root (for the labels)")
-    build.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     build.add_argument("--labels", default="train", help="train, train_clean, or a train_clean-format CSV")
     build.add_argument("--embeddings", required=True, help="embedding store of the train split (lmkcomp extract)")
     build.add_argument("--out", required=True, help="centroid folder")
@@ -163,15 +170,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="most central images used as references of a landmark without given ones (0: none)")
     build.add_argument("--references", metavar="CSV", help="given references (landmark_id,images) per landmark")
     build.add_argument("--index-spec", default="Flat", help="faiss index_factory spec (inner product)")
-    build.add_argument("--quiet", action="store_true")
     build.set_defaults(run=_cmd_build)
 
-    recognize = actions.add_parser("recognize", help="Algorithm 2 on query embeddings; writes a recognition submission")
+    recognize = actions.add_parser(
+        "recognize", help="Algorithm 2 on query embeddings; writes a recognition submission",
+        parents=[data_options("dataset root: test ids, metadata, and scoring when it has a solution", required=False)])
     recognize.add_argument("--centroids", required=True, help="centroid folder (centroids build)")
     recognize.add_argument("--embeddings", required=True, help="embedding store of the queries (test split)")
     recognize.add_argument("--out", required=True, help="submission CSV")
-    recognize.add_argument("--data", help="dataset root: test ids, metadata, and scoring when it has a solution")
-    recognize.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     recognize.add_argument("--eta", type=float, help="cosine below which an image is a non-landmark (default 0.5, "
                            "or calibrated with --calibration-embeddings)")
     recognize.add_argument("--calibration-embeddings", metavar="STORE",
@@ -191,12 +197,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def register_benches(benches: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
-
-    bench = benches.add_parser("centroid-vs-delf", help="centroids vs DELF on the same database and queries: "
+    bench = benches.add_parser("centroid-vs-delf", parents=[
+        data_options("dataset root (default: generate --preset in --workdir)", required=False),
+        workers_options("dataset and local-feature processes"),
+        quiet_options()], help="centroids vs DELF on the same database and queries: "
                                "sensitivity, specificity, GAP, latency by stage, memory, database-size sweep")
-    bench.add_argument("--data", help="dataset root (default: generate --preset in --workdir)")
-    bench.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     bench.add_argument("--preset", choices=("tiny", "small", "medium"), default="tiny")
     bench.add_argument("--seed", type=int, default=0, help="dataset, query subsample and sweep seed")
     bench.add_argument("--workdir", default="runs/bench-centroid-vs-delf", help="what the bench makes (reused)")
@@ -231,8 +236,6 @@ def register_benches(benches: argparse._SubParsersAction) -> None:
     bench.add_argument("--sweep-queries", type=positive_int, default=20)
     bench.add_argument("--timing-images", type=positive_int, default=8, help="images timed in the features stage")
     bench.add_argument("--timing-queries", type=positive_int, default=50, help="queries timed per method, one core")
-    bench.add_argument("--workers", type=positive_int, default=1, help="dataset and local-feature processes")
     bench.add_argument("--out", default="bench/centroid-vs-delf.json")
     bench.add_argument("--plot", default="bench/centroid-vs-delf.png")
-    bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(run=_cmd_bench, output_folder="workdir")

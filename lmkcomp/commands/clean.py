@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmkcomp.commands.args import create_executor_from, executor_options, positive_int
+from lmkcomp.commands.args import (
+    create_executor_from,
+    data_options,
+    executor_options,
+    positive_int,
+    quiet_options,
+    workers_options,
+)
 from lmkcomp.errors import UserInputError
 
 
@@ -70,12 +77,12 @@ def _clean_by_verification(args: argparse.Namespace, ids: list[str], landmarks, 
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
-
-    clean = commands.add_parser("clean", parents=[executor_options()], help="clean the train labels; writes train_clean.csv, removed.csv, report.json")
+    clean = commands.add_parser("clean", parents=[
+        executor_options(),
+        data_options(),
+        workers_options("verify: kNN and verification processes"),
+        quiet_options()], help="clean the train labels; writes train_clean.csv, removed.csv, report.json")
     clean.add_argument("--method", choices=("dbscan", "references", "verify"), required=True)
-    clean.add_argument("--data", required=True, help="dataset root")
-    clean.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     clean.add_argument("--labels", default="train", help="train, train_clean, or a train_clean-format CSV")
     clean.add_argument("--embeddings", required=True, help="embedding store of the train split (lmkcomp extract)")
     clean.add_argument("--out", required=True)
@@ -96,7 +103,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     clean.add_argument("--min-verified", type=int, default=2, help="verify: keep images with more verified neighbours than this")
     clean.add_argument("--preset", default="fast", help="verify: verification preset, fast, fast-magsac or official-delf")
     clean.add_argument("--pair-table", metavar="DIR", help="verify: resumable pair table folder (default OUT/pairs)")
-    clean.add_argument("--workers", type=positive_int, default=1, help="verify: kNN and verification processes")
-    clean.add_argument("--quiet", action="store_true", help="verify: no progress bars")
     clean.add_argument("--min-images", type=positive_int, default=2, help="drop landmarks left with fewer images")
     clean.set_defaults(run=_cmd_clean, output_folder="out")

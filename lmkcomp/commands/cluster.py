@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from lmkcomp.commands.args import positive_float, positive_int, positive_ints
+from lmkcomp.commands.args import (
+    data_options,
+    positive_float,
+    positive_int,
+    positive_ints,
+    quiet_options,
+    shard_options,
+)
 
 
 def _cmd_bench_executors(args: argparse.Namespace) -> int:
@@ -59,20 +66,17 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def register_benches(benches: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
-
-    bench = benches.add_parser("executors", help="extract-local and verify under local processes and Ray clusters "
+    bench = benches.add_parser("executors", parents=[
+        data_options("dataset root (its first --images train images are used)"),
+        shard_options(50, "images per extraction task"),
+        quiet_options()], help="extract-local and verify under local processes and Ray clusters "
                                "of one and two nodes started here; rates, ratios, byte-identical artifacts")
-    bench.add_argument("--data", required=True, help="dataset root (its first --images train images are used)")
-    bench.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     bench.add_argument("--images", type=positive_int, default=1000, help="train images to extract SIFT features of")
     bench.add_argument("--pairs", type=positive_int, default=20000, help="pairs among them to verify (fast preset)")
-    bench.add_argument("--shard-size", type=positive_int, default=50, help="images per extraction task")
     bench.add_argument("--chunk-size", type=positive_int, default=500, help="pairs per verification task")
     bench.add_argument("--repeats", type=positive_int, default=2,
                        help="rounds of every variant in turn; each stage's fastest round is reported")
     bench.add_argument("--seed", type=int, default=0, help="pair sampling seed")
     bench.add_argument("--workdir", default="runs/bench-executors", help="outputs of every variant (replaced)")
     bench.add_argument("--out", default="bench/executors.json", help="JSON output")
-    bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(run=_cmd_bench_executors)

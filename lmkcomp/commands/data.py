@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from lmkcomp.commands.args import create_executor_from, executor_options, fraction, positive_int
+from lmkcomp.commands.args import (
+    create_executor_from,
+    executor_options,
+    fraction,
+    positive_int,
+    quiet_options,
+    workers_options,
+)
 from lmkcomp.errors import UserInputError
 
 
@@ -39,7 +46,12 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    make = commands.add_parser("make-dataset", parents=[executor_options()], help="write a synthetic mini-GLDv2, or import photo folders, in the GLDv2 layout")
+    make = commands.add_parser("make-dataset", parents=[
+        executor_options(),
+        workers_options("rendering processes (--executor local), or the CPUs of a Ray instance started here "
+            "(--executor ray without --address); an import (--from-folders, --from-csv) runs in "
+            "this process"),
+        quiet_options()], help="write a synthetic mini-GLDv2, or import photo folders, in the GLDv2 layout")
     make.add_argument("out", help="output folder (created; a synthetic dataset resumes; an import needs an empty folder, or --force to replace an earlier import)")
     make.add_argument("--preset", choices=("tiny", "small", "medium", "v1"), default="small",
                       help="synthetic size; v1 is the train-only pretraining corpus (landmarks no other preset has)")
@@ -50,10 +62,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     make.add_argument("--noise-fraction", type=fraction, help="fraction of train images with a wrong label (default 0.2)")
     make.add_argument("--train-distractor-ratio", type=float, metavar="RATIO",
                       help="non-landmark train images (train_nonlandmark.csv) per landmark train image (default 0.1)")
-    make.add_argument("--workers", type=positive_int, default=1,
-                      help="rendering processes (--executor local), or the CPUs of a Ray instance started here "
-                           "(--executor ray without --address); an import (--from-folders, --from-csv) runs in "
-                           "this process")
     photo_source = make.add_mutually_exclusive_group()
     photo_source.add_argument("--from-folders", metavar="SRC",
                         help="import photos instead of generating: SRC/<landmark>/<photos>, split with the seed, or "
@@ -74,5 +82,4 @@ def register(commands: argparse._SubParsersAction) -> None:
                            "the layout stores {id}.jpg); upright JPEGs within the long side are copied as they are")
     make.add_argument("--force", action="store_true", help="import: replace an earlier import in OUT")
     make.add_argument("--skip-bad", action="store_true", help="skip unreadable photos (listed in skipped.csv) instead of failing")
-    make.add_argument("--quiet", action="store_true", help="no progress bars")
     make.set_defaults(run=_cmd_make_dataset, output_folder="out")

@@ -22,13 +22,18 @@ from pathlib import Path
 
 from lmkcomp.commands.args import (
     create_executor_from,
+    data_options,
+    device_options,
     executor_options,
     fraction,
     json_safe,
     overrides,
     positive_int,
+    quiet_options,
     scales,
+    set_options,
     specificity,
+    workers_options,
 )
 from lmkcomp.errors import UserInputError
 
@@ -212,11 +217,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     actions = delf.add_subparsers(dest="action", required=True, metavar="ACTION")
     # light modules only: torch and timm load when a command runs
     from delf_baseline.savedmodel import OFFICIAL_SCALES
-    from lmkcomp.data.layout import LAYOUTS
 
-    train = actions.add_parser("train", help="train a PyTorch DELF (attention-pooled classifier; resumable)")
-    train.add_argument("--data", required=True, help="dataset root")
-    train.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
+    train = actions.add_parser("train", parents=[
+        data_options(),
+        device_options(),
+        workers_options("data-loading processes"),
+        quiet_options()], help="train a PyTorch DELF (attention-pooled classifier; resumable)")
     train.add_argument("--out", required=True, help="run folder: delf.pt (checkpoint) and metrics.csv")
     train.add_argument("--labels", default="train_clean", help="train, train_clean, or a CSV in train_clean format")
     train.add_argument("--val-fraction", type=fraction, default=0.1,
@@ -233,35 +239,34 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
                        help="also checkpoint every STEPS optimizer steps (0: after each epoch only)")
-    train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
-    train.add_argument("--workers", type=int, default=0, help="data-loading processes")
     train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    train.add_argument("--quiet", action="store_true")
     train.set_defaults(run=_cmd_train, output_folder="out")
 
-    pca = actions.add_parser("pca", help="fit the descriptor PCA of a trained PyTorch DELF on train images")
+    pca = actions.add_parser("pca", parents=[
+        data_options(),
+        device_options(),
+        quiet_options()], help="fit the descriptor PCA of a trained PyTorch DELF on train images")
     pca.add_argument("--checkpoint", required=True, help="delf.pt written by delf train")
-    pca.add_argument("--data", required=True, help="dataset root")
-    pca.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     pca.add_argument("--out", required=True, help="PCA file (.npz) for extract-local --set pca=...")
     pca.add_argument("--dim", type=positive_int, default=40, help="output dimension (official DELF: 40)")
     pca.add_argument("--images", type=positive_int, default=1000, help="train images sampled for the fit")
     pca.add_argument("--seed", type=int, default=0, help="seed of the image sample")
     pca.add_argument("--scales", type=scales, default=OFFICIAL_SCALES, help="pyramid scales, as at extraction")
     pca.add_argument("--max-features", type=positive_int, default=1000, help="features per image, as at extraction")
-    pca.add_argument("--device", default="cpu")
-    pca.add_argument("--quiet", action="store_true")
     pca.set_defaults(run=_cmd_pca)
 
     recognize = actions.add_parser(
-        "recognize", parents=[executor_options()], help="DELF recognition of the test split: each local feature's nearest database features "
+        "recognize", parents=[
+            executor_options(),
+            data_options("dataset root (labels, test ids, solution when present)"),
+            set_options("override a verification preset field, e.g. residual=4"),
+            workers_options("recognition processes, each loading the index"),
+            quiet_options()], help="DELF recognition of the test split: each local feature's nearest database features "
                                "vote for their images, the top candidates are verified with RANSAC")
     recognize.add_argument("--database-features", required=True, metavar="STORE",
                            help="local feature store of the database images (lmkcomp extract-local)")
     recognize.add_argument("--labels", default="train", help="database labels: train, train_clean, index, or a CSV "
                                                           "with columns id,landmark_id (only labelled images are indexed)")
-    recognize.add_argument("--data", required=True, help="dataset root (labels, test ids, solution when present)")
-    recognize.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     recognize.add_argument("--query-features", required=True, metavar="STORE", help="local feature store of the test split")
     recognize.add_argument("--index", default="pq", help="feature index: flat, pq or pca10-kdtree")
     recognize.add_argument("--index-option", action="append", default=[], metavar="KEY=VALUE",
@@ -284,14 +289,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "WORKDIR/NAME/calibration-features with the database's extractor)")
     recognize.add_argument("--preset", help="verification preset, fast, fast-magsac or official-delf (default: fast "
                                          "for sift and rootsift, official-delf otherwise)")
-    recognize.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                           help="override a verification preset field, e.g. residual=4")
     recognize.add_argument("--seed", type=int, default=0, help="seed of the index training sample and of RANSAC")
     recognize.add_argument("--name", required=True, help="submission name: SUBMISSIONS/recognition_<NAME>.csv")
     recognize.add_argument("--workdir", default="runs/delf-recognition", help="index and resumable predictions go in WORKDIR/NAME")
     recognize.add_argument("--submissions", default="submissions")
     recognize.add_argument("--chunk-size", type=positive_int, default=256, help="queries per resumable chunk (one task "
                         "each)")
-    recognize.add_argument("--workers", type=positive_int, default=1, help="recognition processes, each loading the index")
-    recognize.add_argument("--quiet", action="store_true")
     recognize.set_defaults(run=_cmd_recognize)

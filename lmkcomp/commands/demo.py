@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmkcomp.commands.args import positive_int
+from lmkcomp.commands.args import layout_options, quiet_options, workers_options
 from lmkcomp.errors import UserInputError
 
 
@@ -46,17 +46,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
-
-    baseline = commands.add_parser("baseline", help="write trivial but valid submissions for both tasks")
+    baseline = commands.add_parser("baseline", parents=[
+        layout_options(),
+        quiet_options()], help="write trivial but valid submissions for both tasks")
     baseline.add_argument("data", help="dataset root")
-    baseline.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     baseline.add_argument("--method", choices=("thumbnail", "constant"), default="thumbnail")
     baseline.add_argument("--out", default="submissions")
-    baseline.add_argument("--quiet", action="store_true")
     baseline.set_defaults(run=_cmd_baseline)
 
-    demo = commands.add_parser("demo", help="the kit end to end on the synthetic dataset, with a score table")
+    demo = commands.add_parser("demo", parents=[
+        workers_options("processes of the extraction, local-feature, cleaning and verification stages"),
+        quiet_options()], help="the kit end to end on the synthetic dataset, with a score table")
     demo.add_argument("--preset", choices=("tiny", "small", "medium"), default="small")
     demo.add_argument("--from-folders", metavar="SRC",
                       help="your photos instead of the synthetic data: SRC/<landmark>/<photos> or SRC/<split>/"
@@ -65,7 +65,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workdir", default="runs/demo", help="dataset and artifacts (reused when present)")
     demo.add_argument("--submissions", default="submissions")
-    demo.add_argument("--workers", type=positive_int, default=2)
     demo.add_argument("--train-config", help="descriptor config trained in the demo (default: cpu-tiny for the tiny "
                       "preset, else cpu-small)")
     demo.add_argument("--no-train", action="store_true", help="skip training (dataset and baselines only)")
@@ -74,5 +73,4 @@ def register(commands: argparse._SubParsersAction) -> None:
                       "training from scratch; its stages get their own run folder")
     demo.add_argument("--force", action="store_true", help="rerun every stage after the dataset instead of reusing them")
     demo.add_argument("--no-report", action="store_true", help="skip the HTML report (SUBMISSIONS/report/index.html)")
-    demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(run=_cmd_demo)

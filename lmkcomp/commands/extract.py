@@ -6,7 +6,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmkcomp.commands.args import create_executor_from, executor_options, positive_int, print_skipped, scales
+from lmkcomp.commands.args import (
+    create_executor_from,
+    data_options,
+    device_options,
+    executor_options,
+    positive_int,
+    print_skipped,
+    quiet_options,
+    scales,
+    shard_options,
+    workers_options,
+)
 from lmkcomp.errors import UserInputError
 
 
@@ -67,9 +78,14 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
-
-    extract = commands.add_parser("extract", parents=[executor_options()],
+    extract = commands.add_parser("extract", parents=[
+        executor_options(),
+        data_options("dataset root (default: the one the model was trained on)", required=False),
+        device_options("with --executor ray each task asks Ray for a GPU when it is a CUDA device"),
+        workers_options("--executor local: image-loading processes; ray: the CPUs of a Ray instance started "
+            "here (without --address), each task loading its own images"),
+        shard_options(50_000, "rows per store shard, the unit of resuming and of --executor ray's tasks"),
+        quiet_options()],
                                   help="embed a split with a trained checkpoint or a weight-free descriptor "
                                        "(sharded, resumable)")
     model = extract.add_mutually_exclusive_group(required=True)
@@ -79,28 +95,17 @@ def register(commands: argparse._SubParsersAction) -> None:
                             "lmkcomp baseline); needs --data; --workers are then decoding processes")
     extract.add_argument("--split", choices=("train", "index", "test"), required=True)
     extract.add_argument("--out", required=True, help="embedding store folder")
-    extract.add_argument("--data", help="dataset root (default: the one the model was trained on)")
-    extract.add_argument("--layout", choices=tuple(LAYOUTS))
     extract.add_argument("--scales", type=scales, default=(0.7071, 1.0, 1.4142))
     extract.add_argument("--no-flip", action="store_true", help="no horizontal-flip TTA")
     extract.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     extract.add_argument("--image-size", type=positive_int, help="default: the checkpoint's final training size")
     extract.add_argument("--batch-size", type=positive_int, default=64)
-    extract.add_argument("--device", default="auto",
-                         help="auto, cpu, cuda or cuda:N (auto: a GPU when this machine has one); with --executor "
-                              "ray each task asks Ray for a GPU when it is a CUDA device")
     extract.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    extract.add_argument("--workers", type=int, default=2,
-                         help="--executor local: image-loading processes; ray: the CPUs of a Ray instance started "
-                              "here (without --address), each task loading its own images")
     extract.add_argument("--threads", type=positive_int,
                          help="torch CPU threads per extracting process (default: local, torch's own, this machine's "
                               "cores; ray, 1, and a CPU task reserves this many CPUs); on the CPU the embeddings' "
                               "last bits depend on it, so compare stores made with the same number")
-    extract.add_argument("--shard-size", type=positive_int, default=50_000,
-                         help="rows per store shard, the unit of resuming and of --executor ray's tasks")
     extract.add_argument("--skip-bad", action="store_true", help="zero rows for unreadable images (counted) instead of failing")
-    extract.add_argument("--quiet", action="store_true")
     extract.set_defaults(run=_cmd_extract, output_folder="out")
 
     ensemble = commands.add_parser("ensemble", help="combine aligned embedding stores: per-model L2, weights, concat, L2")

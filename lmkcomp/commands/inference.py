@@ -7,7 +7,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from lmkcomp.commands.args import create_executor_from, executor_options, int_at_least, positive_int, scales
+from lmkcomp.commands.args import (
+    create_executor_from,
+    data_options,
+    device_options,
+    executor_options,
+    int_at_least,
+    positive_int,
+    quiet_options,
+    scales,
+    workers_options,
+)
 from lmkcomp.errors import UserInputError
 
 
@@ -107,13 +117,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _common_parents() -> list[argparse.ArgumentParser]:
+    """The shared options of `recognize` and `retrieve`."""
+    return [executor_options(), data_options("dataset root: test ids, train labels, solutions"),
+            workers_options("with --pairs-out: search processes, one "
+                        "kNN table shard each; recognize --method verified-voting: verification processes"), quiet_options()]
+
+
 def _common(parser: argparse.ArgumentParser, task: str) -> None:
-    from lmkcomp.data.layout import LAYOUTS
     from lmkcomp.search.run import DEFAULT_SPEC
 
     parser.add_argument("--test", required=True, help="embedding store of the test split")
-    parser.add_argument("--data", required=True, help="dataset root: test ids, train labels, solutions")
-    parser.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     parser.add_argument("--name", required=True, help=f"submission name: SUBMISSIONS/{task}_<name>.csv")
     parser.add_argument("--submissions", default="submissions")
     parser.add_argument("--workdir", default="runs/inference", help="kNN tables and expanded stores (reused on reruns)")
@@ -121,9 +135,6 @@ def _common(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--split", choices=("all", "public", "private"), default="all", help="solution rows scored")
     parser.add_argument("--pairs-out", metavar="CSV", help="only write the pairs whose inliers this command reads "
                         "(a pair list for lmkcomp verify --pairs) and stop")
-    parser.add_argument("--workers", type=positive_int, default=1, help="with --pairs-out: search processes, one "
-                        "kNN table shard each; recognize --method verified-voting: verification processes")
-    parser.add_argument("--quiet", action="store_true")
 
 
 def _voting(parser: argparse.ArgumentParser, methods: tuple[str, ...] = ("soft-voting", "nearest", "classifier")) -> None:
@@ -141,7 +152,7 @@ def _voting(parser: argparse.ArgumentParser, methods: tuple[str, ...] = ("soft-v
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    recognize = commands.add_parser("recognize", parents=[executor_options()], help="recognition submission from embedding stores: soft voting "
+    recognize = commands.add_parser("recognize", parents=_common_parents(), help="recognition submission from embedding stores: soft voting "
                                     "(inliers, non-landmark bank), nearest neighbour or classifier head")
     _common(recognize, "recognition")
     _voting(recognize, ("soft-voting", "nearest", "classifier", "verified-voting"))
@@ -169,7 +180,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                                "when the data has a recognition solution")
     recognize.set_defaults(run=_cmd_recognize)
 
-    retrieve = commands.add_parser("retrieve", parents=[executor_options()], help="retrieval submission from embedding stores, with DBA, "
+    retrieve = commands.add_parser("retrieve", parents=_common_parents(), help="retrieval submission from embedding stores, with DBA, "
                                    "alpha-QE, spatial and discriminative re-ranking")
     _common(retrieve, "retrieval")
     retrieve.add_argument("--index", required=True, metavar="STORE", help="embedding store of the index split")
@@ -192,15 +203,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     _voting(retrieve)
     retrieve.set_defaults(run=_cmd_retrieve)
 
-    evaluate = commands.add_parser("evaluate", help="score a checkpoint on the test split (kNN retrieval, soft-voting recognition)")
+    evaluate = commands.add_parser("evaluate", parents=[
+        data_options("dataset root (default: the one the model was trained on)", required=False, layout=False),
+        device_options(),
+        workers_options("image-loading processes"),
+        quiet_options()], help="score a checkpoint on the test split (kNN retrieval, soft-voting recognition)")
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--name", required=True, help="submission name: submissions/<task>_<name>.csv")
-    evaluate.add_argument("--data", help="dataset root (default: the one the model was trained on)")
     evaluate.add_argument("--workdir", default="runs/evaluate", help="where the embeddings go")
     evaluate.add_argument("--submissions", default="submissions")
     evaluate.add_argument("--scales", type=scales, default=(1.0,))
     evaluate.add_argument("--flip", action="store_true")
-    evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--workers", type=int, default=2)
-    evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(run=_cmd_evaluate)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmkcomp.commands.args import positive_int
+from lmkcomp.commands.args import layout_options, positive_int
 from lmkcomp.errors import UserInputError
 
 #: exit status of `lmkcomp kaggle estimate` when the projection exceeds the limit
@@ -87,7 +87,6 @@ def _cmd_stage(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
     from lmkcomp.kaggle.estimate import GLDV2_IMAGES, KAGGLE_LIMIT_HOURS
 
     kaggle = commands.add_parser("kaggle", help="offline Kaggle kernels: wheels bundle, run-time estimate, local rehearsal")
@@ -140,11 +139,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     estimate.add_argument("--limit-hours", type=float, default=KAGGLE_LIMIT_HOURS)
     estimate.set_defaults(run=_cmd_estimate)
 
-    stage = actions.add_parser("stage", help="lay out a GLDv2-layout dataset as Kaggle competition folders "
+    stage = actions.add_parser("stage", parents=[layout_options()], help="lay out a GLDv2-layout dataset as Kaggle competition folders "
                                "(INPUT/landmark-recognition-2021/ ...) to rehearse the notebooks")
     stage.add_argument("data", help="dataset root")
     stage.add_argument("input", help="the stand-in for /kaggle/input")
-    stage.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     stage.add_argument("--task", action="append", choices=("recognition", "retrieval"),
                        help="competition to lay out (repeatable; default both)")
     stage.set_defaults(run=_cmd_stage)

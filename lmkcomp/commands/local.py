@@ -6,7 +6,18 @@ from __future__ import annotations
 
 import argparse
 
-from lmkcomp.commands.args import create_executor_from, executor_options, overrides, positive_int, print_skipped
+from lmkcomp.commands.args import (
+    create_executor_from,
+    data_options,
+    executor_options,
+    overrides,
+    positive_int,
+    print_skipped,
+    quiet_options,
+    set_options,
+    shard_options,
+    workers_options,
+)
 
 
 def _extractor_options(args: argparse.Namespace) -> dict:
@@ -65,47 +76,43 @@ def _cmd_bench_verify(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
-
-    extract_local = commands.add_parser("extract-local", parents=[executor_options()], help="local features (SIFT, RootSIFT, ...) of a split into a "
+    extract_local = commands.add_parser("extract-local", parents=[
+        executor_options(),
+        data_options(),
+        set_options("another extractor option, e.g. contrast_threshold=0.01"),
+        workers_options("extraction processes"),
+        shard_options(1000, "images per shard"),
+        quiet_options()], help="local features (SIFT, RootSIFT, ...) of a split into a "
                                         "sharded, resumable store")
     extract_local.add_argument("--method", required=True, help="a LOCAL_EXTRACTORS name: sift, rootsift, ...")
-    extract_local.add_argument("--data", required=True, help="dataset root")
-    extract_local.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     extract_local.add_argument("--split", choices=("train", "index", "test"), required=True)
     extract_local.add_argument("--out", required=True, help="local feature store folder")
     extract_local.add_argument("--max-features", type=positive_int, default=1000, help="features kept per image, best first")
     extract_local.add_argument("--max-side", type=positive_int, help="detect on images downscaled to this long side")
-    extract_local.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                               help="another extractor option, e.g. contrast_threshold=0.01")
-    extract_local.add_argument("--workers", type=positive_int, default=1, help="extraction processes")
-    extract_local.add_argument("--shard-size", type=positive_int, default=1000, help="images per shard")
     extract_local.add_argument("--skip-bad", action="store_true", help="store unreadable images with no features instead of failing")
-    extract_local.add_argument("--quiet", action="store_true")
     extract_local.set_defaults(run=_cmd_extract_local, output_folder="out")
 
-    verify = commands.add_parser("verify", parents=[executor_options()],
+    verify = commands.add_parser("verify", parents=[
+        executor_options(),
+        set_options("override a preset field, e.g. residual=4"),
+        workers_options("verification processes"),
+        quiet_options()],
                                  help="spatially verify a list of image pairs into a resumable pair table")
     verify.add_argument("--pairs", required=True, help="CSV or parquet with columns query_id,candidate_id")
     verify.add_argument("--features", required=True, help="local feature store of the query images")
     verify.add_argument("--candidate-features", help="local feature store of the candidates (default: --features)")
     verify.add_argument("--out", required=True, help="pair table folder (resumable)")
     verify.add_argument("--preset", default="fast", help="verification preset: fast, fast-magsac or official-delf")
-    verify.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field, e.g. residual=4")
-    verify.add_argument("--workers", type=positive_int, default=1, help="verification processes")
     verify.add_argument("--chunk-size", type=positive_int, default=2000, help="pairs per chunk file")
-    verify.add_argument("--quiet", action="store_true")
     verify.set_defaults(run=_cmd_verify, output_folder="out")
 
 
 def register_benches(benches: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
-
-    bench_verify = benches.add_parser("verify", help="pairs/s per core and same-vs-different ROC AUC of the "
+    bench_verify = benches.add_parser("verify", parents=[
+        data_options("dataset root (train and index images with labels)"),
+        quiet_options()], help="pairs/s per core and same-vs-different ROC AUC of the "
                                       "fast, fast-magsac and official-delf verification presets, an "
                                       "official-style reference and fast with poselib")
-    bench_verify.add_argument("--data", required=True, help="dataset root (train and index images with labels)")
-    bench_verify.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     bench_verify.add_argument("--pairs", type=positive_int, default=300, help="same-landmark pairs, and as many different")
     bench_verify.add_argument("--features", default="sift", help="local feature method (a LOCAL_EXTRACTORS name)")
     bench_verify.add_argument("--local-features", metavar="DIR",
@@ -114,5 +121,4 @@ def register_benches(benches: argparse._SubParsersAction) -> None:
     bench_verify.add_argument("--max-side", type=positive_int, help="extract on images downscaled to this long side")
     bench_verify.add_argument("--seed", type=int, default=0, help="pair sampling seed")
     bench_verify.add_argument("--out", default="bench/verify.json", help="JSON output")
-    bench_verify.add_argument("--quiet", action="store_true")
     bench_verify.set_defaults(run=_cmd_bench_verify)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lmkcomp.commands.args import positive_float, positive_int
+from lmkcomp.commands.args import layout_options, positive_float, positive_int
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -47,8 +47,6 @@ def _cmd_bench_submission(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
-
     score = commands.add_parser("score", help="score a submission as the official evaluation does; prints JSON")
     score.add_argument("--task", choices=("recognition", "retrieval"), required=True)
     score.add_argument("--solution", required=True, help="recognition_solution_v2.1.csv or retrieval_solution_v2.1.csv")
@@ -56,13 +54,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     score.add_argument("--split", choices=("public", "private", "all"), default="all", help="rows scored (all = every non-Ignored row)")
     score.set_defaults(run=_cmd_score)
 
-    validate = commands.add_parser("validate", help="check a submission file as Kaggle would")
+    validate = commands.add_parser("validate", parents=[layout_options()], help="check a submission file as Kaggle would")
     validate.add_argument("--task", choices=("recognition", "retrieval"), required=True)
     validate.add_argument("--submission", required=True)
     source = validate.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="dataset root whose test split defines the expected ids")
     source.add_argument("--test-ids", help="a sample_submission.csv listing the expected ids")
-    validate.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     validate.set_defaults(run=_cmd_validate)
 
 

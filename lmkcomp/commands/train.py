@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import argparse
 
-from lmkcomp.commands.args import overrides, positive_int, scales
+from lmkcomp.commands.args import (
+    data_options,
+    device_options,
+    overrides,
+    positive_int,
+    quiet_options,
+    scales,
+    set_options,
+)
 from lmkcomp.errors import UserInputError
 
 
@@ -65,23 +73,22 @@ def _cmd_bench_heads(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    train = commands.add_parser("train", help="train a GeM + margin-head descriptor (resumable)")
+    train = commands.add_parser("train", parents=[
+        data_options("dataset root (overrides data.root)", required=False, layout=False),
+        set_options("override a config key, e.g. model.head=cosface"),
+        quiet_options()], help="train a GeM + margin-head descriptor (resumable)")
     train.add_argument("config", help="YAML config, or a built-in one: cpu-small, gpu-gldv2")
     train.add_argument("--out", required=True, help="run folder (checkpoint, metrics.csv, tensorboard/)")
-    train.add_argument("--data", help="dataset root (overrides data.root)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. model.head=cosface")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.add_argument("--quiet", action="store_true")
     train.set_defaults(run=_cmd_train, output_folder="out")
 
 
 def register_benches(benches: argparse._SubParsersAction) -> None:
     for name, text in (("train", "training images/s and peak memory"), ("extract", "extraction images/s and peak memory")):
-        sub = benches.add_parser(name, help=text + " with/without channels_last, AMP, torch.compile")
+        sub = benches.add_parser(name, parents=[device_options()], help=text + " with/without channels_last, AMP, torch.compile")
         sub.add_argument("--backbone", default="resnet18")
         sub.add_argument("--image-size", type=positive_int, default=224)
         sub.add_argument("--batch-size", type=positive_int, default=16)
-        sub.add_argument("--device", default="auto")
         sub.add_argument("--steps", type=positive_int, default=5)
         sub.add_argument("--warmup", type=positive_int, default=2)
         sub.add_argument("--variants", type=lambda text: text.split(","), help="comma-separated subset, e.g. fp32,bf16")
@@ -90,12 +97,12 @@ def register_benches(benches: argparse._SubParsersAction) -> None:
         sub.add_argument("--out", help=f"JSON output (default bench/{name}.json)")
         sub.set_defaults(run=_cmd_bench_models)
 
-    heads = benches.add_parser("heads", help="train one config per head (and GeM vs avg) and score each on the test split")
+    heads = benches.add_parser("heads", parents=[
+        data_options("dataset root (overrides data.root)", required=False, layout=False),
+        set_options("override a config key, e.g. model.head=cosface"),
+        quiet_options()], help="train one config per head (and GeM vs avg) and score each on the test split")
     heads.add_argument("config", nargs="?", default="cpu-small")
-    heads.add_argument("--data", help="dataset root (overrides data.root)")
     heads.add_argument("--workdir", default="runs/bench-heads")
     heads.add_argument("--variants", type=lambda text: text.split(","))
-    heads.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     heads.add_argument("--out", help="JSON output (default bench/heads.json)")
-    heads.add_argument("--quiet", action="store_true")
     heads.set_defaults(run=_cmd_bench_heads, output_folder="workdir")
