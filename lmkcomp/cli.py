@@ -23,6 +23,7 @@ from typing import Sequence
 
 from lmkcomp import __version__
 from lmkcomp.commands import register_all
+from lmkcomp.commands.args import DefaultsHelpFormatter, all_parsers
 from lmkcomp.errors import UserInputError
 
 EXIT_USER_ERROR = 2
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "lmkcomp --debug COMMAND ...)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_all(commands)
+    for each in all_parsers(parser):  # one help style everywhere: every option's default shown
+        each.formatter_class = DefaultsHelpFormatter
     return parser
 
 

@@ -125,16 +125,16 @@ def small_stores(tmp_path):
 
 @pytest.mark.parametrize(("spec", "expected"), [
     ("IVF1024,PQ32", "faiss index 'IVF1024,PQ32': IVF1024 needs at least 1024 training vectors (one per inverted "
-                     "list), got 300; lower the number in IVF1024, or search exactly (--index flat)"),
+                     "list), got 300; lower the number in IVF1024, or search exactly (--index-spec flat)"),
     ("IVF16,PQ8x10", "faiss index 'IVF16,PQ8x10': PQ8x10 needs at least 1024 training vectors (one per centroid of "
                      "its 10-bit sub-quantizers), got 300; lower the number in PQ8x10, or search exactly "
-                     "(--index flat)"),
+                     "(--index-spec flat)"),
     ("PCA128,IVF16,Flat", "faiss index 'PCA128,IVF16,Flat' cannot be trained on 300 vectors: PCA matrix cannot "
                           "output 128 dimensions from 64"),
 ])
 def test_search_index_too_large_for_the_database(small_stores, tmp_path, capsys, spec, expected):
     code = main(["search", "--queries", small_stores["queries"], "--database", small_stores["database"],
-                 "--out", str(tmp_path / "knn"), "--index", spec, "--quiet"])
+                 "--out", str(tmp_path / "knn"), "--index-spec", spec, "--quiet"])
     assert code == EXIT_USER_ERROR
     assert one_error_line(capsys) == expected
 

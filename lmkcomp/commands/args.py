@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 from typing import Callable, Sequence
 
@@ -94,6 +95,45 @@ def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option's text with its default, "(default: VALUE)", a sequence written
+    comma-separated as it is typed; nothing for an option without one (None, False, an empty
+    list), a required positional, or a text that already places it with %(default)s."""
+
+    @staticmethod
+    def shown_default(action: argparse.Action) -> str | None:
+        """How the default of `action` is shown, or None when it is not."""
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS or default == []:  # 0 is shown
+            return None
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return None
+        return ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+
+    def _format_action(self, action: argparse.Action) -> str:
+        shown = self.shown_default(action)
+        if not action.help and shown is not None:
+            action = copy.copy(action)  # argparse shows no help line for an empty text
+            action.help, action.default = "(default: %(default)s)", shown
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = self.shown_default(action)
+        if shown is None or "%(default)" in text:
+            return text
+        return f"{text} (default: {shown.replace('%', '%%')})".lstrip()
+
+
+def all_parsers(parser: argparse.ArgumentParser):
+    """`parser` and, depth first, every subcommand parser below it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from all_parsers(child)
 
 
 def _option(*flags: str, **settings) -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
         raise UserInputError(f"--executor and --address apply to --method verify, not {args.method}")
     data = LandmarkData(args.data, args.layout)
     labels = read_labels(data, args.labels)
-    store = EmbeddingStore(args.embeddings)
+    store = EmbeddingStore(args.train)
     # read on demand: the train-vs-train kNN streams the store, the per-landmark methods read
     # one landmark's rows at a time
     embeddings = StoreRows(store, store.position(labels["id"].tolist()))
@@ -84,7 +84,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         quiet_options()], help="clean the train labels; writes train_clean.csv, removed.csv, report.json")
     clean.add_argument("--method", choices=("dbscan", "references", "verify"), required=True)
     clean.add_argument("--labels", default="train", help="train, train_clean, or a train_clean-format CSV")
-    clean.add_argument("--embeddings", required=True, help="embedding store of the train split (lmkcomp extract)")
+    clean.add_argument("--train", required=True, metavar="STORE", help="embedding store of the train split (lmkcomp extract)")
     clean.add_argument("--out", required=True)
     clean.add_argument("--eps", type=float, default=0.33, help="dbscan: cosine distance radius")
     clean.add_argument("--min-samples", type=positive_int, default=2, help="dbscan: core point neighbours")

@@ -20,7 +20,7 @@ def _cmd_bench_executors(args: argparse.Namespace) -> int:
     from lmkcomp.data.layout import LandmarkData
 
     print(run_executors_benchmark(LandmarkData(args.data, args.layout), args.workdir, args.out, images=args.images,
-                                  pairs=args.pairs, shard_size=args.shard_size, chunk_size=args.chunk_size,
+                                  pairs=args.num_pairs, shard_size=args.shard_size, chunk_size=args.chunk_size,
                                   repeats=args.repeats, seed=args.seed, progress=not args.quiet))
     print(f"wrote {args.out}")
     return 0
@@ -58,7 +58,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                       "of one process, and the measured two-node speed-up)")
     plan.add_argument("--verify-pairs", type=positive_int, help="cleaning pairs to verify (default 400 M, or train "
                       "images x --max-neighbours)")
-    plan.add_argument("--knn", type=positive_int, default=100, help="neighbours searched per train image (default 100)")
+    plan.add_argument("--knn", type=positive_int, default=100, help="neighbours searched per train image")
     plan.add_argument("--max-neighbours", type=positive_int,
                       help="same-label neighbours verified per train image (pairs: train x min(K, this))")
     plan.add_argument("--out", default="bench/plan.json", help="JSON output")
@@ -72,7 +72,7 @@ def register_benches(benches: argparse._SubParsersAction) -> None:
         quiet_options()], help="extract-local and verify under local processes and Ray clusters "
                                "of one and two nodes started here; rates, ratios, byte-identical artifacts")
     bench.add_argument("--images", type=positive_int, default=1000, help="train images to extract SIFT features of")
-    bench.add_argument("--pairs", type=positive_int, default=20000, help="pairs among them to verify (fast preset)")
+    bench.add_argument("--num-pairs", type=positive_int, default=20000, help="pairs among them to verify (fast preset)")
     bench.add_argument("--chunk-size", type=positive_int, default=500, help="pairs per verification task")
     bench.add_argument("--repeats", type=positive_int, default=2,
                        help="rounds of every variant in turn; each stage's fastest round is reported")

@@ -143,11 +143,11 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     # Store order, so that indexing reads the store's shards in sequence.
     database_ids = [image_id for image_id in database.ids if image_id in labels]
     work = Path(args.workdir) / args.name
-    index_dir = Path(args.index_dir) if args.index_dir else work / f"index-{args.index}"
+    index_dir = Path(args.index_dir) if args.index_dir else work / f"index-{args.index_spec}"
     preset = args.preset or default_verify_preset(database.method)
     # before the index is built, so that a bad setting fails at once; --set seed wins over --seed
     config = verify_config(preset, **{"seed": args.seed, **overrides(args.set)})
-    index = open_database_index(index_dir, database, args.index, database_ids, seed=args.seed,
+    index = open_database_index(index_dir, database, args.index_spec, database_ids, seed=args.seed,
                                 train_size=args.train_size, progress=not args.quiet, **overrides(args.index_option))
 
     def recognizer_at(threshold: int) -> DelfRecognizer:
@@ -166,7 +166,7 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     found = submission_predictions(predictions)
     write_recognition_submission(submission_csv, test_ids, found)
     submission = validate_submission(submission_csv, "recognition", test_ids)
-    result = {"submission": str(submission_csv), "index": args.index, "preset": preset, "inlier_threshold": threshold,
+    result = {"submission": str(submission_csv), "index": args.index_spec, "preset": preset, "inlier_threshold": threshold,
               "threshold_from": how, **({"calibration": calibration} if calibration else {}),
               "candidates": args.candidates, "predicted": len(found), **latency_summary(predictions),
               "index_memory_bytes": index.memory_bytes(), "index_disk_bytes": disk_bytes(index_dir)}
@@ -268,10 +268,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     recognize.add_argument("--labels", default="train", help="database labels: train, train_clean, index, or a CSV "
                                                           "with columns id,landmark_id (only labelled images are indexed)")
     recognize.add_argument("--query-features", required=True, metavar="STORE", help="local feature store of the test split")
-    recognize.add_argument("--index", default="pq", help="feature index: flat, pq or pca10-kdtree")
+    recognize.add_argument("--index-spec", default="pq", help="feature index: flat, pq or pca10-kdtree")
     recognize.add_argument("--index-option", action="append", default=[], metavar="KEY=VALUE",
                            help="a feature index option, e.g. nprobe=32 or nlist=4096 (pq), leafsize=32 (pca10-kdtree)")
-    recognize.add_argument("--index-dir", help="where the index is saved / reused (default WORKDIR/NAME/index-INDEX)")
+    recognize.add_argument("--index-dir", help="where the index is saved / reused (default WORKDIR/NAME/index-INDEX_SPEC)")
     recognize.add_argument("--train-size", type=positive_int, default=100_000,
                            help="descriptors sampled to train the index (PQ codebooks, PCA)")
     recognize.add_argument("--candidates", type=positive_int, default=20, help="top images by votes verified with RANSAC")

@@ -57,10 +57,10 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     data = LandmarkData(args.data, args.layout)
     config = _recognition_config(args, inliers=args.inliers, inlier_cap=args.inlier_cap,
                                  demote_over=args.demote_over, demote_factor=args.demote_factor,
-                                 test_local=args.test_local, train_local=args.train_local,
+                                 test_local=args.queries_local, train_local=args.train_local,
                                  candidates=args.candidates, verify_preset=args.preset, workers=args.workers,
                                  min_score=args.min_score)
-    test = EmbeddingStore(args.test)
+    test = EmbeddingStore(args.queries)
     train = EmbeddingStore(args.train) if args.train else None
     if args.pairs_out:
         count = write_recognition_pairs(test, train, data, args.pairs_out, config, args.workdir, not args.quiet,
@@ -91,7 +91,7 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
         insert_threshold=None if args.no_insert else args.insert_threshold,
         recognition=replace(recognition, inliers=args.label_inliers), index_inliers=args.index_label_inliers,
     )
-    test, index = EmbeddingStore(args.test), EmbeddingStore(args.index)
+    test, index = EmbeddingStore(args.queries), EmbeddingStore(args.index)
     if args.pairs_out:
         count = write_retrieval_pairs(test, index, args.pairs_out, config, args.workdir, not args.quiet,
                                       create_executor_from(args))
@@ -127,7 +127,7 @@ def _common_parents() -> list[argparse.ArgumentParser]:
 def _common(parser: argparse.ArgumentParser, task: str) -> None:
     from lmkcomp.search.run import DEFAULT_SPEC
 
-    parser.add_argument("--test", required=True, help="embedding store of the test split")
+    parser.add_argument("--queries", required=True, metavar="STORE", help="embedding store of the query images (the test split)")
     parser.add_argument("--name", required=True, help=f"submission name: SUBMISSIONS/{task}_<name>.csv")
     parser.add_argument("--submissions", default="submissions")
     parser.add_argument("--workdir", default="runs/inference", help="kNN tables and expanded stores (reused on reruns)")
@@ -139,7 +139,7 @@ def _common(parser: argparse.ArgumentParser, task: str) -> None:
 
 def _voting(parser: argparse.ArgumentParser, methods: tuple[str, ...] = ("soft-voting", "nearest", "classifier")) -> None:
     """Options of the landmark predictions: recognize's output, retrieve's re-ranking input."""
-    parser.add_argument("--train", help="embedding store of the train split")
+    parser.add_argument("--train", metavar="STORE", help="embedding store of the train split")
     parser.add_argument("--labels", default="train", help="train labels: train, train_clean, or a train_clean-format CSV")
     parser.add_argument("--method", choices=methods, default="soft-voting")
     parser.add_argument("--k", type=positive_int, default=3, help="soft voting: train neighbours that vote; verified "
@@ -167,7 +167,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "verified voting", "--method verified-voting: verify each test image against train images (local features), "
         "then each landmark scores the inliers of its --k best verified train images; pair tables go to WORKDIR/"
         "verified-voting/ (resumable; a rerun with another --k or --min-score verifies nothing)")
-    verified.add_argument("--test-local", metavar="STORE", help="local features of the test images (extract-local)")
+    verified.add_argument("--queries-local", metavar="STORE", help="local features of the query images (extract-local)")
     verified.add_argument("--train-local", metavar="STORE", help="local features of the train images")
     verified.add_argument("--candidates", type=int_at_least(0), default=100, metavar="N",
                           help="train images verified per test image: the N nearest by --train embeddings (the GLDv2 "

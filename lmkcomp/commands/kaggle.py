@@ -117,19 +117,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     estimate.add_argument("--extract-images-per-s", type=float, help="extraction rate (instead of --extract-bench)")
     estimate.add_argument("--search-bench", metavar="JSON", help="lmkcomp bench search output (bench/search.json)")
     estimate.add_argument("--search-variant", default="torch",
-                          help="its variant to use, at its largest measured database (default torch: exact search "
+                          help="its variant to use, at its largest measured database (torch: exact search "
                                "on the GPU, what the notebooks run)")
     estimate.add_argument("--search-queries-per-s", type=float, help="search rate (instead of --search-bench)")
     estimate.add_argument("--search-database-size", type=positive_int,
                           help="database rows --search-queries-per-s was measured on (scaled linearly to the "
                                "task's database; default: measured on that database)")
     estimate.add_argument("--verify-per-query", type=int, default=0, metavar="K",
-                          help="pairs spatially verified per test image (default 0: none)")
+                          help="pairs spatially verified per test image (0: none)")
     estimate.add_argument("--verify-bench", metavar="JSON", help="lmkcomp bench verify output (bench/verify.json)")
-    estimate.add_argument("--verify-preset", default="fast", help="its preset to use (default fast)")
+    estimate.add_argument("--verify-preset", default="fast", help="its preset to use")
     estimate.add_argument("--verify-pairs-per-s", type=float, help="pairs/s on one core (instead of --verify-bench)")
     estimate.add_argument("--local-images-per-s", type=float, help="local feature extraction rate (needed with K > 0)")
-    estimate.add_argument("--cores", type=positive_int, default=2, help="verification processes (default 2)")
+    estimate.add_argument("--cores", type=positive_int, default=2, help="verification processes")
     estimate.add_argument("--test-images", type=positive_int, default=GLDV2_IMAGES["test"])
     estimate.add_argument("--database-images", type=positive_int,
                           help=f"train (recognition; default GLDv2-clean {GLDV2_IMAGES['train_clean']:,}) or index "

@@ -67,7 +67,7 @@ def _cmd_bench_verify(args: argparse.Namespace) -> int:
     from lmkcomp.bench.verify import run_verify_benchmark
     from lmkcomp.data.layout import LandmarkData
 
-    print(run_verify_benchmark(LandmarkData(args.data, args.layout), args.pairs, args.features, args.out,
+    print(run_verify_benchmark(LandmarkData(args.data, args.layout), args.num_pairs, args.method, args.out,
                                local_features=args.local_features, extractor_options=_extractor_options(args),
                                seed=args.seed, progress=not args.quiet))
     print(f"wrote {args.out}")
@@ -113,8 +113,8 @@ def register_benches(benches: argparse._SubParsersAction) -> None:
         quiet_options()], help="pairs/s per core and same-vs-different ROC AUC of the "
                                       "fast, fast-magsac and official-delf verification presets, an "
                                       "official-style reference and fast with poselib")
-    bench_verify.add_argument("--pairs", type=positive_int, default=300, help="same-landmark pairs, and as many different")
-    bench_verify.add_argument("--features", default="sift", help="local feature method (a LOCAL_EXTRACTORS name)")
+    bench_verify.add_argument("--num-pairs", type=positive_int, default=300, help="same-landmark pairs, and as many different")
+    bench_verify.add_argument("--method", default="sift", help="local feature method (a LOCAL_EXTRACTORS name)")
     bench_verify.add_argument("--local-features", metavar="DIR",
                               help="reuse the stores DIR/train and DIR/index instead of extracting")
     bench_verify.add_argument("--max-features", type=positive_int, default=1000)

@@ -58,20 +58,20 @@ def _cmd_search(args: argparse.Namespace) -> int:
     options = {key: value for key, value in (("nprobe", args.nprobe), ("device", _explicit(args.device)),
                                              ("memory_mb", args.memory_mb)) if value is not None}
     table = search_stores(
-        EmbeddingStore(args.queries), EmbeddingStore(args.database), args.out, k=args.k, spec=args.index,
+        EmbeddingStore(args.queries), EmbeddingStore(args.database), args.out, k=args.k, spec=args.index_spec,
         progress=not args.quiet, query_ids=read_id_list(args.query_ids) if args.query_ids else None,
         database_ids=read_id_list(args.database_ids) if args.database_ids else None,
         shard_size=args.shard_size, seed=args.seed, executor=executor, **options,
     )
     print(f"{args.out}: {len(table)} queries x {table.k} neighbours among {len(table.database_ids)} "
-          f"database images ({args.index})")
+          f"database images ({args.index_spec})")
     return 0
 
 
 def _cmd_bench_search(args: argparse.Namespace) -> int:
     from lmkcomp.bench.search import VARIANTS, run_search_benchmark
 
-    print(run_search_benchmark(args.sizes, args.queries, args.k, args.dim, args.variants or tuple(VARIANTS),
+    print(run_search_benchmark(args.sizes, args.num_queries, args.k, args.dim, args.variants or tuple(VARIANTS),
                                args.nprobe, _explicit(args.device), args.seed, args.project_to, args.out, args.repeats))
     print(f"wrote {args.out}")
     return 0
@@ -80,7 +80,7 @@ def _cmd_bench_search(args: argparse.Namespace) -> int:
 def _cmd_bench_scale(args: argparse.Namespace) -> int:
     from lmkcomp.bench.scale import run_scale_benchmark
 
-    print(run_scale_benchmark(args.workdir, args.train, args.index, args.test, args.dim, args.sample, args.k, args.index_spec,
+    print(run_scale_benchmark(args.workdir, args.num_train, args.num_index, args.num_test, args.dim, args.sample, args.k, args.index_spec,
                               args.memory_mb, args.clusters, args.noise, args.seed, args.out, progress=not args.quiet))
     print(f"wrote {args.out}")
     return 0
@@ -100,9 +100,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--database", required=True, help="embedding store of the database images")
     search.add_argument("--out", required=True, help="kNN table folder (resumable)")
     search.add_argument("--k", type=positive_int, default=100, help="neighbours per query")
-    search.add_argument("--index", default="flat", help="searcher spec: flat (exact, streaming the database from its "
+    search.add_argument("--index-spec", default="flat", help="searcher spec: flat (exact, streaming the database from its "
                         "store; faiss's kernel for large query blocks), numpy, torch, torch:cuda, or a faiss "
-                        "index-factory string held in memory: Flat, IVF1024,Flat, IVF1024,PQ32 (default: flat)")
+                        "index-factory string held in memory: Flat, IVF1024,Flat, IVF1024,PQ32")
     search.add_argument("--memory-mb", type=positive_float, metavar="MB",
                         help="exact searchers (flat, numpy, torch): memory in MiB; a database that fits half of it "
                         "is kept, a larger one streamed in blocks sized by the other half (default: 512)")
@@ -120,7 +120,7 @@ def register_benches(benches: argparse._SubParsersAction) -> None:
                                help="queries/s, peak memory and recall of exact and approximate search "
                                "on random unit vectors")
     bench.add_argument("--sizes", type=positive_ints, default=[10_000, 100_000, 1_000_000], help="database sizes")
-    bench.add_argument("--queries", type=positive_int, default=1000)
+    bench.add_argument("--num-queries", type=positive_int, default=1000, help="query vectors searched")
     bench.add_argument("--k", type=positive_int, default=100)
     bench.add_argument("--dim", type=positive_int, default=512)
     bench.add_argument("--variants", type=lambda text: text.split(","), default=None,
@@ -139,13 +139,13 @@ def register_benches(benches: argparse._SubParsersAction) -> None:
                                "then times train-vs-train and test-vs-index kNN on query samples and projects the "
                                "full searches")
     scale.add_argument("--workdir", default="runs/bench-scale", help="where the stores are written (reused)")
-    scale.add_argument("--train", type=positive_int, default=GLDV2_TRAIN, help="train store rows")
-    scale.add_argument("--index", type=positive_int, default=GLDV2_INDEX, help="index store rows")
-    scale.add_argument("--test", type=positive_int, default=GLDV2_TEST, help="test store rows")
+    scale.add_argument("--num-train", type=positive_int, default=GLDV2_TRAIN, help="train store rows")
+    scale.add_argument("--num-index", type=positive_int, default=GLDV2_INDEX, help="index store rows")
+    scale.add_argument("--num-test", type=positive_int, default=GLDV2_TEST, help="test store rows")
     scale.add_argument("--dim", type=positive_int, default=512)
     scale.add_argument("--sample", type=positive_int, default=20_000, help="queries searched per search (seeded)")
     scale.add_argument("--k", type=positive_int, default=100)
-    scale.add_argument("--index-spec", default="flat", help="searcher spec, as lmkcomp search --index")
+    scale.add_argument("--index-spec", default="flat", help="searcher spec, as lmkcomp search --index-spec")
     scale.add_argument("--memory-mb", type=positive_float, help="exact searchers' memory budget (default: theirs)")
     scale.add_argument("--clusters", type=positive_int, default=65_536, help="landmark centres of the data")
     scale.add_argument("--noise", type=positive_float, default=0.05, help="per-dimension deviation around a centre")
