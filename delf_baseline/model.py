@@ -175,10 +175,10 @@ def extract_multiscale(model: TorchDelf, image_rgb: np.ndarray, scales: Sequence
 
 def load_delf(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[TorchDelf, dict[str, Any]]:
     """(model in eval mode on `device`, checkpoint payload) from a checkpoint written by
-    `delf_baseline.train.DelfTrainer` (`lmkcomp train-delf`)."""
+    `delf_baseline.train.DelfTrainer` (`lmkcomp delf train`)."""
     payload = load_checkpoint(checkpoint)
     if "delf" not in payload:
-        raise UserInputError(f"{checkpoint}: not a DELF checkpoint (written by lmkcomp train-delf)")
+        raise UserInputError(f"{checkpoint}: not a DELF checkpoint (written by lmkcomp delf train)")
     model = TorchDelf(DelfSettings(**payload["delf"]))
     model.load_state_dict(payload["model"])
     return model.to(device).eval(), payload
@@ -188,10 +188,10 @@ def load_delf(checkpoint: str | Path, device: torch.device | str = "cpu") -> tup
 class DelfTorchExtractor:
     """The `delf-torch` local extractor: `extract_multiscale` with a trained `TorchDelf`.
 
-    - `checkpoint`: a `delf_baseline.train.DelfTrainer` checkpoint (`lmkcomp train-delf`),
+    - `checkpoint`: a `delf_baseline.train.DelfTrainer` checkpoint (`lmkcomp delf train`),
       loaded (weights only) on first use in each process, so the extractor pickles to
       workers without its model.
-    - `pca`: optional PCA file (`.npz` from `lmkcomp fit-delf-pca` / `fit_pca`, or the
+    - `pca`: optional PCA file (`.npz` from `lmkcomp delf pca` / `fit_pca`, or the
       official folder), all its directions used.
     - `scales`, `max_features`, `score_threshold`: see `extract_multiscale`.
     - `device`: where the model runs; not a setting (it does not change the features beyond

@@ -73,7 +73,7 @@ STORED_COLUMNS = tuple(column for column in PREDICTION_COLUMNS if column != "lan
 #: non-landmark query had a median of 26 inliers with it and 5 with `fast` (tuned for SIFT),
 #: for medians of 87 and 48 on correctly recognised landmark queries.
 DEFAULT_VERIFY_PRESETS: dict[str, str] = {"sift": "fast", "rootsift": "fast"}
-#: Inlier threshold by (local-feature method, preset), where measured; `lmkcomp delf-recognize`
+#: Inlier threshold by (local-feature method, preset), where measured; `lmkcomp delf recognize`
 #: falls back on it only when the data has no labelled index split to calibrate one on
 #: (`calibrate_inlier_threshold`): it was measured on 256 px renders, not on photos. SIFT with
 #: `fast`: on the small synthetic preset, index-split queries (571 landmark, 190 distractor

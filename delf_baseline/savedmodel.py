@@ -54,6 +54,7 @@ import numpy as np
 from PIL import Image
 
 from delf_baseline.pca import OFFICIAL_PCA_DIM, PcaProjection, load_pca
+from lmkcomp.commands.args import data_options, quiet_options, shard_options, workers_options
 from lmkcomp.checks import positive_int
 from lmkcomp.data.images import fit_within
 from lmkcomp.errors import UserInputError
@@ -335,12 +336,12 @@ def _first_line(exc: BaseException) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=MODULE,
+        prog=MODULE, parents=[data_options(), shard_options(1000, "images per store shard"),
+                              workers_options("processes, each loading the model (TensorFlow already uses every core)"),
+                              quiet_options()],
         description="Extract the local features of a split with an exported DELF/DELG TensorFlow model "
                     "into a local-feature store (resumable). Runs TensorFlow in this process only.")
     parser.add_argument("--model", required=True, help="SavedModel folder (holding saved_model.pb)")
-    parser.add_argument("--data", required=True, help="dataset root")
-    parser.add_argument("--layout", default="gldv2", help="dataset layout: gldv2 or kaggle")
     parser.add_argument("--split", required=True, help="split to extract: train, index or test")
     parser.add_argument("--out", required=True, help="local-feature store folder (resumed when present)")
     parser.add_argument("--pca", help="PCA: folder with the official mean.datum and pca_proj_mat.datum, "
@@ -357,11 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-image-size", type=int,
                         help="downscale images whose long side exceeds this (DELG: 1024; default: none)")
     parser.add_argument("--method", default="delf-tf", help="method name recorded in the store")
-    parser.add_argument("--shard-size", type=int, default=1000, help="images per store shard")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="processes, each loading the model (TensorFlow already uses every core)")
     parser.add_argument("--skip-bad", action="store_true", help="store unreadable images with no features")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", action="store_true")
     return parser
 

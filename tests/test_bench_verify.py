@@ -86,7 +86,7 @@ def tiny(tmp_path_factory):
 @needs_skimage
 def test_bench_verify_end_to_end(tiny, tmp_path, capsys):
     out = tmp_path / "verify.json"
-    assert main(["bench", "verify", "--data", str(tiny), "--pairs", "4", "--max-features", "300", "--out", str(out),
+    assert main(["bench", "verify", "--data", str(tiny), "--num-pairs", "4", "--max-features", "300", "--out", str(out),
                  "--quiet"]) == 0
     printed = capsys.readouterr().out
     rows = json.loads(out.read_text())["rows"]

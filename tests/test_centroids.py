@@ -318,11 +318,11 @@ def test_cli_build_and_recognize_on_tiny(tiny, tmp_path, capsys):
     write_store(tmp_path / "test", test_ids, embed([solution.answers[i][0] if solution.answers[i] else -1
                                                     for i in test_ids]))
     # the default minimum cluster size (50) leaves every landmark one centroid: its largest cluster
-    assert cli.main(["centroids", "build", "--data", str(tiny), "--embeddings", str(tmp_path / "train"),
+    assert cli.main(["centroids", "build", "--data", str(tiny), "--train", str(tmp_path / "train"),
                      "--out", str(tmp_path / "c"), "--quiet"]) == 0
     assert "16 centroids of 16 landmarks (0 with several)" in capsys.readouterr().out
     out = tmp_path / "sub.csv"
-    assert cli.main(["centroids", "recognize", "--centroids", str(tmp_path / "c"), "--embeddings",
+    assert cli.main(["centroids", "recognize", "--centroids", str(tmp_path / "c"), "--queries",
                      str(tmp_path / "test"), "--out", str(out), "--data", str(tiny), "--eta", "0.8"]) == 0
     scores = json.loads(capsys.readouterr().out.splitlines()[-1])
     submission = read_submission(out, "recognition")
@@ -332,7 +332,7 @@ def test_cli_build_and_recognize_on_tiny(tiny, tmp_path, capsys):
     assert predicted == landmark_images
     assert scores["top1_accuracy"] == 1.0 and scores["gap"] == 1.0
     # a bad option is a user error (exit 2) naming the problem
-    assert cli.main(["centroids", "recognize", "--centroids", str(tmp_path / "c"), "--embeddings",
+    assert cli.main(["centroids", "recognize", "--centroids", str(tmp_path / "c"), "--queries",
                      str(tmp_path / "test"), "--out", str(out), "--geo-km", "1"]) == 2
     assert "--geo-km needs" in capsys.readouterr().err
 
@@ -360,9 +360,9 @@ def test_cli_recognize_calibrates_eta_on_the_index_split(tiny, tmp_path, capsys)
     test_ids = sorted(solution.answers)
     write_store(tmp_path / "test", test_ids, embed([solution.answers[i][0] if solution.answers[i] else -1
                                                     for i in test_ids]))
-    assert cli.main(["centroids", "build", "--data", str(tiny), "--embeddings", str(tmp_path / "train"),
+    assert cli.main(["centroids", "build", "--data", str(tiny), "--train", str(tmp_path / "train"),
                      "--out", str(tmp_path / "c"), "--quiet"]) == 0
-    argv = ["centroids", "recognize", "--centroids", str(tmp_path / "c"), "--embeddings", str(tmp_path / "test"),
+    argv = ["centroids", "recognize", "--centroids", str(tmp_path / "c"), "--queries", str(tmp_path / "test"),
             "--out", str(tmp_path / "sub.csv"), "--data", str(tiny), "--calibration-embeddings", str(tmp_path / "index")]
     capsys.readouterr()
     assert cli.main(argv) == 0

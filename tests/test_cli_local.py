@@ -69,7 +69,7 @@ def test_clean_by_verification(tiny, tmp_path, capsys, monkeypatch):
     # the train-vs-train kNN streams the store, as it must at GLDv2 size
     monkeypatch.setattr(EmbeddingStore, "array", lambda *_: pytest.fail("the whole store was read"))
     out = tmp_path / "clean"
-    code = main(["clean", "--method", "verify", "--data", str(tiny), "--embeddings", str(tiny / "thumbnails"),
+    code = main(["clean", "--method", "verify", "--data", str(tiny), "--train", str(tiny / "thumbnails"),
                  "--local-features", str(tiny / "sift"), "--out", str(out), "--max-neighbours", "5",
                  "--inlier-threshold", "5", "--quiet"])
     assert code == 0
@@ -96,9 +96,9 @@ def test_bad_pairs_file_is_a_one_line_user_error(tiny, tmp_path, capsys):
     (["extract-local", "--method", "surf", "--split", "train", "--out", "{tmp}/x"], "unknown local feature 'surf'"),
     (["extract-local", "--method", "sift", "--set", "octaves=3", "--split", "train", "--out", "{tmp}/x"],
      "unknown sift option 'octaves'; valid options: contrast_threshold, max_features, max_side"),
-    (["clean", "--method", "verify", "--embeddings", "{root}/thumbnails", "--out", "{tmp}/c"],
+    (["clean", "--method", "verify", "--train", "{root}/thumbnails", "--out", "{tmp}/c"],
      "--method verify needs --local-features"),
-    (["clean", "--method", "verify", "--embeddings", "{root}/thumbnails", "--local-features", "{root}/sift",
+    (["clean", "--method", "verify", "--train", "{root}/thumbnails", "--local-features", "{root}/sift",
       "--preset", "slow", "--out", "{tmp}/c"], "unknown verification preset 'slow'"),
 ])
 def test_user_errors_exit_2(tiny, tmp_path, capsys, argv, message):

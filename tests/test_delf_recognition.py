@@ -1,5 +1,5 @@
 """DELF recognition: the feature indexes, votes, the shortlist, the threshold rule, save/load,
-stored runs re-thresholded and calibrated, and `lmkcomp delf-recognize` end to end on the tiny
+stored runs re-thresholded and calibrated, and `lmkcomp delf recognize` end to end on the tiny
 synthetic dataset with SIFT and RootSIFT."""
 
 from __future__ import annotations
@@ -320,8 +320,8 @@ def test_delf_recognize_cli_on_tiny_sift(tmp_path, capsys):
                      "--out", str(tmp_path / split), "--quiet"]) == 0
         stores[split] = str(tmp_path / split)
     capsys.readouterr()
-    argv = ["delf-recognize", "--database-features", stores["train"], "--data", str(root),
-            "--query-features", stores["test"], "--index", "pca10-kdtree", "--candidates", "5", "--name", "tiny",
+    argv = ["delf", "recognize", "--database-features", stores["train"], "--data", str(root),
+            "--query-features", stores["test"], "--index-spec", "pca10-kdtree", "--candidates", "5", "--name", "tiny",
             "--workdir", str(tmp_path / "work"), "--submissions", str(tmp_path / "subs"), "--quiet"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1])
@@ -333,7 +333,7 @@ def test_delf_recognize_cli_on_tiny_sift(tmp_path, capsys):
     assert result["index_memory_bytes"] > 0 and result["index_disk_bytes"] > 0
     assert result["mean_total_seconds"] > 0
     # bad option: a user error naming the index kinds, exit code 2
-    assert main([*argv[:7], "--index", "hnsw", *argv[9:]]) == 2
+    assert main([*argv[:8], "--index-spec", "hnsw", *argv[10:]]) == 2
     assert "known: flat, pca10-kdtree, pq" in capsys.readouterr().err
     # a verification setting is typed, and --set seed may repeat --seed's key
     assert main([*argv, "--set", "seed=3", "--set", "ratio=abc"]) == 2
@@ -353,8 +353,8 @@ def test_delf_recognize_calibrates_rootsift_on_the_index_split(tmp_path, capsys)
                      "--max-features", "300", "--out", str(tmp_path / split), "--quiet"]) == 0
         stores[split] = str(tmp_path / split)
     capsys.readouterr()
-    argv = ["delf-recognize", "--database-features", stores["train"], "--data", str(root),
-            "--query-features", stores["test"], "--index", "pca10-kdtree", "--candidates", "5", "--name", "rs",
+    argv = ["delf", "recognize", "--database-features", stores["train"], "--data", str(root),
+            "--query-features", stores["test"], "--index-spec", "pca10-kdtree", "--candidates", "5", "--name", "rs",
             "--workdir", str(tmp_path / "work"), "--submissions", str(tmp_path / "subs"), "--quiet"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1], parse_constant=_refuse_nan)

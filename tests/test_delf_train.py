@@ -62,9 +62,9 @@ def tiny_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cli_run(tiny_root, tmp_path_factory) -> Path:
-    """An uninterrupted 2-epoch run of `lmkcomp train-delf` with SETTINGS."""
+    """An uninterrupted 2-epoch run of `lmkcomp delf train` with SETTINGS."""
     out = tmp_path_factory.mktemp("delf") / "run"
-    code = main(["train-delf", "--data", str(tiny_root), "--out", str(out), "--backbone", BACKBONE,
+    code = main(["delf", "train", "--data", str(tiny_root), "--out", str(out), "--backbone", BACKBONE,
                  "--labels", "train", "--val-fraction", "0.25", "--epochs", "2", "--image-size", "64",
                  "--batch-size", "16", "--lr", "0.01", "--checkpoint-every", "2", "--quiet"])
     assert code == 0
@@ -95,7 +95,7 @@ def test_cli_run_learns_and_writes_metrics_and_checkpoint(cli_run, capsys):
     assert payload["epoch"] == 2 and payload["state"]["optimizer_step"] == 14
     assert len(payload["landmark_ids"]) == model.settings.num_classes == 16
     # a finished run resumed does nothing more
-    assert main(["train-delf", "--data", str(payload["config"]["data"]), "--out", str(cli_run), "--backbone",
+    assert main(["delf", "train", "--data", str(payload["config"]["data"]), "--out", str(cli_run), "--backbone",
                  BACKBONE, "--labels", "train", "--val-fraction", "0.25", "--epochs", "2", "--image-size", "64",
                  "--batch-size", "16", "--lr", "0.01", "--resume", "--quiet"]) == 0
     assert "epoch 2 train loss" in capsys.readouterr().out
@@ -217,7 +217,7 @@ def test_fit_pca_and_registered_extractor(tiny_root, cli_run, tmp_path):
 
 def test_cli_fit_pca_then_extract_local(tiny_root, cli_run, tmp_path):
     pca_path = tmp_path / "pca.npz"
-    assert main(["fit-delf-pca", "--checkpoint", str(cli_run / "delf.pt"), "--data", str(tiny_root),
+    assert main(["delf", "pca", "--checkpoint", str(cli_run / "delf.pt"), "--data", str(tiny_root),
                  "--out", str(pca_path), "--dim", "8", "--images", "3", "--seed", "1", "--scales", "0.5,1",
                  "--max-features", "60", "--quiet"]) == 0
     pca = load_pca(pca_path, dim=None)
@@ -258,25 +258,25 @@ def test_user_errors_exit_2_with_a_clear_message(tiny_root, cli_run, tmp_path, c
         return capsys.readouterr().err
 
     common = ["--backbone", BACKBONE, "--epochs", "1", "--image-size", "64", "--quiet"]
-    assert "dataset root not found" in run("train-delf", "--data", str(tmp_path / "missing"),
+    assert "dataset root not found" in run("delf", "train", "--data", str(tmp_path / "missing"),
                                            "--out", str(tmp_path / "a"), *common)
     bad = tmp_path / "bad.csv"
     bad.write_text("landmark_id,images\n3,0123456789abcdef\nseven,fedcba9876543210\n")
-    assert f"{bad}:3" in run("train-delf", "--data", str(tiny_root), "--out", str(tmp_path / "b"),
+    assert f"{bad}:3" in run("delf", "train", "--data", str(tiny_root), "--out", str(tmp_path / "b"),
                              "--labels", str(bad), *common)
     bad.write_text("landmark_id,images\n3,0123456789abcdef\n")
     assert "image 0123456789abcdef not in the train split" in run(
-        "train-delf", "--data", str(tiny_root), "--out", str(tmp_path / "c"), "--labels", str(bad), *common)
-    assert "'blocks.3', not a ResNet's 'layer3'" in run("train-delf", "--data", str(tiny_root), "--out",
+        "delf", "train", "--data", str(tiny_root), "--out", str(tmp_path / "c"), "--labels", str(bad), *common)
+    assert "'blocks.3', not a ResNet's 'layer3'" in run("delf", "train", "--data", str(tiny_root), "--out",
                                                         str(tmp_path / "e"), "--backbone", "vit_small_patch16_224")
-    assert "already holds a DELF training run" in run("train-delf", "--data", str(tiny_root), "--out", str(cli_run),
+    assert "already holds a DELF training run" in run("delf", "train", "--data", str(tiny_root), "--out", str(cli_run),
                                                       *common)
-    assert "nothing to resume" in run("train-delf", "--data", str(tiny_root), "--out", str(tmp_path / "d"),
+    assert "nothing to resume" in run("delf", "train", "--data", str(tiny_root), "--out", str(tmp_path / "d"),
                                       "--resume", *common)
-    assert "started with epochs=2, not 1" in run("train-delf", "--data", str(tiny_root), "--out", str(cli_run),
+    assert "started with epochs=2, not 1" in run("delf", "train", "--data", str(tiny_root), "--out", str(cli_run),
                                                  "--labels", "train", "--val-fraction", "0.25", "--batch-size", "16",
                                                  "--lr", "0.01", "--resume", *common)
-    assert "must end in .npz" in run("fit-delf-pca", "--checkpoint", str(cli_run / "delf.pt"), "--data",
+    assert "must end in .npz" in run("delf", "pca", "--checkpoint", str(cli_run / "delf.pt"), "--data",
                                      str(tiny_root), "--out", str(tmp_path / "pca.txt"))
-    assert "checkpoint not found" in run("fit-delf-pca", "--checkpoint", str(tmp_path / "none.pt"), "--data",
+    assert "checkpoint not found" in run("delf", "pca", "--checkpoint", str(tmp_path / "none.pt"), "--data",
                                          str(tiny_root), "--out", str(tmp_path / "pca.npz"))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_search import one_faiss_thread  # noqa: F401  (autouse: faiss k-means on one thread)
 
-from lmkcomp import cli
+from lmkcomp.commands import demo as demo_commands
 from lmkcomp.cli import EXIT_USER_ERROR, main
 from lmkcomp.features.store import EmbeddingWriter
 
@@ -125,16 +125,16 @@ def small_stores(tmp_path):
 
 @pytest.mark.parametrize(("spec", "expected"), [
     ("IVF1024,PQ32", "faiss index 'IVF1024,PQ32': IVF1024 needs at least 1024 training vectors (one per inverted "
-                     "list), got 300; lower the number in IVF1024, or search exactly (--index flat)"),
+                     "list), got 300; lower the number in IVF1024, or search exactly (--index-spec flat)"),
     ("IVF16,PQ8x10", "faiss index 'IVF16,PQ8x10': PQ8x10 needs at least 1024 training vectors (one per centroid of "
                      "its 10-bit sub-quantizers), got 300; lower the number in PQ8x10, or search exactly "
-                     "(--index flat)"),
+                     "(--index-spec flat)"),
     ("PCA128,IVF16,Flat", "faiss index 'PCA128,IVF16,Flat' cannot be trained on 300 vectors: PCA matrix cannot "
                           "output 128 dimensions from 64"),
 ])
 def test_search_index_too_large_for_the_database(small_stores, tmp_path, capsys, spec, expected):
     code = main(["search", "--queries", small_stores["queries"], "--database", small_stores["database"],
-                 "--out", str(tmp_path / "knn"), "--index", spec, "--quiet"])
+                 "--out", str(tmp_path / "knn"), "--index-spec", spec, "--quiet"])
     assert code == EXIT_USER_ERROR
     assert one_error_line(capsys) == expected
 
@@ -188,7 +188,7 @@ def test_os_errors_on_user_paths_are_one_line(monkeypatch, capsys, error, expect
     def failing(_args):
         raise error
 
-    monkeypatch.setattr(cli, "_cmd_baseline", failing)
+    monkeypatch.setattr(demo_commands, "_cmd_baseline", failing)
     if expected is None:  # not a user's path: a bug, traceback kept
         with pytest.raises(OSError):
             main(["baseline", "anywhere"])
@@ -269,6 +269,6 @@ def test_a_genuine_bug_keeps_its_traceback(monkeypatch, bug):
     def broken(_args):
         raise bug
 
-    monkeypatch.setattr(cli, "_cmd_baseline", broken)
+    monkeypatch.setattr(demo_commands, "_cmd_baseline", broken)
     with pytest.raises(type(bug)):
         main(["baseline", "anywhere"])

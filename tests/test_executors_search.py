@@ -1,5 +1,5 @@
 """The kNN stages on executors: `lmkcomp search`, `clean --method verify`, the `--pairs-out`
-listing of `recognize` and `delf-recognize` write the same bytes whether their query shards run
+listing of `recognize` and `delf recognize` write the same bytes whether their query shards run
 in this process, in two local processes or on a two-node Ray cluster."""
 
 from __future__ import annotations
@@ -74,14 +74,14 @@ def test_search_in_two_processes_is_byte_identical(stores, local_search, tmp_pat
 
 
 def test_a_trained_index_is_refused_off_this_process(stores, tmp_path):
-    result = _lmkcomp(*_search_args(stores, tmp_path / "knn", "--index", "IVF4,Flat", "--workers", "2"))
+    result = _lmkcomp(*_search_args(stores, tmp_path / "knn", "--index-spec", "IVF4,Flat", "--workers", "2"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "index 'IVF4,Flat' is trained, and is searched in this process only" in lines[0]
 
 
 def _clean_args(tiny_root, stores, out: Path, *extra: str) -> list[str]:
-    return ["clean", "--method", "verify", "--data", str(tiny_root), "--embeddings", str(stores["train"]),
+    return ["clean", "--method", "verify", "--data", str(tiny_root), "--train", str(stores["train"]),
             "--local-features", str(stores["sift"]), "--out", str(out), "--knn", "20", "--max-neighbours", "4",
             "--inlier-threshold", "5", "--knn-shard-rows", "25", "--quiet", *extra]
 
@@ -117,7 +117,7 @@ def test_clean_knn_pairs_equal_the_in_memory_listing(tiny_root, stores, local_cl
 
 
 def _recognize_args(tiny_root, stores, work: Path, *extra: str) -> list[str]:
-    return ["recognize", "--test", str(stores["test"]), "--train", str(stores["train"]), "--data", str(tiny_root),
+    return ["recognize", "--queries", str(stores["test"]), "--train", str(stores["train"]), "--data", str(tiny_root),
             "--name", "x", "--workdir", str(work), "--pairs-out", str(work / "pairs.csv"), "--quiet", *extra]
 
 
@@ -135,8 +135,8 @@ def test_recognize_pairs_out_refuses_an_executor_without_it(tiny_root, stores, t
 
 
 def _delf_args(tiny_root, stores, work: Path, *extra: str) -> list[str]:
-    return ["delf-recognize", "--database-features", str(stores["sift"]), "--data", str(tiny_root),
-            "--query-features", str(stores["sift-test"]), "--index", "pca10-kdtree", "--candidates", "3",
+    return ["delf", "recognize", "--database-features", str(stores["sift"]), "--data", str(tiny_root),
+            "--query-features", str(stores["sift-test"]), "--index-spec", "pca10-kdtree", "--candidates", "3",
             "--inlier-threshold", "5", "--name", "tiny", "--workdir", str(work), "--submissions", str(work / "subs"),
             "--chunk-size", "6", "--quiet", *extra]
 

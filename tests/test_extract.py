@@ -112,11 +112,11 @@ def test_clean_cli_on_extracted_train_embeddings(trained, tmp_path, capsys):
     extract_split(checkpoint, data, "train", store, scales=(1.0,), flip=False, workers=0, progress=False)
     for method in ("dbscan", "references"):
         out = tmp_path / method
-        code = main(["clean", "--method", method, "--data", str(data.root), "--embeddings", str(store), "--out", str(out)])
+        code = main(["clean", "--method", method, "--data", str(data.root), "--train", str(store), "--out", str(out)])
         assert code == 0, capsys.readouterr().err
         assert "noise removal precision" in capsys.readouterr().out
         cleaned = gldv2.read_train_clean_csv(out / "train_clean.csv")
         assert set(cleaned["id"]) <= set(data.split_ids("train"))
-    code = main(["clean", "--method", "dbscan", "--data", str(data.root), "--embeddings", str(tmp_path / "nope"),
+    code = main(["clean", "--method", "dbscan", "--data", str(data.root), "--train", str(tmp_path / "nope"),
                  "--out", str(tmp_path / "x")])
     assert code == 2

@@ -79,7 +79,7 @@ def world(tmp_path_factory) -> World:
 
 
 def run(world: World, tmp_path: Path, command: str, *args: str) -> None:
-    code = main([command, "--test", world.store("test"), "--data", str(world.root), "--submissions",
+    code = main([command, "--queries", world.store("test"), "--data", str(world.root), "--submissions",
                  str(tmp_path / "subs"), "--workdir", str(tmp_path / "work"), "--quiet", *args])
     assert code == 0
 
@@ -212,10 +212,10 @@ def test_classifier_head_from_a_checkpoint(world, tmp_path, capsys):
 
 
 def test_user_errors(world, tmp_path, capsys):
-    code = main(["recognize", "--test", world.store("test"), "--data", str(world.root), "--name", "x",
+    code = main(["recognize", "--queries", world.store("test"), "--data", str(world.root), "--name", "x",
                  "--workdir", str(tmp_path), "--quiet"])
     assert code == EXIT_USER_ERROR and "needs a train embedding store" in capsys.readouterr().err
-    code = main(["recognize", "--test", world.store("test"), "--data", str(world.root), "--name", "x",
+    code = main(["recognize", "--queries", world.store("test"), "--data", str(world.root), "--name", "x",
                  "--method", "classifier", "--workdir", str(tmp_path), "--quiet"])
     assert code == EXIT_USER_ERROR and "needs a checkpoint" in capsys.readouterr().err
 

@@ -173,7 +173,7 @@ def test_cli_search_with_a_database_subset_csv(tmp_path, stores, capsys):
     labelled = tmp_path / "train.csv"
     labelled.write_text("id,url,landmark_id\n" + "".join(f"{i},,7\n" for i in database_store.ids[10:40]))
     code = cli.main(["search", "--queries", str(tmp_path / "test"), "--database", str(tmp_path / "train"),
-                     "--out", str(tmp_path / "knn"), "--k", "6", "--index", "IVF4,Flat", "--nprobe", "4",
+                     "--out", str(tmp_path / "knn"), "--k", "6", "--index-spec", "IVF4,Flat", "--nprobe", "4",
                      "--database-ids", str(labelled), "--quiet"])
     assert code == 0
     assert "23 queries x 6 neighbours among 30 database images" in capsys.readouterr().out
@@ -185,7 +185,7 @@ def test_cli_search_with_a_database_subset_csv(tmp_path, stores, capsys):
 
 def test_cli_search_bad_index_is_exit_2(tmp_path, stores, capsys):
     code = cli.main(["search", "--queries", str(tmp_path / "test"), "--database", str(tmp_path / "train"),
-                     "--out", str(tmp_path / "knn"), "--index", "Flat", "--nprobe", "3", "--quiet"])
+                     "--out", str(tmp_path / "knn"), "--index-spec", "Flat", "--nprobe", "3", "--quiet"])
     assert code == 2
     assert "lmkcomp: error: nprobe applies to IVF indexes only" in capsys.readouterr().err
 
@@ -194,7 +194,7 @@ def test_bench_search_writes_json(tmp_path, monkeypatch, capsys):
     # the variants run in subprocesses, which inherit this: no busy-waiting OpenMP threads
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     out = tmp_path / "search.json"
-    code = cli.main(["bench", "search", "--sizes", "600", "--queries", "20", "--k", "5", "--dim", "16",
+    code = cli.main(["bench", "search", "--sizes", "600", "--num-queries", "20", "--k", "5", "--dim", "16",
                      "--variants", "flat,ivf-flat", "--nprobe", "2", "--project-to", "6000", "--out", str(out)])
     assert code == 0
     assert "flat (projected)" in capsys.readouterr().out
@@ -226,7 +226,7 @@ def test_clustered_rows_have_the_stated_cosines():
 
 def test_bench_scale_writes_stores_once_and_projects(tmp_path, capsys):
     out = tmp_path / "scale.json"
-    arguments = ["bench", "scale", "--train", "700", "--index", "300", "--test", "90", "--dim", "16", "--sample", "40",
+    arguments = ["bench", "scale", "--num-train", "700", "--num-index", "300", "--num-test", "90", "--dim", "16", "--sample", "40",
                  "--k", "10", "--clusters", "20", "--workdir", str(tmp_path / "w"), "--out", str(out), "--quiet"]
     assert cli.main(arguments) == 0
     rows = json.loads(out.read_text())["rows"]

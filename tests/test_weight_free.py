@@ -150,10 +150,10 @@ def test_verified_voting_applies_a_calibrated_threshold_without_verifying_again(
 
 
 def test_recognize_cli_errors(tiny_root, stores, tmp_path, capsys):
-    common = ["recognize", "--data", str(tiny_root), "--test", str(stores / "thumb" / "test"), "--name", "x",
+    common = ["recognize", "--data", str(tiny_root), "--queries", str(stores / "thumb" / "test"), "--name", "x",
               "--workdir", str(tmp_path), "--submissions", str(tmp_path), "--method", "verified-voting", "--quiet"]
     assert main(common + ["--train", str(stores / "thumb" / "train")]) == 2
-    assert main(common + ["--test-local", str(stores / "sift" / "test"), "--train-local",
+    assert main(common + ["--queries-local", str(stores / "sift" / "test"), "--train-local",
                           str(stores / "sift" / "train")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert errors[0].startswith("lmkcomp: error: verified voting needs the local features of the test and train")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 from typing import Callable, Sequence
 
@@ -96,6 +97,101 @@ def json_safe(value):
     return value
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option's text with its default, "(default: VALUE)", a sequence written
+    comma-separated as it is typed; nothing for an option without one (None, False, an empty
+    list), a required positional, or a text that already places it with %(default)s."""
+
+    @staticmethod
+    def shown_default(action: argparse.Action) -> str | None:
+        """How the default of `action` is shown, or None when it is not."""
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS or default == []:  # 0 is shown
+            return None
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return None
+        return ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+
+    def _format_action(self, action: argparse.Action) -> str:
+        shown = self.shown_default(action)
+        if not action.help and shown is not None:
+            action = copy.copy(action)  # argparse shows no help line for an empty text
+            action.help, action.default = "(default: %(default)s)", shown
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = self.shown_default(action)
+        if shown is None or "%(default)" in text:
+            return text
+        return f"{text} (default: {shown.replace('%', '%%')})".lstrip()
+
+
+def all_parsers(parser: argparse.ArgumentParser):
+    """`parser` and, depth first, every subcommand parser below it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from all_parsers(child)
+
+
+def _option(*flags: str, **settings) -> argparse.ArgumentParser:
+    """A parent parser holding one option, declared once here for every command that has it."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(*flags, **settings)
+    return parent
+
+
+def data_options(help: str = "dataset root", required: bool = True, layout: bool = True) -> argparse.ArgumentParser:
+    """`--data` (a dataset root) and, when `layout`, its `--layout` (`layout_options`)."""
+    parent = _option("--data", required=required, help=help)
+    if layout:
+        _add_layout(parent)
+    return parent
+
+
+def layout_options() -> argparse.ArgumentParser:
+    """`--layout` alone, for a command whose dataset root is a positional argument."""
+    parent = argparse.ArgumentParser(add_help=False)
+    _add_layout(parent)
+    return parent
+
+
+def _add_layout(parser: argparse.ArgumentParser) -> None:
+    """`--layout`: how the dataset root is laid out (`lmkcomp.data.layout.LAYOUTS`)."""
+    from lmkcomp.data.layout import LAYOUTS
+
+    parser.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2", help="how the dataset root is laid out")
+
+
+def quiet_options() -> argparse.ArgumentParser:
+    """`--quiet`: no progress bars."""
+    return _option("--quiet", action="store_true", help="no progress bars")
+
+
+def set_options(help: str) -> argparse.ArgumentParser:
+    """`--set KEY=VALUE`, repeatable, read with `overrides`; `help` says what it overrides."""
+    return _option("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def device_options(help: str = "") -> argparse.ArgumentParser:
+    """`--device`: auto (a GPU when this machine has one), cpu, cuda or cuda:N (as
+    `lmkcomp.devices`, not imported here: it loads torch); `help` adds what runs there."""
+    return _option("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: a GPU when this machine has "
+                                                    "one)" + (f"; {help}" if help else ""))
+
+
+def workers_options(help: str) -> argparse.ArgumentParser:
+    """`--workers`: the number of processes of a stage; `help` says which."""
+    return _option("--workers", type=positive_int, default=1, help=help)
+
+
+def shard_options(default: int, help: str) -> argparse.ArgumentParser:
+    """`--shard-size`: how many items one shard (one file, one resumable task) holds; `help` says which."""
+    return _option("--shard-size", type=positive_int, default=default, help=help)
+
+
 def executor_options() -> argparse.ArgumentParser:
     """The parent parser of every stage that runs in shards: where they run (`--executor`,
     `--address`). `--workers`, declared by each such command, is the number of processes here
@@ -122,3 +218,12 @@ def create_executor_from(args: argparse.Namespace):
     if args.executor == "ray":
         connect_ray(args.address, getattr(args, "workers", None))
     return executor
+
+
+def print_skipped(store) -> None:
+    """Print the count of images a store written with skips could not read, if any."""
+    from lmkcomp.manifest import describe_skipped
+
+    line = describe_skipped(store.directory, store.skipped)
+    if line is not None:
+        print(line)

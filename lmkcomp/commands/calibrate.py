@@ -4,7 +4,7 @@
 Scores come from one of:
 
 - a CSV file with a score column and a 0/1 label column (1: should be claimed), e.g. the
-  `calibration-scores.csv` that `lmkcomp delf-recognize` writes (`score`, `landmark`);
+  `calibration-scores.csv` that `lmkcomp delf recognize` writes (`score`, `landmark`);
 - a pair table folder of `lmkcomp verify` or `lmkcomp clean --method verify` (`inliers` per
   pair) with `--labels`, an `id,landmark_id` CSV: a pair is positive when both images carry
   the same landmark, negative otherwise (other landmarks, or an image without a label).
@@ -94,12 +94,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "calibrate", help="the lowest threshold reaching a target specificity on stored labelled scores (or the "
                           "specificity and sensitivity of a given threshold), without recomputing them")
     parser.add_argument("--scores", required=True, metavar="TABLE",
-                        help="a CSV with a score and a 0/1 label column (e.g. delf-recognize's "
+                        help="a CSV with a score and a 0/1 label column (e.g. delf recognize's "
                              "WORKDIR/NAME/calibration-scores.csv), or a pair table folder (verify, clean)")
     parser.add_argument("--score-column", default="score", help="CSV: the score column")
     parser.add_argument("--label-column", default="landmark", help="CSV: the label column, 1 for what should be "

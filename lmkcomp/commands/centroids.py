@@ -8,7 +8,16 @@ import json
 import logging
 from pathlib import Path
 
-from lmkcomp.commands.args import fraction, positive_int, positive_ints, scales, specificity
+from lmkcomp.commands.args import (
+    data_options,
+    fraction,
+    positive_int,
+    positive_ints,
+    quiet_options,
+    scales,
+    specificity,
+    workers_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +36,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                               min_cluster_size=args.min_cluster_size, one_per_class=args.one_per_class,
                               max_images=args.max_images, seed=args.seed)
     labels = read_labels(LandmarkData(args.data, args.layout), args.labels)
-    store = EmbeddingStore(args.embeddings)
+    store = EmbeddingStore(args.train)
     # float16 halves the memory of the gathered rows (GLDv2-clean: 1.6 M x 512 x 2 bytes)
     embeddings = store.array(np.float16)[store.position(labels["id"].tolist())]
     references = None
@@ -39,7 +48,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             raise UserInputError(f"{args.references}: reference {unknown[0]} is not among the {args.labels} images")
         references = {int(landmark): [row_of[i] for i in ids]
                       for landmark, ids in frame.groupby("landmark_id")["id"]}
-    source = {"embeddings": str(Path(args.embeddings).resolve()), "labels": args.labels,
+    source = {"embeddings": str(Path(args.train).resolve()), "labels": args.labels,
               "references": args.references, "store_meta": store.meta}
     index = build_centroids(labels["landmark_id"].to_numpy(), embeddings, config, args.out, references=references,
                             reference_k=args.references_k, index_spec=args.index_spec, source=source,
@@ -88,7 +97,7 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     metadata = read_landmark_metadata(landmark_csv) if landmark_csv and Path(landmark_csv).is_file() else None
     if args.landmark_metadata and metadata is None:
         raise UserInputError(f"{args.landmark_metadata}: file not found")
-    store = EmbeddingStore(args.embeddings)
+    store = EmbeddingStore(args.queries)
     coordinates = None
     if args.geo_km is not None:
         if metadata is None or not (image_csv and Path(image_csv).is_file()):
@@ -122,7 +131,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         train_embeddings=args.train_embeddings, index_embeddings=args.index_embeddings,
         test_embeddings=args.test_embeddings, train_local=args.train_local, index_local=args.index_local,
         test_local=args.test_local, local_method=args.local_method, max_features=args.max_features,
-        delf_checkpoint=args.delf_checkpoint, delf_index=args.delf_index, delf_candidates=args.delf_candidates,
+        delf_checkpoint=args.delf_checkpoint, delf_index=args.index_spec, delf_candidates=args.delf_candidates,
         verify=args.verify, landmark_share=args.landmark_share, specificity=args.specificity, eta=args.eta,
         min_inliers=args.min_inliers, clustering=clustering, ablation_thresholds=args.ablation_thresholds,
         ablation_min_sizes=args.ablation_min_sizes, ablation_k=args.ablation_k, sweep_sizes=args.sweep_sizes,
@@ -134,19 +143,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
-
+def register(commands: argparse._SubParsersAction) -> None:
     centroids = commands.add_parser("centroids",
                                     help="the centroid method (Boiarov & Tyantov 2019): build centroids, recognize")
     actions = centroids.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    build = actions.add_parser("build", help="per-landmark centroids by agglomerative clustering, in a faiss index "
+    build = actions.add_parser("build", parents=[
+        data_options("dataset root (for the labels)"),
+        quiet_options()], help="per-landmark centroids by agglomerative clustering, in a faiss index "
                                "(resumable)")
-    build.add_argument("--data", required=True, help="dataset root (for the labels)")
-    build.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     build.add_argument("--labels", default="train", help="train, train_clean, or a train_clean-format CSV")
-    build.add_argument("--embeddings", required=True, help="embedding store of the train split (lmkcomp extract)")
+    build.add_argument("--train", required=True, metavar="STORE", help="embedding store of the train split (lmkcomp extract)")
     build.add_argument("--out", required=True, help="centroid folder")
     build.add_argument("--linkage", choices=("complete", "single", "average"), default="complete")
     build.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean",
@@ -163,15 +170,14 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
                        help="most central images used as references of a landmark without given ones (0: none)")
     build.add_argument("--references", metavar="CSV", help="given references (landmark_id,images) per landmark")
     build.add_argument("--index-spec", default="Flat", help="faiss index_factory spec (inner product)")
-    build.add_argument("--quiet", action="store_true")
     build.set_defaults(run=_cmd_build)
 
-    recognize = actions.add_parser("recognize", help="Algorithm 2 on query embeddings; writes a recognition submission")
+    recognize = actions.add_parser(
+        "recognize", help="Algorithm 2 on query embeddings; writes a recognition submission",
+        parents=[data_options("dataset root: test ids, metadata, and scoring when it has a solution", required=False)])
     recognize.add_argument("--centroids", required=True, help="centroid folder (centroids build)")
-    recognize.add_argument("--embeddings", required=True, help="embedding store of the queries (test split)")
+    recognize.add_argument("--queries", required=True, metavar="STORE", help="embedding store of the queries (test split)")
     recognize.add_argument("--out", required=True, help="submission CSV")
-    recognize.add_argument("--data", help="dataset root: test ids, metadata, and scoring when it has a solution")
-    recognize.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     recognize.add_argument("--eta", type=float, help="cosine below which an image is a non-landmark (default 0.5, "
                            "or calibrated with --calibration-embeddings)")
     recognize.add_argument("--calibration-embeddings", metavar="STORE",
@@ -189,10 +195,13 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     recognize.add_argument("--split", choices=("public", "private", "all"), default="all", help="rows scored")
     recognize.set_defaults(run=_cmd_recognize)
 
-    bench = benches.add_parser("centroid-vs-delf", help="centroids vs DELF on the same database and queries: "
+
+def register_benches(benches: argparse._SubParsersAction) -> None:
+    bench = benches.add_parser("centroid-vs-delf", parents=[
+        data_options("dataset root (default: generate --preset in --workdir)", required=False),
+        workers_options("dataset and local-feature processes"),
+        quiet_options()], help="centroids vs DELF on the same database and queries: "
                                "sensitivity, specificity, GAP, latency by stage, memory, database-size sweep")
-    bench.add_argument("--data", help="dataset root (default: generate --preset in --workdir)")
-    bench.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     bench.add_argument("--preset", choices=("tiny", "small", "medium"), default="tiny")
     bench.add_argument("--seed", type=int, default=0, help="dataset, query subsample and sweep seed")
     bench.add_argument("--workdir", default="runs/bench-centroid-vs-delf", help="what the bench makes (reused)")
@@ -206,7 +215,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument("--max-features", type=positive_int, default=1000)
     bench.add_argument("--delf-checkpoint", help="delf-torch checkpoint: extract DELF features with it when no local "
                        "stores are given; its 7-scale extraction is timed either way")
-    bench.add_argument("--delf-index", choices=("flat", "pq", "pca10-kdtree"), default="pq")
+    bench.add_argument("--index-spec", choices=("flat", "pq", "pca10-kdtree"), default="pq", help="DELF feature index")
     bench.add_argument("--delf-candidates", type=positive_ints, default=(5, 20), help="DELF settings: candidates verified")
     bench.add_argument("--verify", help="DELF verification preset (default: official-delf for DELF features, "
                        "fast for SIFT)")
@@ -227,8 +236,6 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument("--sweep-queries", type=positive_int, default=20)
     bench.add_argument("--timing-images", type=positive_int, default=8, help="images timed in the features stage")
     bench.add_argument("--timing-queries", type=positive_int, default=50, help="queries timed per method, one core")
-    bench.add_argument("--workers", type=positive_int, default=1, help="dataset and local-feature processes")
     bench.add_argument("--out", default="bench/centroid-vs-delf.json")
     bench.add_argument("--plot", default="bench/centroid-vs-delf.png")
-    bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(run=_cmd_bench, output_folder="workdir")

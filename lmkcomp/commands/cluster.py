@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from lmkcomp.commands.args import positive_float, positive_int, positive_ints
+from lmkcomp.commands.args import (
+    data_options,
+    positive_float,
+    positive_int,
+    positive_ints,
+    quiet_options,
+    shard_options,
+)
 
 
 def _cmd_bench_executors(args: argparse.Namespace) -> int:
@@ -13,7 +20,7 @@ def _cmd_bench_executors(args: argparse.Namespace) -> int:
     from lmkcomp.data.layout import LandmarkData
 
     print(run_executors_benchmark(LandmarkData(args.data, args.layout), args.workdir, args.out, images=args.images,
-                                  pairs=args.pairs, shard_size=args.shard_size, chunk_size=args.chunk_size,
+                                  pairs=args.num_pairs, shard_size=args.shard_size, chunk_size=args.chunk_size,
                                   repeats=args.repeats, seed=args.seed, progress=not args.quiet))
     print(f"wrote {args.out}")
     return 0
@@ -34,25 +41,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
-
-    bench = benches.add_parser("executors", help="extract-local and verify under local processes and Ray clusters "
-                               "of one and two nodes started here; rates, ratios, byte-identical artifacts")
-    bench.add_argument("--data", required=True, help="dataset root (its first --images train images are used)")
-    bench.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
-    bench.add_argument("--images", type=positive_int, default=1000, help="train images to extract SIFT features of")
-    bench.add_argument("--pairs", type=positive_int, default=20000, help="pairs among them to verify (fast preset)")
-    bench.add_argument("--shard-size", type=positive_int, default=50, help="images per extraction task")
-    bench.add_argument("--chunk-size", type=positive_int, default=500, help="pairs per verification task")
-    bench.add_argument("--repeats", type=positive_int, default=2,
-                       help="rounds of every variant in turn; each stage's fastest round is reported")
-    bench.add_argument("--seed", type=int, default=0, help="pair sampling seed")
-    bench.add_argument("--workdir", default="runs/bench-executors", help="outputs of every variant (replaced)")
-    bench.add_argument("--out", default="bench/executors.json", help="JSON output")
-    bench.add_argument("--quiet", action="store_true")
-    bench.set_defaults(run=_cmd_bench_executors)
-
+def register(commands: argparse._SubParsersAction) -> None:
     plan = commands.add_parser("plan", help="project the wall time of full-GLDv2 extraction, train-vs-train kNN "
                                "and cleaning verification on N nodes of C cores / G GPUs, from measured rates")
     plan.add_argument("--nodes", type=positive_ints, default=(1, 8, 32), help="node counts, e.g. 1,8,32")
@@ -69,8 +58,25 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
                       "of one process, and the measured two-node speed-up)")
     plan.add_argument("--verify-pairs", type=positive_int, help="cleaning pairs to verify (default 400 M, or train "
                       "images x --max-neighbours)")
-    plan.add_argument("--knn", type=positive_int, default=100, help="neighbours searched per train image (default 100)")
+    plan.add_argument("--knn", type=positive_int, default=100, help="neighbours searched per train image")
     plan.add_argument("--max-neighbours", type=positive_int,
                       help="same-label neighbours verified per train image (pairs: train x min(K, this))")
     plan.add_argument("--out", default="bench/plan.json", help="JSON output")
     plan.set_defaults(run=_cmd_plan)
+
+
+def register_benches(benches: argparse._SubParsersAction) -> None:
+    bench = benches.add_parser("executors", parents=[
+        data_options("dataset root (its first --images train images are used)"),
+        shard_options(50, "images per extraction task"),
+        quiet_options()], help="extract-local and verify under local processes and Ray clusters "
+                               "of one and two nodes started here; rates, ratios, byte-identical artifacts")
+    bench.add_argument("--images", type=positive_int, default=1000, help="train images to extract SIFT features of")
+    bench.add_argument("--num-pairs", type=positive_int, default=20000, help="pairs among them to verify (fast preset)")
+    bench.add_argument("--chunk-size", type=positive_int, default=500, help="pairs per verification task")
+    bench.add_argument("--repeats", type=positive_int, default=2,
+                       help="rounds of every variant in turn; each stage's fastest round is reported")
+    bench.add_argument("--seed", type=int, default=0, help="pair sampling seed")
+    bench.add_argument("--workdir", default="runs/bench-executors", help="outputs of every variant (replaced)")
+    bench.add_argument("--out", default="bench/executors.json", help="JSON output")
+    bench.set_defaults(run=_cmd_bench_executors)

@@ -9,7 +9,7 @@ import json
 import math
 from typing import TYPE_CHECKING
 
-from lmkcomp.commands.args import int_at_least
+from lmkcomp.commands.args import data_options, int_at_least
 from lmkcomp.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -87,14 +87,14 @@ def _cmd_inspect_embeddings(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     inspect = commands.add_parser(
-        "inspect-embeddings", help="descriptor health of an embedding store: mean-vector norm, same / different "
+        "inspect-embeddings", parents=[data_options("dataset root whose CSVs label the images", layout=False)],
+        help="descriptor health of an embedding store: mean-vector norm, same / different "
         "landmark cosine similarities, their ROC AUC, effective rank",
         description="Measure whether global descriptors separate landmarks, before any search. Pairs are within "
         "STORE, or STORE x --against; label -1 (no landmark, or not listed) is in no pair.")
     inspect.add_argument("store", metavar="STORE", help="embedding store (lmkcomp extract / ensemble)")
-    inspect.add_argument("--data", required=True, help="dataset root whose CSVs label the images")
     inspect.add_argument("--split", choices=SPLITS, help="split of STORE, which picks its labels: train (--labels), "
                          "index (index_image_to_landmark.csv), test (recognition solution) "
                          "(default: the split the store records)")

@@ -1,12 +1,23 @@
 """`lmkcomp recognize` and `lmkcomp retrieve`: Kaggle submissions from embedding stores
-(`lmkcomp.inference`), validated and, when the dataset has a solution, scored."""
+(`lmkcomp.inference`), validated and, when the dataset has a solution, scored; `lmkcomp evaluate`:
+a checkpoint scored on the test split end to end (extraction, kNN retrieval, soft voting)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from lmkcomp.commands.args import create_executor_from, executor_options, int_at_least, positive_int
+from lmkcomp.commands.args import (
+    create_executor_from,
+    data_options,
+    device_options,
+    executor_options,
+    int_at_least,
+    positive_int,
+    quiet_options,
+    scales,
+    workers_options,
+)
 from lmkcomp.errors import UserInputError
 
 
@@ -46,10 +57,10 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     data = LandmarkData(args.data, args.layout)
     config = _recognition_config(args, inliers=args.inliers, inlier_cap=args.inlier_cap,
                                  demote_over=args.demote_over, demote_factor=args.demote_factor,
-                                 test_local=args.test_local, train_local=args.train_local,
+                                 test_local=args.queries_local, train_local=args.train_local,
                                  candidates=args.candidates, verify_preset=args.preset, workers=args.workers,
                                  min_score=args.min_score)
-    test = EmbeddingStore(args.test)
+    test = EmbeddingStore(args.queries)
     train = EmbeddingStore(args.train) if args.train else None
     if args.pairs_out:
         count = write_recognition_pairs(test, train, data, args.pairs_out, config, args.workdir, not args.quiet,
@@ -80,7 +91,7 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
         insert_threshold=None if args.no_insert else args.insert_threshold,
         recognition=replace(recognition, inliers=args.label_inliers), index_inliers=args.index_label_inliers,
     )
-    test, index = EmbeddingStore(args.test), EmbeddingStore(args.index)
+    test, index = EmbeddingStore(args.queries), EmbeddingStore(args.index)
     if args.pairs_out:
         count = write_retrieval_pairs(test, index, args.pairs_out, config, args.workdir, not args.quiet,
                                       create_executor_from(args))
@@ -93,13 +104,30 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from lmkcomp.data.layout import LandmarkData
+    from lmkcomp.evaluate import evaluate_checkpoint
+    from lmkcomp.train.checkpoint import load_checkpoint
+
+    root = args.data or load_checkpoint(args.checkpoint)["config"]["data"]["root"]
+    result = evaluate_checkpoint(args.checkpoint, LandmarkData(root, "gldv2"), args.workdir, args.name,
+                                 submissions=args.submissions, scales=args.scales, flip=args.flip,
+                                 device=args.device, workers=args.workers, progress=not args.quiet)
+    print(json.dumps(result))
+    return 0
+
+
+def _common_parents() -> list[argparse.ArgumentParser]:
+    """The shared options of `recognize` and `retrieve`."""
+    return [executor_options(), data_options("dataset root: test ids, train labels, solutions"),
+            workers_options("with --pairs-out: search processes, one "
+                        "kNN table shard each; recognize --method verified-voting: verification processes"), quiet_options()]
+
+
 def _common(parser: argparse.ArgumentParser, task: str) -> None:
-    from lmkcomp.data.layout import LAYOUTS
     from lmkcomp.search.run import DEFAULT_SPEC
 
-    parser.add_argument("--test", required=True, help="embedding store of the test split")
-    parser.add_argument("--data", required=True, help="dataset root: test ids, train labels, solutions")
-    parser.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
+    parser.add_argument("--queries", required=True, metavar="STORE", help="embedding store of the query images (the test split)")
     parser.add_argument("--name", required=True, help=f"submission name: SUBMISSIONS/{task}_<name>.csv")
     parser.add_argument("--submissions", default="submissions")
     parser.add_argument("--workdir", default="runs/inference", help="kNN tables and expanded stores (reused on reruns)")
@@ -107,14 +135,11 @@ def _common(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--split", choices=("all", "public", "private"), default="all", help="solution rows scored")
     parser.add_argument("--pairs-out", metavar="CSV", help="only write the pairs whose inliers this command reads "
                         "(a pair list for lmkcomp verify --pairs) and stop")
-    parser.add_argument("--workers", type=positive_int, default=1, help="with --pairs-out: search processes, one "
-                        "kNN table shard each; recognize --method verified-voting: verification processes")
-    parser.add_argument("--quiet", action="store_true")
 
 
 def _voting(parser: argparse.ArgumentParser, methods: tuple[str, ...] = ("soft-voting", "nearest", "classifier")) -> None:
     """Options of the landmark predictions: recognize's output, retrieve's re-ranking input."""
-    parser.add_argument("--train", help="embedding store of the train split")
+    parser.add_argument("--train", metavar="STORE", help="embedding store of the train split")
     parser.add_argument("--labels", default="train", help="train labels: train, train_clean, or a train_clean-format CSV")
     parser.add_argument("--method", choices=methods, default="soft-voting")
     parser.add_argument("--k", type=positive_int, default=3, help="soft voting: train neighbours that vote; verified "
@@ -126,8 +151,8 @@ def _voting(parser: argparse.ArgumentParser, methods: tuple[str, ...] = ("soft-v
                         help="embedding store of non-landmark pictures: neighbour weight A - B - C")
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
-    recognize = commands.add_parser("recognize", parents=[executor_options()], help="recognition submission from embedding stores: soft voting "
+def register(commands: argparse._SubParsersAction) -> None:
+    recognize = commands.add_parser("recognize", parents=_common_parents(), help="recognition submission from embedding stores: soft voting "
                                     "(inliers, non-landmark bank), nearest neighbour or classifier head")
     _common(recognize, "recognition")
     _voting(recognize, ("soft-voting", "nearest", "classifier", "verified-voting"))
@@ -142,7 +167,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
         "verified voting", "--method verified-voting: verify each test image against train images (local features), "
         "then each landmark scores the inliers of its --k best verified train images; pair tables go to WORKDIR/"
         "verified-voting/ (resumable; a rerun with another --k or --min-score verifies nothing)")
-    verified.add_argument("--test-local", metavar="STORE", help="local features of the test images (extract-local)")
+    verified.add_argument("--queries-local", metavar="STORE", help="local features of the query images (extract-local)")
     verified.add_argument("--train-local", metavar="STORE", help="local features of the train images")
     verified.add_argument("--candidates", type=int_at_least(0), default=100, metavar="N",
                           help="train images verified per test image: the N nearest by --train embeddings (the GLDv2 "
@@ -155,7 +180,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
                                "when the data has a recognition solution")
     recognize.set_defaults(run=_cmd_recognize)
 
-    retrieve = commands.add_parser("retrieve", parents=[executor_options()], help="retrieval submission from embedding stores, with DBA, "
+    retrieve = commands.add_parser("retrieve", parents=_common_parents(), help="retrieval submission from embedding stores, with DBA, "
                                    "alpha-QE, spatial and discriminative re-ranking")
     _common(retrieve, "retrieval")
     retrieve.add_argument("--index", required=True, metavar="STORE", help="embedding store of the index split")
@@ -177,3 +202,16 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
                           help="re-ranking labels: the same for the index images")
     _voting(retrieve)
     retrieve.set_defaults(run=_cmd_retrieve)
+
+    evaluate = commands.add_parser("evaluate", parents=[
+        data_options("dataset root (default: the one the model was trained on)", required=False, layout=False),
+        device_options(),
+        workers_options("image-loading processes"),
+        quiet_options()], help="score a checkpoint on the test split (kNN retrieval, soft-voting recognition)")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--name", required=True, help="submission name: submissions/<task>_<name>.csv")
+    evaluate.add_argument("--workdir", default="runs/evaluate", help="where the embeddings go")
+    evaluate.add_argument("--submissions", default="submissions")
+    evaluate.add_argument("--scales", type=scales, default=(1.0,))
+    evaluate.add_argument("--flip", action="store_true")
+    evaluate.set_defaults(run=_cmd_evaluate)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmkcomp.commands.args import positive_int
+from lmkcomp.commands.args import layout_options, positive_int
 from lmkcomp.errors import UserInputError
 
 #: exit status of `lmkcomp kaggle estimate` when the projection exceeds the limit
@@ -86,8 +86,7 @@ def _cmd_stage(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
-    from lmkcomp.data.layout import LAYOUTS
+def register(commands: argparse._SubParsersAction) -> None:
     from lmkcomp.kaggle.estimate import GLDV2_IMAGES, KAGGLE_LIMIT_HOURS
 
     kaggle = commands.add_parser("kaggle", help="offline Kaggle kernels: wheels bundle, run-time estimate, local rehearsal")
@@ -118,19 +117,19 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     estimate.add_argument("--extract-images-per-s", type=float, help="extraction rate (instead of --extract-bench)")
     estimate.add_argument("--search-bench", metavar="JSON", help="lmkcomp bench search output (bench/search.json)")
     estimate.add_argument("--search-variant", default="torch",
-                          help="its variant to use, at its largest measured database (default torch: exact search "
+                          help="its variant to use, at its largest measured database (torch: exact search "
                                "on the GPU, what the notebooks run)")
     estimate.add_argument("--search-queries-per-s", type=float, help="search rate (instead of --search-bench)")
     estimate.add_argument("--search-database-size", type=positive_int,
                           help="database rows --search-queries-per-s was measured on (scaled linearly to the "
                                "task's database; default: measured on that database)")
     estimate.add_argument("--verify-per-query", type=int, default=0, metavar="K",
-                          help="pairs spatially verified per test image (default 0: none)")
+                          help="pairs spatially verified per test image (0: none)")
     estimate.add_argument("--verify-bench", metavar="JSON", help="lmkcomp bench verify output (bench/verify.json)")
-    estimate.add_argument("--verify-preset", default="fast", help="its preset to use (default fast)")
+    estimate.add_argument("--verify-preset", default="fast", help="its preset to use")
     estimate.add_argument("--verify-pairs-per-s", type=float, help="pairs/s on one core (instead of --verify-bench)")
     estimate.add_argument("--local-images-per-s", type=float, help="local feature extraction rate (needed with K > 0)")
-    estimate.add_argument("--cores", type=positive_int, default=2, help="verification processes (default 2)")
+    estimate.add_argument("--cores", type=positive_int, default=2, help="verification processes")
     estimate.add_argument("--test-images", type=positive_int, default=GLDV2_IMAGES["test"])
     estimate.add_argument("--database-images", type=positive_int,
                           help=f"train (recognition; default GLDv2-clean {GLDV2_IMAGES['train_clean']:,}) or index "
@@ -140,11 +139,10 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     estimate.add_argument("--limit-hours", type=float, default=KAGGLE_LIMIT_HOURS)
     estimate.set_defaults(run=_cmd_estimate)
 
-    stage = actions.add_parser("stage", help="lay out a GLDv2-layout dataset as Kaggle competition folders "
+    stage = actions.add_parser("stage", parents=[layout_options()], help="lay out a GLDv2-layout dataset as Kaggle competition folders "
                                "(INPUT/landmark-recognition-2021/ ...) to rehearse the notebooks")
     stage.add_argument("data", help="dataset root")
     stage.add_argument("input", help="the stand-in for /kaggle/input")
-    stage.add_argument("--layout", choices=tuple(LAYOUTS), default="gldv2")
     stage.add_argument("--task", action="append", choices=("recognition", "retrieval"),
                        help="competition to lay out (repeatable; default both)")
     stage.set_defaults(run=_cmd_stage)

@@ -120,7 +120,7 @@ def predict_by_verified_voting(queries: EmbeddingStore, train: EmbeddingStore | 
 
     if not config.test_local or not config.train_local:
         raise UserInputError("verified voting needs the local features of the test and train images "
-                             "(--test-local, --train-local: lmkcomp extract-local)")
+                             "(--queries-local, --train-local: lmkcomp extract-local)")
     if config.inliers or config.nonlandmark_bank:
         raise UserInputError("verified voting takes no --inliers and no non-landmark bank: it verifies its own "
                              "pairs, and --min-score decides what is a landmark")

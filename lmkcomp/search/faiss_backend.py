@@ -130,7 +130,7 @@ class FaissSearcher:
             if len(sample) < rows:
                 raise UserInputError(
                     f"faiss index {self.factory!r}: {part} needs at least {rows} training vectors ({what}), got "
-                    f"{len(sample)}; lower the number in {part}, or search exactly (--index flat)")
+                    f"{len(sample)}; lower the number in {part}, or search exactly (--index-spec flat)")
         try:
             self._index.train(sample)
         except RuntimeError as exc:
