@@ -28,3 +28,11 @@ def ray_cluster() -> LocalRayCluster:
     # The test modules go on the nodes' path too: some tests send their own functions as tasks.
     with running_cluster((1, 1), python_path=[str(Path(__file__).resolve().parent)]) as cluster:
         yield cluster
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """A test on the Ray cluster starts Ray's processes (about 15 s for the session's cluster, then
+    seconds a test): it is `slow` too, so that the quick subset, `-m "not slow"`, leaves it out."""
+    for item in items:
+        if item.get_closest_marker("cluster") is not None:
+            item.add_marker(pytest.mark.slow)

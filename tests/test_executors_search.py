@@ -92,6 +92,7 @@ def local_clean(tiny_root, stores, tmp_path_factory) -> dict[str, bytes]:
     return _run(out, *_clean_args(tiny_root, stores, out))
 
 
+@pytest.mark.slow  # two spawned pools and a whole stage: about 9 s
 def test_clean_verify_in_two_processes_is_byte_identical(tiny_root, stores, local_clean, tmp_path):
     shards = [name for name in local_clean if name.startswith("knn-pairs/pairs-")]
     assert len(shards) > 2 and "pairs/chunk-000000.parquet" in local_clean and "train_clean.csv" in local_clean
@@ -152,6 +153,7 @@ def local_delf(tiny_root, stores, tmp_path_factory) -> bytes:
     return submission
 
 
+@pytest.mark.slow  # two spawned pools and a whole stage: about 9 s
 def test_delf_recognize_in_two_processes_is_byte_identical(tiny_root, stores, local_delf, tmp_path):
     result = _lmkcomp(*_delf_args(tiny_root, stores, tmp_path, "--workers", "2"))
     assert result.returncode == 0, result.stderr
