@@ -71,6 +71,11 @@ def test_rates_from_benchmark_files(tmp_path):
     assert rates.extract_core.per_unit == 15.0 and rates.extract_gpu is None  # fastest row / 2 threads
     assert (rates.search.per_unit, rates.search.database_size) == (4.0, 4000)  # largest database, / 2 threads
     assert rates.local_features.per_unit == 60.0
+    # two one-thread pool processes, when measured, give the rate of a core: half theirs
+    executors_with_pool = _bench(tmp_path / "executors2.json", [
+        {"variant": "local 1 process", "extract_images_per_s": 60.0, "verify_pairs_per_s": 900.0},
+        {"variant": "local 2 processes", "extract_images_per_s": 100.0, "verify_pairs_per_s": 1700.0}])
+    assert rates_from(executors_bench=executors_with_pool).local_features.per_unit == 50.0
     assert rates.two_node_speedup == pytest.approx({"extract-local": 1.8, "verify": 1.5})
     assert rates.verify == DEFAULT_RATES.verify
     on_gpu = _bench(tmp_path / "gpu.json", [{"name": "bf16", "images_per_s": 700.0, "device": "cuda"}],
