@@ -182,9 +182,10 @@ def device_options(help: str = "") -> argparse.ArgumentParser:
                                                     "one)" + (f"; {help}" if help else ""))
 
 
-def workers_options(help: str) -> argparse.ArgumentParser:
-    """`--workers`: the number of processes of a stage; `help` says which."""
-    return _option("--workers", type=positive_int, default=1, help=help)
+def workers_options(help: str, default: int = 1) -> argparse.ArgumentParser:
+    """`--workers`: the number of processes of a stage; `help` says which. One process unless a
+    command has a reason for more (the demo, the main job, uses a 2-core machine's both cores)."""
+    return _option("--workers", type=positive_int, default=default, help=help)
 
 
 def shard_options(default: int, help: str) -> argparse.ArgumentParser:
