@@ -17,7 +17,7 @@ from lmkcomp.data.labels import split_labels
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.features.extract import extract_split
 from lmkcomp.features.health import embedding_health
-from lmkcomp.recognition import soft_voting
+from lmkcomp.voting import soft_voting
 from lmkcomp.search import exact_search
 from lmkcomp.submission import (
     read_submission,

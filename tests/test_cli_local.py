@@ -53,7 +53,7 @@ def test_verify_writes_a_pair_table(tiny, tmp_path, capsys):
     ids = LandmarkData(tiny).split_ids("train")
     pairs = tmp_path / "pairs.csv"
     pd.DataFrame({"query_id": ids[:6], "candidate_id": ids[1:7], "score": 1.0}).to_csv(pairs, index=False)
-    code = main(["verify", "--pairs", str(pairs), "--features", str(tiny / "sift"), "--out", str(tmp_path / "table"),
+    code = main(["verify", "--pairs", str(pairs), "--queries-local", str(tiny / "sift"), "--out", str(tmp_path / "table"),
                  "--preset", "official-delf", "--set", "iterations=200", "--chunk-size", "4", "--quiet"])
     assert code == 0
     assert "6 pairs verified (official-delf)" in capsys.readouterr().out
@@ -70,7 +70,7 @@ def test_clean_by_verification(tiny, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(EmbeddingStore, "array", lambda *_: pytest.fail("the whole store was read"))
     out = tmp_path / "clean"
     code = main(["clean", "--method", "verify", "--data", str(tiny), "--train", str(tiny / "thumbnails"),
-                 "--local-features", str(tiny / "sift"), "--out", str(out), "--max-neighbours", "5",
+                 "--train-local", str(tiny / "sift"), "--out", str(out), "--max-neighbours", "5",
                  "--inlier-threshold", "5", "--quiet"])
     assert code == 0
     assert "noise removal precision" in capsys.readouterr().out
@@ -85,7 +85,7 @@ def test_clean_by_verification(tiny, tmp_path, capsys, monkeypatch):
 def test_bad_pairs_file_is_a_one_line_user_error(tiny, tmp_path, capsys):
     pairs = tmp_path / "bad_pairs.csv"
     pairs.write_text("query_id,other\n0123456789abcdef,0123456789abcdef\n")
-    code = main(["verify", "--pairs", str(pairs), "--features", str(tiny / "sift"), "--out", str(tmp_path / "t")])
+    code = main(["verify", "--pairs", str(pairs), "--queries-local", str(tiny / "sift"), "--out", str(tmp_path / "t")])
     assert code == EXIT_USER_ERROR
     line = one_error_line(capsys)
     assert str(pairs) in line and "candidate_id" in line
@@ -97,8 +97,8 @@ def test_bad_pairs_file_is_a_one_line_user_error(tiny, tmp_path, capsys):
     (["extract-local", "--method", "sift", "--set", "octaves=3", "--split", "train", "--out", "{tmp}/x"],
      "unknown sift option 'octaves'; valid options: contrast_threshold, max_features, max_side"),
     (["clean", "--method", "verify", "--train", "{root}/thumbnails", "--out", "{tmp}/c"],
-     "--method verify needs --local-features"),
-    (["clean", "--method", "verify", "--train", "{root}/thumbnails", "--local-features", "{root}/sift",
+     "--method verify needs --train-local"),
+    (["clean", "--method", "verify", "--train", "{root}/thumbnails", "--train-local", "{root}/sift",
       "--preset", "slow", "--out", "{tmp}/c"], "unknown verification preset 'slow'"),
 ])
 def test_user_errors_exit_2(tiny, tmp_path, capsys, argv, message):

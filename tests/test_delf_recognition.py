@@ -320,8 +320,8 @@ def test_delf_recognize_cli_on_tiny_sift(tmp_path, capsys):
                      "--out", str(tmp_path / split), "--quiet"]) == 0
         stores[split] = str(tmp_path / split)
     capsys.readouterr()
-    argv = ["delf", "recognize", "--database-features", stores["train"], "--data", str(root),
-            "--query-features", stores["test"], "--index-spec", "pca10-kdtree", "--candidates", "5", "--name", "tiny",
+    argv = ["delf", "recognize", "--database-local", stores["train"], "--data", str(root),
+            "--queries-local", stores["test"], "--index-spec", "pca10-kdtree", "--candidates", "5", "--name", "tiny",
             "--workdir", str(tmp_path / "work"), "--submissions", str(tmp_path / "subs"), "--quiet"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1])
@@ -353,8 +353,8 @@ def test_delf_recognize_calibrates_rootsift_on_the_index_split(tmp_path, capsys)
                      "--max-features", "300", "--out", str(tmp_path / split), "--quiet"]) == 0
         stores[split] = str(tmp_path / split)
     capsys.readouterr()
-    argv = ["delf", "recognize", "--database-features", stores["train"], "--data", str(root),
-            "--query-features", stores["test"], "--index-spec", "pca10-kdtree", "--candidates", "5", "--name", "rs",
+    argv = ["delf", "recognize", "--database-local", stores["train"], "--data", str(root),
+            "--queries-local", stores["test"], "--index-spec", "pca10-kdtree", "--candidates", "5", "--name", "rs",
             "--workdir", str(tmp_path / "work"), "--submissions", str(tmp_path / "subs"), "--quiet"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1], parse_constant=_refuse_nan)
@@ -385,7 +385,7 @@ def test_delf_recognize_calibrates_rootsift_on_the_index_split(tmp_path, capsys)
     assert undefined["specificity"] is None and undefined["sensitivity"] == loose["sensitivity"]
 
     # calibration reads non-landmarks off the index labels: another split's features are refused
-    assert main([*argv, "--calibration-features", stores["test"]]) == 2
+    assert main([*argv, "--calibration-local", stores["test"]]) == 2
     assert "features of the test split; calibration needs the index split's" in capsys.readouterr().err
 
     # neither a threshold nor a labelled index split: one line saying how

@@ -49,7 +49,7 @@ def no_gpu(monkeypatch) -> None:
                 "max_distance, min_putative, model, ratio, reference_side, residual, seed"),
 ])
 def test_verify_settings_are_typed_and_ranged(tmp_path, capsys, setting, expected):
-    code = main(["verify", "--pairs", str(tmp_path / "pairs.csv"), "--features", str(tmp_path / "features"),
+    code = main(["verify", "--pairs", str(tmp_path / "pairs.csv"), "--queries-local", str(tmp_path / "features"),
                  "--out", str(tmp_path / "table"), "--set", setting, "--quiet"])
     assert code == EXIT_USER_ERROR
     assert one_error_line(capsys) == expected

@@ -78,7 +78,7 @@ def test_missing_ray_is_one_line(monkeypatch):
 def test_unreachable_address_is_one_line_and_exit_2(tmp_path):
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
     result = subprocess.run([sys.executable, "-m", "lmkcomp", "verify", "--pairs", str(tmp_path / "p.csv"),
-                             "--features", str(tmp_path), "--out", str(tmp_path / "t"), "--executor", "ray",
+                             "--queries-local", str(tmp_path), "--out", str(tmp_path / "t"), "--executor", "ray",
                              "--address", address], capture_output=True, text=True)
     # the pair list is missing too: the address must be what is reported, before anything is read
     assert result.returncode == 2
@@ -123,7 +123,7 @@ def _artifacts(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def local_table(sift_store, pair_csv, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("executor-local") / "table"
-    result = _lmkcomp("verify", "--pairs", str(pair_csv), "--features", str(sift_store), "--out", str(out),
+    result = _lmkcomp("verify", "--pairs", str(pair_csv), "--queries-local", str(sift_store), "--out", str(out),
                       "--chunk-size", "10", "--quiet")
     assert result.returncode == 0, result.stderr
     return out
@@ -132,7 +132,7 @@ def local_table(sift_store, pair_csv, tmp_path_factory) -> Path:
 @pytest.mark.cluster
 def test_verify_on_two_ray_nodes_is_byte_identical_to_local(ray_cluster, sift_store, pair_csv, local_table, tmp_path):
     out = tmp_path / "table"
-    result = _lmkcomp("verify", "--pairs", str(pair_csv), "--features", str(sift_store), "--out", str(out),
+    result = _lmkcomp("verify", "--pairs", str(pair_csv), "--queries-local", str(sift_store), "--out", str(out),
                       "--chunk-size", "10", "--executor", "ray", "--address", ray_cluster.address)
     assert result.returncode == 0, result.stderr
     assert _artifacts(out) == _artifacts(local_table)
@@ -143,7 +143,7 @@ def test_verify_on_two_ray_nodes_is_byte_identical_to_local(ray_cluster, sift_st
 @pytest.mark.cluster
 def test_verify_address_from_the_environment(ray_cluster, sift_store, pair_csv, local_table, tmp_path):
     out = tmp_path / "table"
-    result = _lmkcomp("verify", "--pairs", str(pair_csv), "--features", str(sift_store), "--out", str(out),
+    result = _lmkcomp("verify", "--pairs", str(pair_csv), "--queries-local", str(sift_store), "--out", str(out),
                       "--chunk-size", "10", "--executor", "ray", "--quiet",
                       env={"LMKCOMP_RAY_ADDRESS": ray_cluster.address})
     assert result.returncode == 0, result.stderr
@@ -180,14 +180,14 @@ def test_a_killed_ray_worker_loses_nothing(ray_cluster, sift_store, pair_csv, lo
     killer = threading.Thread(target=kill_one_worker)
     killer.start()
     # official-delf: slow enough pairs that the kill lands mid-stage
-    result = _lmkcomp("verify", "--pairs", str(pair_csv), "--features", str(sift_store), "--out", str(out),
+    result = _lmkcomp("verify", "--pairs", str(pair_csv), "--queries-local", str(sift_store), "--out", str(out),
                       "--chunk-size", "10", "--executor", "ray", "--address", ray_cluster.address, "--quiet",
                       "--preset", "official-delf")
     killer.join()
     assert killed, "no Ray task was seen running"
     assert result.returncode == 0, result.stderr
     reference = tmp_path / "reference"
-    assert _lmkcomp("verify", "--pairs", str(pair_csv), "--features", str(sift_store), "--out", str(reference),
+    assert _lmkcomp("verify", "--pairs", str(pair_csv), "--queries-local", str(sift_store), "--out", str(reference),
                     "--chunk-size", "10", "--quiet", "--preset", "official-delf").returncode == 0
     from lmkcomp.local.pairs import read_pair_table
 

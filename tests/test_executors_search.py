@@ -82,7 +82,7 @@ def test_a_trained_index_is_refused_off_this_process(stores, tmp_path):
 
 def _clean_args(tiny_root, stores, out: Path, *extra: str) -> list[str]:
     return ["clean", "--method", "verify", "--data", str(tiny_root), "--train", str(stores["train"]),
-            "--local-features", str(stores["sift"]), "--out", str(out), "--knn", "20", "--max-neighbours", "4",
+            "--train-local", str(stores["sift"]), "--out", str(out), "--knn", "20", "--max-neighbours", "4",
             "--inlier-threshold", "5", "--knn-shard-rows", "25", "--quiet", *extra]
 
 
@@ -136,8 +136,8 @@ def test_recognize_pairs_out_refuses_an_executor_without_it(tiny_root, stores, t
 
 
 def _delf_args(tiny_root, stores, work: Path, *extra: str) -> list[str]:
-    return ["delf", "recognize", "--database-features", str(stores["sift"]), "--data", str(tiny_root),
-            "--query-features", str(stores["sift-test"]), "--index-spec", "pca10-kdtree", "--candidates", "3",
+    return ["delf", "recognize", "--database-local", str(stores["sift"]), "--data", str(tiny_root),
+            "--queries-local", str(stores["sift-test"]), "--index-spec", "pca10-kdtree", "--candidates", "3",
             "--inlier-threshold", "5", "--name", "tiny", "--workdir", str(work), "--submissions", str(work / "subs"),
             "--chunk-size", "6", "--quiet", *extra]
 

@@ -123,7 +123,7 @@ def test_a_killed_extract_local_store_is_refused_by_verify(tmp_path, capsys):
         extract_local_split(LandmarkData(root), "test", store, KilledSift(), shard_size=1, progress=False)
     pairs = tmp_path / "pairs.csv"
     pd.DataFrame({"query_id": [IDS[0]], "candidate_id": [IDS[1]]}).to_csv(pairs, index=False)
-    assert main(["verify", "--pairs", str(pairs), "--features", str(store), "--out", str(tmp_path / "table"),
+    assert main(["verify", "--pairs", str(pairs), "--queries-local", str(store), "--out", str(tmp_path / "table"),
                  "--quiet"]) == 2
     assert one_error_line(capsys) == (
         f"lmkcomp: error: {store}: incomplete local-feature store (shard 2 missing (descriptors-00002.npy, "

@@ -24,8 +24,8 @@ from lmkcomp.data.layout import LandmarkData
 from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter
 from lmkcomp.inference import RecognitionConfig
 from lmkcomp.local.pairs import SCHEMA, chunk_file
-from lmkcomp.recognition import demote_frequent_labels, soft_voting
-from lmkcomp.retrieval import discriminative_rerank, spatial_rerank
+from lmkcomp.voting import demote_frequent_labels, soft_voting
+from lmkcomp.reranking import discriminative_rerank, spatial_rerank
 from lmkcomp.search import exact_search
 from lmkcomp.submission import read_submission, score_submission, validate_submission
 

@@ -33,7 +33,7 @@ from lmkcomp.kaggle.paths import (
     WHEELS_DATASET,
     stage_competition,
 )
-from lmkcomp.recognition import soft_voting
+from lmkcomp.voting import soft_voting
 from lmkcomp.search import exact_search
 from lmkcomp.submission import score_submission, validate_submission
 from lmkcomp.train.checkpoint import load_checkpoint
@@ -153,7 +153,7 @@ def recognition_kernel(kaggle, trained):
 
 def test_recognition_notebook(kaggle, recognition_kernel):
     submission, test, train = recognition_kernel
-    # soft voting of the 3 nearest train images (lmkcomp.recognition), computed here from the
+    # soft voting of the 3 nearest train images (lmkcomp.voting), computed here from the
     # embeddings the kernel extracted: every test image gets that landmark and total similarity
     labels = kaggle.data.train_labels()
     scores, neighbours = exact_search(test.array(), train.array()[train.position(labels["id"].tolist())], k=3)

@@ -81,7 +81,7 @@ def held_folder(tmp_path):
 
 
 @pytest.mark.parametrize("command", [
-    ["verify", "--pairs", "pairs.csv", "--features", "features", "--out", "{out}"],
+    ["verify", "--pairs", "pairs.csv", "--queries-local", "features", "--out", "{out}"],
     ["train", "cpu-tiny", "--data", "nowhere", "--out", "{out}"],
     ["extract-local", "--method", "sift", "--data", "nowhere", "--split", "test", "--out", "{out}"],
     ["make-dataset", "{out}", "--preset", "tiny", "--quiet"],
@@ -119,7 +119,7 @@ def test_a_stale_lock_is_reported_and_taken_over(tmp_path, pid, caplog, capsys):
              "command": "lmkcomp verify"}
     (folder / LOCK_NAME).write_text(json.dumps(stale))
     with caplog.at_level(logging.WARNING, logger="lmkcomp.outdir"):
-        code = main(["verify", "--pairs", str(tmp_path / "pairs.csv"), "--features", "f", "--out", str(folder)])
+        code = main(["verify", "--pairs", str(tmp_path / "pairs.csv"), "--queries-local", "f", "--out", str(folder)])
     # the command itself ran (and stopped at its missing pair list)
     assert code == 2 and "pairs.csv" in capsys.readouterr().err
     assert f"taking over the stale lock of pid {stale['pid']} on host" in caplog.text
@@ -160,13 +160,13 @@ def test_leftover_temporary_files_are_removed_when_a_job_takes_the_folder(tmp_pa
         path.write_bytes(b"x")
     assert all(is_atomic_temp(path.name) for path in leftovers)
     # the command fails on its missing pair list, after taking the folder
-    assert main(["verify", "--pairs", str(tmp_path / "pairs.csv"), "--features", "f", "--out", str(folder)]) == 2
+    assert main(["verify", "--pairs", str(tmp_path / "pairs.csv"), "--queries-local", "f", "--out", str(folder)]) == 2
     assert [path for path in leftovers if path.exists()] == []
     assert [path for path in kept if not path.exists()] == []
 
 
 def test_a_folder_made_for_a_job_that_wrote_nothing_is_removed(tmp_path):
-    assert main(["verify", "--pairs", str(tmp_path / "pairs.csv"), "--features", "f",
+    assert main(["verify", "--pairs", str(tmp_path / "pairs.csv"), "--queries-local", "f",
                  "--out", str(tmp_path / "new" / "run")]) == 2
     assert not (tmp_path / "new" / "run").exists()
 

@@ -19,7 +19,7 @@ from lmkcomp.data.layout import LandmarkData
 from lmkcomp.features.store import EmbeddingStore
 from lmkcomp.features.weight_free import ThumbnailDescriptor, extract_weight_free_split
 from lmkcomp.inference import RecognitionConfig, predict_landmarks, recognize
-from lmkcomp.recognition import inlier_voting
+from lmkcomp.voting import inlier_voting
 
 REALDEV = Path(__file__).resolve().parents[2] / "shared" / "realdev"
 

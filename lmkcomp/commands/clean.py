@@ -60,10 +60,10 @@ def _clean_by_verification(args: argparse.Namespace, ids: list[str], landmarks, 
     from lmkcomp.local.store import LocalFeatureStore
     from lmkcomp.local.verify import verify_config
 
-    if not args.local_features:
-        raise UserInputError("--method verify needs --local-features (lmkcomp extract-local of the train split)")
+    if not args.train_local:
+        raise UserInputError("--method verify needs --train-local (lmkcomp extract-local of the train split)")
     executor = create_executor_from(args)
-    store = LocalFeatureStore(args.local_features)
+    store = LocalFeatureStore(args.train_local)
     config = verify_config(args.preset)
     table = neighbour_pair_table(ids, landmarks, embeddings, store, args.pair_table or Path(args.out) / "pairs", config,
                                  k=args.knn, max_neighbours=args.max_neighbours, progress=not args.quiet,
@@ -91,7 +91,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     clean.add_argument("--gamma", type=float, default=0.5, help="references: cosine threshold to the centroid")
     clean.add_argument("--k", type=positive_int, default=5, help="references: most central images used when none are given")
     clean.add_argument("--references", help="references: CSV (landmark_id,images) of reference images per landmark")
-    clean.add_argument("--local-features", metavar="STORE", help="verify: local features of the train split (lmkcomp extract-local)")
+    clean.add_argument("--train-local", metavar="STORE", help="verify: local features of the train split (lmkcomp extract-local)")
     clean.add_argument("--knn", type=positive_int, default=1000, help="verify: nearest train images searched per image")
     clean.add_argument("--knn-shard-rows", type=positive_int, default=8192, metavar="N",
                        help="verify: images per kNN task, searched at once (OUT/knn-pairs: one file each)")

@@ -8,7 +8,7 @@ Its local features are extracted with `lmkcomp extract-local --method delf-torch
 labelled database, written as a validated, scored Kaggle submission. The inlier threshold, in
 order: `--inlier-threshold`; else calibrated for `--target-specificity` on the labelled index
 split (`delf_baseline.recognition.calibrate_inlier_threshold`; its local features given by
-`--calibration-features` or extracted with the database's extractor); else the measured default
+`--calibration-local` or extracted with the database's extractor); else the measured default
 of the feature method and preset. Every run folder holds per-query best candidates and inliers,
 not decisions, so a rerun with another threshold or target recomputes nothing.
 """
@@ -52,19 +52,19 @@ def _database_labels(data, source: str):
 
 
 def _calibration_store(args: argparse.Namespace, data, database, work: Path):
-    """Local features of the labelled index split: `--calibration-features`, else extracted
+    """Local features of the labelled index split: `--calibration-local`, else extracted
     into WORKDIR/NAME/calibration-features with the database's extractor; None when the data
     has no labelled index split, or when the index split is the database itself."""
     from lmkcomp.local.extract import extract_local_split, store_extractor
     from lmkcomp.local.store import LocalFeatureStore
 
-    if args.calibration_features:
+    if args.calibration_local:
         if not data.has("index"):
-            raise UserInputError(f"--calibration-features: {data.root} has no index labels "
+            raise UserInputError(f"--calibration-local: {data.root} has no index labels "
                                  f"({data.file('index').name}) to calibrate on")
-        store = LocalFeatureStore(args.calibration_features)
+        store = LocalFeatureStore(args.calibration_local)
         if store.meta.get("split", "index") != "index":  # its non-landmarks are read from the index labels
-            raise UserInputError(f"--calibration-features {store.directory}: features of the {store.meta['split']} "
+            raise UserInputError(f"--calibration-local {store.directory}: features of the {store.meta['split']} "
                                  "split; calibration needs the index split's")
         return store
     if args.labels == "index" or not data.has("index") or not (data.root / "index").is_dir():
@@ -132,13 +132,13 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
 
     executor = create_executor_from(args)
     data = LandmarkData(args.data, args.layout)
-    database = LocalFeatureStore(args.database_features)
-    queries = LocalFeatureStore(args.query_features)
+    database = LocalFeatureStore(args.database_local)
+    queries = LocalFeatureStore(args.queries_local)
     frame = _database_labels(data, args.labels)
     labels = dict(zip(frame["id"].tolist(), frame["landmark_id"].tolist()))
     absent = [image_id for image_id in labels if image_id not in database]
     if absent:
-        raise UserInputError(f"{args.database_features}: {len(absent)} labelled database image(s) of --labels "
+        raise UserInputError(f"{args.database_local}: {len(absent)} labelled database image(s) of --labels "
                              f"{args.labels} have no local features, first: {absent[0]}")
     # Store order, so that indexing reads the store's shards in sequence.
     database_ids = [image_id for image_id in database.ids if image_id in labels]
@@ -263,11 +263,11 @@ def register(commands: argparse._SubParsersAction) -> None:
             workers_options("recognition processes, each loading the index"),
             quiet_options()], help="DELF recognition of the test split: each local feature's nearest database features "
                                "vote for their images, the top candidates are verified with RANSAC")
-    recognize.add_argument("--database-features", required=True, metavar="STORE",
+    recognize.add_argument("--database-local", required=True, metavar="STORE",
                            help="local feature store of the database images (lmkcomp extract-local)")
     recognize.add_argument("--labels", default="train", help="database labels: train, train_clean, index, or a CSV "
                                                           "with columns id,landmark_id (only labelled images are indexed)")
-    recognize.add_argument("--query-features", required=True, metavar="STORE", help="local feature store of the test split")
+    recognize.add_argument("--queries-local", required=True, metavar="STORE", help="local feature store of the test split")
     recognize.add_argument("--index-spec", default="pq", help="feature index: flat, pq or pca10-kdtree")
     recognize.add_argument("--index-option", action="append", default=[], metavar="KEY=VALUE",
                            help="a feature index option, e.g. nprobe=32 or nlist=4096 (pq), leafsize=32 (pca10-kdtree)")
@@ -284,7 +284,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     recognize.add_argument("--target-specificity", type=specificity, default=0.99,
                            help="calibration: share of the index split's non-landmark images left without a "
                              "prediction")
-    recognize.add_argument("--calibration-features", metavar="STORE",
+    recognize.add_argument("--calibration-local", metavar="STORE",
                            help="local features of the index split to calibrate on (default: extracted into "
                              "WORKDIR/NAME/calibration-features with the database's extractor)")
     recognize.add_argument("--preset", help="verification preset, fast, fast-magsac or official-delf (default: fast "

@@ -54,8 +54,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     executor = create_executor_from(args)
     config = verify_config(args.preset, **overrides(args.set))
     pairs = read_pairs(args.pairs)
-    query_store = LocalFeatureStore(args.features)
-    candidate_store = LocalFeatureStore(args.candidate_features) if args.candidate_features else query_store
+    query_store = LocalFeatureStore(args.queries_local)
+    candidate_store = LocalFeatureStore(args.candidates_local) if args.candidates_local else query_store
     out = verify_pairs(pairs, query_store, candidate_store, args.out, config, chunk_size=args.chunk_size,
                        progress=not args.quiet, executor=executor)
     inliers = read_pair_table(out)["inliers"]
@@ -68,7 +68,7 @@ def _cmd_bench_verify(args: argparse.Namespace) -> int:
     from lmkcomp.data.layout import LandmarkData
 
     print(run_verify_benchmark(LandmarkData(args.data, args.layout), args.num_pairs, args.method, args.out,
-                               local_features=args.local_features, extractor_options=_extractor_options(args),
+                               local_features=args.local_root, extractor_options=_extractor_options(args),
                                seed=args.seed, progress=not args.quiet))
     print(f"wrote {args.out}")
     return 0
@@ -99,8 +99,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         quiet_options()],
                                  help="spatially verify a list of image pairs into a resumable pair table")
     verify.add_argument("--pairs", required=True, help="CSV or parquet with columns query_id,candidate_id")
-    verify.add_argument("--features", required=True, help="local feature store of the query images")
-    verify.add_argument("--candidate-features", help="local feature store of the candidates (default: --features)")
+    verify.add_argument("--queries-local", required=True, metavar="STORE", help="local feature store of the query images")
+    verify.add_argument("--candidates-local", metavar="STORE",
+                        help="local feature store of the candidates (default: --queries-local)")
     verify.add_argument("--out", required=True, help="pair table folder (resumable)")
     verify.add_argument("--preset", default="fast", help="verification preset: fast, fast-magsac or official-delf")
     verify.add_argument("--chunk-size", type=positive_int, default=2000, help="pairs per chunk file")
@@ -115,7 +116,7 @@ def register_benches(benches: argparse._SubParsersAction) -> None:
                                       "official-style reference and fast with poselib")
     bench_verify.add_argument("--num-pairs", type=positive_int, default=300, help="same-landmark pairs, and as many different")
     bench_verify.add_argument("--method", default="sift", help="local feature method (a LOCAL_EXTRACTORS name)")
-    bench_verify.add_argument("--local-features", metavar="DIR",
+    bench_verify.add_argument("--local-root", metavar="DIR",
                               help="reuse the stores DIR/train and DIR/index instead of extracting")
     bench_verify.add_argument("--max-features", type=positive_int, default=1000)
     bench_verify.add_argument("--max-side", type=positive_int, help="extract on images downscaled to this long side")

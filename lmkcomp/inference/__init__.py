@@ -8,7 +8,7 @@
 - `write_recognition_pairs` / `write_retrieval_pairs`: the pair lists whose inliers those
   stages read, for `lmkcomp verify`.
 
-The array-level definitions live in `lmkcomp.recognition` and `lmkcomp.retrieval`.
+The array-level definitions live in `lmkcomp.voting` and `lmkcomp.reranking`.
 """
 
 from lmkcomp.inference.recognition import (

@@ -4,15 +4,15 @@ the Kaggle recognition submission of the test split.
 Methods (`RECOGNITION_METHODS`, chosen by `RecognitionConfig.method`):
 
 - `soft-voting`: the query's `k` nearest labelled train images vote
-  (`lmkcomp.recognition.soft_voting`), optionally with the inlier term of a pair table and the
-  non-landmark bank penalty (A - B - C, `lmkcomp.recognition.nonlandmark_penalized_scores`);
+  (`lmkcomp.voting.soft_voting`), optionally with the inlier term of a pair table and the
+  non-landmark bank penalty (A - B - C, `lmkcomp.voting.nonlandmark_penalized_scores`);
 - `nearest`: the same with k = 1, i.e. the label and similarity of the nearest train image;
-- `classifier`: the trained head's argmax (`lmkcomp.recognition.classifier_predictions`);
+- `classifier`: the trained head's argmax (`lmkcomp.voting.classifier_predictions`);
 - `verified-voting`: spatial verification of each test image against its nearest train
   images (or all of them), then inlier voting (`lmkcomp.inference.verified`).
 
 Then, optionally, distractor demotion over the whole test set
-(`lmkcomp.recognition.demote_frequent_labels`). kNN tables are cached in the work folder, so
+(`lmkcomp.voting.demote_frequent_labels`). kNN tables are cached in the work folder, so
 rerunning with other voting options costs no search.
 """
 
@@ -40,7 +40,7 @@ from lmkcomp.inference.common import (
     test_ids,
     write_pair_list,
 )
-from lmkcomp.recognition import (
+from lmkcomp.voting import (
     classifier_predictions,
     demote_frequent_labels,
     mean_top_similarity,

@@ -11,7 +11,7 @@ Stages, each switched on by its `RetrievalConfig` field:
 4. spatial re-ranking (`inliers`): the top `verify_top` by (inliers, score);
 5. discriminative re-ranking (`rerank`): test and index images get a landmark by
    `lmkcomp.inference.recognition.predict_landmarks` against the train set, then
-   `lmkcomp.retrieval.discriminative_rerank`.
+   `lmkcomp.reranking.discriminative_rerank`.
 
 kNN tables and expanded stores are cached in the work folder, named by what made them.
 """
@@ -42,7 +42,7 @@ from lmkcomp.inference.common import (
 )
 from lmkcomp.inference.recognition import RecognitionConfig, predict_landmarks
 from lmkcomp.manifest import fingerprint
-from lmkcomp.retrieval import discriminative_rerank, expand_vectors, expansion_matrix, spatial_rerank
+from lmkcomp.reranking import discriminative_rerank, expand_vectors, expansion_matrix, spatial_rerank
 from lmkcomp.search.knn_table import KnnTable
 from lmkcomp.search.run import DEFAULT_SPEC
 from lmkcomp.submission import MAX_RETRIEVED, write_retrieval_submission
@@ -83,7 +83,7 @@ class RetrievalConfig:
 def expanded_store(source: EmbeddingStore, database: EmbeddingStore, table: KnnTable, n: int, alpha: float,
                    augment_database: bool, workdir: str | Path, progress: bool = True) -> EmbeddingStore:
     """`source` with every row replaced by `L2(row + sum of its top-n neighbours in `table`,
-    weighted by similarity^alpha)` (`lmkcomp.retrieval.expansion_matrix` / `expand_vectors`),
+    weighted by similarity^alpha)` (`lmkcomp.reranking.expansion_matrix` / `expand_vectors`),
     as a float32 store in `workdir/expanded/`. `augment_database` (DBA: `source` is the
     database and `table` its search against itself) skips each row's own position.
 

@@ -1,5 +1,5 @@
 """The `verified-voting` recognition method: verify each test image against train images,
-then let the verified inliers vote (`lmkcomp.recognition.inlier_voting`).
+then let the verified inliers vote (`lmkcomp.voting.inlier_voting`).
 
 This is the weight-free reference of real-photo recognition (RootSIFT, every test photo
 verified against every train photo, top-3 inlier voting) as a method of `recognize`:
@@ -48,7 +48,7 @@ from lmkcomp.inference.recognition import (
     read_train_labels,
 )
 from lmkcomp.manifest import fingerprint, ids_sha256
-from lmkcomp.recognition import inlier_voting
+from lmkcomp.voting import inlier_voting
 
 #: pairs verified and voted on per block of test images (whole images: a block holds at least one)
 PAIRS_PER_BLOCK = 100_000

@@ -50,7 +50,7 @@ from lmkcomp.fileio import atomic_write
 from lmkcomp.models import class_weights_inverse_log, create_loss, create_model, freeze_batchnorm
 from lmkcomp.models.losses import loss_options
 from lmkcomp.models.model import LandmarkModel
-from lmkcomp.recognition import soft_voting
+from lmkcomp.voting import soft_voting
 from lmkcomp.search import exact_search
 from lmkcomp.train import distributed
 from lmkcomp.train.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmkcomp.retrieval import discriminative_rerank, expand_vectors, expansion_matrix, spatial_rerank
+from lmkcomp.reranking import discriminative_rerank, expand_vectors, expansion_matrix, spatial_rerank
 
 DATABASE = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]], dtype=np.float32)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lmkcomp.errors import UserInputError
-from lmkcomp.recognition import (
+from lmkcomp.voting import (
     classifier_predictions,
     demote_frequent_labels,
     mean_top_similarity,
