@@ -102,6 +102,9 @@ def test_one_flag_per_concept():
     ("--quiet", lambda prog, action: isinstance(action, argparse._StoreTrueAction)),
     ("--set", lambda prog, action: isinstance(action, argparse._AppendAction) and action.metavar == "KEY=VALUE"),
     ("--shard-size", lambda prog, action: action.type is positive_int),
+    # a dataset size, never a verification preset (that one is --verify-preset)
+    ("--preset", lambda prog, action: action.choices is not None and "tiny" in action.choices),
+    ("--verify-preset", lambda prog, action: action.metavar == "PRESET" and action.default in ("fast", None)),
 ])
 def test_shared_options_are_declared_alike(flag, check):
     actions = [(each.prog, action) for each, action in _options(build_parser()) if flag in action.option_strings]

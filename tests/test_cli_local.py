@@ -54,7 +54,7 @@ def test_verify_writes_a_pair_table(tiny, tmp_path, capsys):
     pairs = tmp_path / "pairs.csv"
     pd.DataFrame({"query_id": ids[:6], "candidate_id": ids[1:7], "score": 1.0}).to_csv(pairs, index=False)
     code = main(["verify", "--pairs", str(pairs), "--queries-local", str(tiny / "sift"), "--out", str(tmp_path / "table"),
-                 "--preset", "official-delf", "--set", "iterations=200", "--chunk-size", "4", "--quiet"])
+                 "--verify-preset", "official-delf", "--set", "iterations=200", "--chunk-size", "4", "--quiet"])
     assert code == 0
     assert "6 pairs verified (official-delf)" in capsys.readouterr().out
     table = read_pair_table(tmp_path / "table")
@@ -99,7 +99,7 @@ def test_bad_pairs_file_is_a_one_line_user_error(tiny, tmp_path, capsys):
     (["clean", "--method", "verify", "--train", "{root}/thumbnails", "--out", "{tmp}/c"],
      "--method verify needs --train-local"),
     (["clean", "--method", "verify", "--train", "{root}/thumbnails", "--train-local", "{root}/sift",
-      "--preset", "slow", "--out", "{tmp}/c"], "unknown verification preset 'slow'"),
+      "--verify-preset", "slow", "--out", "{tmp}/c"], "unknown verification preset 'slow'"),
 ])
 def test_user_errors_exit_2(tiny, tmp_path, capsys, argv, message):
     argv = [a.format(root=tiny, tmp=tmp_path) for a in argv] + ["--data", str(tiny)]

@@ -182,13 +182,13 @@ def test_a_killed_ray_worker_loses_nothing(ray_cluster, sift_store, pair_csv, lo
     # official-delf: slow enough pairs that the kill lands mid-stage
     result = _lmkcomp("verify", "--pairs", str(pair_csv), "--queries-local", str(sift_store), "--out", str(out),
                       "--chunk-size", "10", "--executor", "ray", "--address", ray_cluster.address, "--quiet",
-                      "--preset", "official-delf")
+                      "--verify-preset", "official-delf")
     killer.join()
     assert killed, "no Ray task was seen running"
     assert result.returncode == 0, result.stderr
     reference = tmp_path / "reference"
     assert _lmkcomp("verify", "--pairs", str(pair_csv), "--queries-local", str(sift_store), "--out", str(reference),
-                    "--chunk-size", "10", "--quiet", "--preset", "official-delf").returncode == 0
+                    "--chunk-size", "10", "--quiet", "--verify-preset", "official-delf").returncode == 0
     from lmkcomp.local.pairs import read_pair_table
 
     table = read_pair_table(out)

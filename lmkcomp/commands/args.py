@@ -143,6 +143,15 @@ def _option(*flags: str, **settings) -> argparse.ArgumentParser:
     return parent
 
 
+def verify_preset_options(default: str | None = "fast", when: str = "") -> argparse.ArgumentParser:
+    """`--verify-preset`: the spatial-verification preset (`lmkcomp.local.verify.VERIFY_PRESETS`);
+    `when` says which part of the command verifies (e.g. "verify: ")."""
+    text = f"{when}verification preset: fast, fast-magsac or official-delf"
+    if default is None:
+        text += " (default: fast for sift and rootsift features, official-delf for DELF's)"
+    return _option("--verify-preset", default=default, metavar="PRESET", help=text)
+
+
 def data_options(help: str = "dataset root", required: bool = True, layout: bool = True) -> argparse.ArgumentParser:
     """`--data` (a dataset root) and, when `layout`, its `--layout` (`layout_options`)."""
     parent = _option("--data", required=required, help=help)

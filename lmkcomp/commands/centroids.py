@@ -16,6 +16,7 @@ from lmkcomp.commands.args import (
     quiet_options,
     scales,
     specificity,
+    verify_preset_options,
     workers_options,
 )
 
@@ -132,7 +133,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         test_embeddings=args.test_embeddings, train_local=args.train_local, index_local=args.index_local,
         test_local=args.test_local, local_method=args.local_method, max_features=args.max_features,
         delf_checkpoint=args.delf_checkpoint, delf_index=args.index_spec, delf_candidates=args.delf_candidates,
-        verify=args.verify, landmark_share=args.landmark_share, specificity=args.specificity, eta=args.eta,
+        verify=args.verify_preset, landmark_share=args.landmark_share, specificity=args.specificity, eta=args.eta,
         min_inliers=args.min_inliers, clustering=clustering, ablation_thresholds=args.ablation_thresholds,
         ablation_min_sizes=args.ablation_min_sizes, ablation_k=args.ablation_k, sweep_sizes=args.sweep_sizes,
         sweep_features=args.sweep_features, sweep_queries=args.sweep_queries, timing_images=args.timing_images,
@@ -200,6 +201,7 @@ def register_benches(benches: argparse._SubParsersAction) -> None:
     bench = benches.add_parser("centroid-vs-delf", parents=[
         data_options("dataset root (default: generate --preset in --workdir)", required=False),
         workers_options("dataset and local-feature processes"),
+        verify_preset_options(default=None, when="DELF: "),
         quiet_options()], help="centroids vs DELF on the same database and queries: "
                                "sensitivity, specificity, GAP, latency by stage, memory, database-size sweep")
     bench.add_argument("--preset", choices=("tiny", "small", "medium"), default="tiny")
@@ -217,8 +219,6 @@ def register_benches(benches: argparse._SubParsersAction) -> None:
                        "stores are given; its 7-scale extraction is timed either way")
     bench.add_argument("--index-spec", choices=("flat", "pq", "pca10-kdtree"), default="pq", help="DELF feature index")
     bench.add_argument("--delf-candidates", type=positive_ints, default=(5, 20), help="DELF settings: candidates verified")
-    bench.add_argument("--verify", help="DELF verification preset (default: official-delf for DELF features, "
-                       "fast for SIFT)")
     bench.add_argument("--landmark-share", type=fraction, default=0.02, help="landmark share of the offline set")
     bench.add_argument("--specificity", type=float, default=0.99, help="validation specificity thresholds aim at")
     bench.add_argument("--eta", type=float, help="fixed centroid threshold (default: calibrated)")

@@ -12,6 +12,7 @@ from lmkcomp.commands.args import (
     executor_options,
     positive_int,
     quiet_options,
+    verify_preset_options,
     workers_options,
 )
 from lmkcomp.errors import UserInputError
@@ -64,14 +65,14 @@ def _clean_by_verification(args: argparse.Namespace, ids: list[str], landmarks, 
         raise UserInputError("--method verify needs --train-local (lmkcomp extract-local of the train split)")
     executor = create_executor_from(args)
     store = LocalFeatureStore(args.train_local)
-    config = verify_config(args.preset)
+    config = verify_config(args.verify_preset)
     table = neighbour_pair_table(ids, landmarks, embeddings, store, args.pair_table or Path(args.out) / "pairs", config,
                                  k=args.knn, max_neighbours=args.max_neighbours, progress=not args.quiet,
                                  knn_out=Path(args.out) / "knn-pairs", executor=executor,
                                  knn_shard_rows=args.knn_shard_rows)
     threshold = default_inlier_threshold(store.method) if args.inlier_threshold is None else args.inlier_threshold
     result = clean_verify(ids, landmarks, table, threshold, args.min_verified, args.min_images)
-    result.settings.update(knn=args.knn, max_neighbours=args.max_neighbours, preset=args.preset,
+    result.settings.update(knn=args.knn, max_neighbours=args.max_neighbours, preset=args.verify_preset,
                            local_features=store.method)
     return result
 
@@ -81,6 +82,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         executor_options(),
         data_options(),
         workers_options("verify: kNN and verification processes"),
+        verify_preset_options(when="verify: "),
         quiet_options()], help="clean the train labels; writes train_clean.csv, removed.csv, report.json")
     clean.add_argument("--method", choices=("dbscan", "references", "verify"), required=True)
     clean.add_argument("--labels", default="train", help="train, train_clean, or a train_clean-format CSV")
@@ -101,7 +103,6 @@ def register(commands: argparse._SubParsersAction) -> None:
                             "calibrate one with lmkcomp calibrate --scores PAIRS --labels CSV on a verified pair "
                             "table of labelled images); a rerun with another value reuses the pair table")
     clean.add_argument("--min-verified", type=int, default=2, help="verify: keep images with more verified neighbours than this")
-    clean.add_argument("--preset", default="fast", help="verify: verification preset, fast, fast-magsac or official-delf")
     clean.add_argument("--pair-table", metavar="DIR", help="verify: resumable pair table folder (default OUT/pairs)")
     clean.add_argument("--min-images", type=positive_int, default=2, help="drop landmarks left with fewer images")
     clean.set_defaults(run=_cmd_clean, output_folder="out")

@@ -33,6 +33,7 @@ from lmkcomp.commands.args import (
     scales,
     set_options,
     specificity,
+    verify_preset_options,
     workers_options,
 )
 from lmkcomp.errors import UserInputError
@@ -144,7 +145,7 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     database_ids = [image_id for image_id in database.ids if image_id in labels]
     work = Path(args.workdir) / args.name
     index_dir = Path(args.index_dir) if args.index_dir else work / f"index-{args.index_spec}"
-    preset = args.preset or default_verify_preset(database.method)
+    preset = args.verify_preset or default_verify_preset(database.method)
     # before the index is built, so that a bad setting fails at once; --set seed wins over --seed
     config = verify_config(preset, **{"seed": args.seed, **overrides(args.set)})
     index = open_database_index(index_dir, database, args.index_spec, database_ids, seed=args.seed,
@@ -261,6 +262,7 @@ def register(commands: argparse._SubParsersAction) -> None:
             data_options("dataset root (labels, test ids, solution when present)"),
             set_options("override a verification preset field, e.g. residual=4"),
             workers_options("recognition processes, each loading the index"),
+            verify_preset_options(default=None),
             quiet_options()], help="DELF recognition of the test split: each local feature's nearest database features "
                                "vote for their images, the top candidates are verified with RANSAC")
     recognize.add_argument("--database-local", required=True, metavar="STORE",
@@ -287,8 +289,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     recognize.add_argument("--calibration-local", metavar="STORE",
                            help="local features of the index split to calibrate on (default: extracted into "
                              "WORKDIR/NAME/calibration-features with the database's extractor)")
-    recognize.add_argument("--preset", help="verification preset, fast, fast-magsac or official-delf (default: fast "
-                                         "for sift and rootsift, official-delf otherwise)")
     recognize.add_argument("--seed", type=int, default=0, help="seed of the index training sample and of RANSAC")
     recognize.add_argument("--name", required=True, help="submission name: SUBMISSIONS/recognition_<NAME>.csv")
     recognize.add_argument("--workdir", default="runs/delf-recognition", help="index and resumable predictions go in WORKDIR/NAME")

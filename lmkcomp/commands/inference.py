@@ -16,6 +16,7 @@ from lmkcomp.commands.args import (
     positive_int,
     quiet_options,
     scales,
+    verify_preset_options,
     workers_options,
 )
 from lmkcomp.errors import UserInputError
@@ -58,7 +59,7 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     config = _recognition_config(args, inliers=args.inliers, inlier_cap=args.inlier_cap,
                                  demote_over=args.demote_over, demote_factor=args.demote_factor,
                                  test_local=args.queries_local, train_local=args.train_local,
-                                 candidates=args.candidates, verify_preset=args.preset, workers=args.workers,
+                                 candidates=args.candidates, verify_preset=args.verify_preset, workers=args.workers,
                                  min_score=args.min_score)
     test = EmbeddingStore(args.queries)
     train = EmbeddingStore(args.train) if args.train else None
@@ -152,8 +153,10 @@ def _voting(parser: argparse.ArgumentParser, methods: tuple[str, ...] = ("soft-v
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    recognize = commands.add_parser("recognize", parents=_common_parents(), help="recognition submission from embedding stores: soft voting "
-                                    "(inliers, non-landmark bank), nearest neighbour or classifier head")
+    recognize = commands.add_parser(
+        "recognize", parents=[*_common_parents(), verify_preset_options(when="verified voting: ")],
+        help="recognition submission from embedding stores: soft voting (inliers, non-landmark bank), nearest "
+             "neighbour, classifier head, or verified voting")
     _common(recognize, "recognition")
     _voting(recognize, ("soft-voting", "nearest", "classifier", "verified-voting"))
     recognize.add_argument("--inliers", metavar="PAIR_TABLE",
@@ -173,7 +176,6 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="train images verified per test image: the N nearest by --train embeddings (the GLDv2 "
                                "mode: 118 K x 100 pairs); 0: every labelled train image (the small-data mode, test x "
                                "train pairs; impossible at GLDv2 scale)")
-    verified.add_argument("--preset", default="fast", help="verification preset: fast, fast-magsac or official-delf")
     verified.add_argument("--min-score", type=float, metavar="T",
                           help="no prediction (non-landmark) below T summed inliers; calibrate T for a target "
                                "specificity with lmkcomp calibrate --scores on the calibration-scores.csv it writes "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmkcomp.commands.args import layout_options, positive_int
+from lmkcomp.commands.args import layout_options, positive_int, verify_preset_options
 from lmkcomp.errors import UserInputError
 
 #: exit status of `lmkcomp kaggle estimate` when the projection exceeds the limit
@@ -109,7 +109,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     package.set_defaults(run=_cmd_package)
 
     estimate = actions.add_parser(
-        "estimate", help="project a kernel's run time on the full GLDv2 sizes from benchmark figures; "
+        "estimate", parents=[verify_preset_options(when="the --verify-bench row of this ")], help="project a kernel's run time on the full GLDv2 sizes from benchmark figures; "
                          f"exit status {EXIT_OVER_LIMIT} and a WARNING line when it exceeds the limit")
     estimate.add_argument("--task", choices=("recognition", "retrieval"), required=True)
     estimate.add_argument("--extract-bench", metavar="JSON", help="lmkcomp bench extract output (bench/extract.json)")
@@ -126,7 +126,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     estimate.add_argument("--verify-per-query", type=int, default=0, metavar="K",
                           help="pairs spatially verified per test image (0: none)")
     estimate.add_argument("--verify-bench", metavar="JSON", help="lmkcomp bench verify output (bench/verify.json)")
-    estimate.add_argument("--verify-preset", default="fast", help="its preset to use")
     estimate.add_argument("--verify-pairs-per-s", type=float, help="pairs/s on one core (instead of --verify-bench)")
     estimate.add_argument("--local-images-per-s", type=float, help="local feature extraction rate (needed with K > 0)")
     estimate.add_argument("--cores", type=positive_int, default=2, help="verification processes")

@@ -16,6 +16,7 @@ from lmkcomp.commands.args import (
     quiet_options,
     set_options,
     shard_options,
+    verify_preset_options,
     workers_options,
 )
 
@@ -52,14 +53,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from lmkcomp.local.verify import verify_config
 
     executor = create_executor_from(args)
-    config = verify_config(args.preset, **overrides(args.set))
+    config = verify_config(args.verify_preset, **overrides(args.set))
     pairs = read_pairs(args.pairs)
     query_store = LocalFeatureStore(args.queries_local)
     candidate_store = LocalFeatureStore(args.candidates_local) if args.candidates_local else query_store
     out = verify_pairs(pairs, query_store, candidate_store, args.out, config, chunk_size=args.chunk_size,
                        progress=not args.quiet, executor=executor)
     inliers = read_pair_table(out)["inliers"]
-    print(f"{out}: {len(inliers)} pairs verified ({args.preset}), median {inliers.median():.0f} inliers")
+    print(f"{out}: {len(inliers)} pairs verified ({args.verify_preset}), median {inliers.median():.0f} inliers")
     return 0
 
 
@@ -96,6 +97,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         executor_options(),
         set_options("override a preset field, e.g. residual=4"),
         workers_options("verification processes"),
+        verify_preset_options(),
         quiet_options()],
                                  help="spatially verify a list of image pairs into a resumable pair table")
     verify.add_argument("--pairs", required=True, help="CSV or parquet with columns query_id,candidate_id")
@@ -103,7 +105,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     verify.add_argument("--candidates-local", metavar="STORE",
                         help="local feature store of the candidates (default: --queries-local)")
     verify.add_argument("--out", required=True, help="pair table folder (resumable)")
-    verify.add_argument("--preset", default="fast", help="verification preset: fast, fast-magsac or official-delf")
     verify.add_argument("--chunk-size", type=positive_int, default=2000, help="pairs per chunk file")
     verify.set_defaults(run=_cmd_verify, output_folder="out")
 
