@@ -124,7 +124,7 @@ def one_process_store(trained, tmp_path_factory) -> Path:
     root, checkpoint, _ = trained
     out = tmp_path_factory.mktemp("extract-one") / "store"
     result = _lmkcomp("extract", "--checkpoint", str(checkpoint), "--data", str(root), "--out", str(out), *_EXTRACT,
-                      "--workers", "0", "--threads", "1", "--quiet")
+                      "--workers", "1", "--threads", "1", "--quiet")
     assert result.returncode == 0, result.stderr
     return out
 

@@ -208,7 +208,7 @@ def test_extract_skip_bad_stores_every_bad_kind_as_zero_rows_and_counts_it(tmp_p
 def test_a_fifo_without_skip_stops_the_command_with_one_line(tmp_path, command):
     root = bad_root(tmp_path, ["fifo"])
     args = ["--method", "sift"] if command == "extract-local" else [
-        "--checkpoint", str(untrained_checkpoint(root, tmp_path / "model.pt")), "--workers", "0"]
+        "--checkpoint", str(untrained_checkpoint(root, tmp_path / "model.pt")), "--workers", "1"]
     done = run_lmkcomp(command, *args, "--data", str(root), "--split", "test", "--out", str(tmp_path / "out"),
                        "--quiet")
     fifo = root / gldv2.image_relpath("test", BAD_IDS["fifo"])
