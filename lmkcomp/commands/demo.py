@@ -57,7 +57,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", parents=[
         workers_options("processes of the rendering, extraction, local-feature, cleaning and verification stages "
                         "(2: the demo's 10 minutes are timed on 2 cores)", default=2),
-        quiet_options()], help="the kit end to end on the synthetic dataset, with a score table")
+        quiet_options()], help="the kit end to end on the synthetic dataset (or your photos: --from-folders), with a score table and an HTML report")
     demo.add_argument("--preset", choices=("tiny", "small", "medium"), default="small")
     demo.add_argument("--from-folders", metavar="SRC",
                       help="your photos instead of the synthetic data: SRC/<landmark>/<photos> or SRC/<split>/"
