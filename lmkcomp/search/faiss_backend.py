@@ -177,12 +177,13 @@ def train_factory_index(index: faiss.Index, factory: str, sample: np.ndarray,
                         minimum: list[tuple[str, int, str]] | None = None) -> None:
     """Train `index` (made from `factory`) on `sample`: its coarse centroids, PQ codebooks...
 
-    `minimum` is `training_minimum` of the index (default: read from `index`). Too few rows for a part of the index (fewer than an IVF's lists, or than a PQ's
-    centroids) is a user error naming that part of the spec, as is any other refusal of
-    faiss to train on them (with faiss's reason).
+    `minimum` is `training_minimum` of the index (default: read from `index`). Too few rows for
+    a part of the index (fewer than an IVF's lists, or than a PQ's centroids) is a user error
+    naming that part of the spec, as is any other refusal of faiss to train on them (with
+    faiss's reason).
     """
     sample = np.ascontiguousarray(sample, dtype=np.float32)
-    for part, rows, what in (training_minimum(index) if minimum is None else minimum):
+    for part, rows, what in training_minimum(index) if minimum is None else minimum:
         if len(sample) < rows:
             raise UserInputError(
                 f"faiss index {factory!r}: {part} needs at least {rows} training vectors ({what}), got "
