@@ -11,6 +11,10 @@ Feature indexes (the `FEATURE_INDEXES` registry), all searched with Euclidean di
   features, halved while the sample holds fewer than 39 training points a list (faiss's
   minimum); `m` = the largest divisor of D up to D / 4 (32 bytes a SIFT code, 10 a 40-d
   DELF code); `nbits` 8; `nprobe` 16.
+- `faiss`: any faiss index-factory string, bare ("IVF1024,PQ32", "HNSW32", "Flat") or as
+  "faiss:FACTORY" (the kit's index-spec vocabulary, `lmkcomp.index_spec`), by L2 distance:
+  trained on the sample when the factory needs training (its k-means seeded with `seed`),
+  then filled block by block. Option `nprobe` (IVF factories only; default faiss's 1).
 - `pca10-kdtree`: Sundaresan et al.'s index: PCA of the sample to `components` = 10 dimensions (the
   mean and the strongest right singular vectors of the centred sample), each projection
   L2-normalised again as official DELF does after its own PCA, and a `scipy.spatial.cKDTree`
@@ -49,7 +53,7 @@ from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import l2_normalize
 from lmkcomp.features.whitening import fit_pca_whitening
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
-from lmkcomp.index_spec import parse_index_spec
+from lmkcomp.index_spec import IndexSpec, parse_index_spec
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.manifest import (
     IDS_NAME,
@@ -61,6 +65,7 @@ from lmkcomp.manifest import (
     write_manifest,
 )
 from lmkcomp.registry import Registry
+from lmkcomp.search.faiss_backend import factory_index, set_nprobe, train_factory_index
 
 FORMAT = "lmkcomp-delf-index"
 FORMAT_VERSION = 1
@@ -69,6 +74,8 @@ IMAGE_ROWS_NAME = "image_rows.npy"
 ADD_BLOCK = 1 << 18
 #: faiss's minimum of training points per k-means centroid (below it, it warns).
 MIN_POINTS_PER_CENTROID = 39
+#: the factory of the spec "faiss" alone, as for the searchers
+DEFAULT_FACTORY = "Flat"
 
 
 def _as_float32(descriptors: np.ndarray) -> np.ndarray:
@@ -123,12 +130,42 @@ class FeatureIndex(Protocol):
 FEATURE_INDEXES: Registry[type] = Registry("feature index")
 
 
+def _parse(spec: str) -> IndexSpec:
+    """`spec` in the kit's index-spec vocabulary (`lmkcomp.index_spec`): a `FEATURE_INDEXES`
+    name ("faiss" alone meaning "faiss:Flat"), or a faiss factory string, bare or as
+    "faiss:FACTORY"; anything else is a user error listing the known forms."""
+    backends = {name: "FACTORY" if name == FactoryIndex.kind else None for name in FEATURE_INDEXES.names()}
+    parsed = parse_index_spec(spec, backends, "DELF feature index")
+    if parsed.backend == FactoryIndex.kind:
+        return IndexSpec(FactoryIndex.kind, parsed.argument or DEFAULT_FACTORY)
+    return parsed
+
+
 def feature_index_class(spec: str) -> type:
-    """The `FEATURE_INDEXES` class that a DELF feature-index spec names, parsed in the kit's
-    index-spec vocabulary (`lmkcomp.index_spec`): "flat", "pq" or "pca10-kdtree" (no faiss
-    factory strings: `pq` builds its own); anything else is a user error listing them."""
-    parsed = parse_index_spec(spec, dict.fromkeys(FEATURE_INDEXES.names()), "DELF feature index", factory=False)
-    return FEATURE_INDEXES.get(parsed.backend)
+    """The `FEATURE_INDEXES` class that a DELF feature-index spec names (see `_parse`):
+    `FactoryIndex` for a faiss factory string."""
+    return FEATURE_INDEXES.get(_parse(spec).backend)
+
+
+def canonical_spec(spec: str) -> str:
+    """`spec` as a build request records it: a kind name as given, a faiss factory as the bare
+    factory string (so that "faiss:HNSW32" and "HNSW32" ask for the same index)."""
+    parsed = _parse(spec)
+    return parsed.argument if parsed.backend == FactoryIndex.kind else parsed.backend
+
+
+def build_feature_index(spec: str, dim: int, sample: np.ndarray, blocks: Iterable[np.ndarray], count: int,
+                        seed: int = 0, **options: Any) -> FeatureIndex:
+    """The feature index that `spec` names, built by its class's `build` (see `FeatureIndex`)
+    with `options`; for a faiss factory string, with that factory. An option the kind does
+    not take is a UserInputError."""
+    parsed = _parse(spec)
+    index_class = FEATURE_INDEXES.get(parsed.backend)
+    fixed = {"factory": parsed.argument} if parsed.backend == FactoryIndex.kind else {}
+    try:
+        return index_class.build(dim, sample, blocks, count, seed=seed, **fixed, **options)
+    except TypeError as exc:  # an option this kind does not take
+        raise UserInputError(f"{spec} index: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -163,8 +200,8 @@ class _FaissIndex:
 
     `memory_bytes` is the length of the serialized index (for `flat` the N x D float32
     vectors; for `pq` the codes, the int64 ids of the inverted lists, the coarse centroids
-    and the PQ codebooks) plus what faiss computes on loading and does not serialize (see
-    `IvfPqIndex`).
+    and the PQ codebooks) plus what faiss computes on loading and does not serialize: an
+    IVF-PQ's precomputed table (see `IvfPqIndex`).
     """
 
     FILE: ClassVar[str] = "faiss.index"
@@ -194,7 +231,10 @@ class _FaissIndex:
         return self._serialized_bytes + self._unserialized_bytes()
 
     def _unserialized_bytes(self) -> int:
-        return 0
+        # an IVF-PQ's precomputed table of residual terms (see `IvfPqIndex`); empty otherwise
+        ivf = faiss.try_extract_index_ivf(self.index)
+        table = getattr(faiss.downcast_index(ivf), "precomputed_table", None) if ivf is not None else None
+        return 0 if table is None else table.size() * np.dtype(np.float32).itemsize
 
     def save(self, directory: Path) -> None:
         data = faiss.serialize_index(self.index)
@@ -284,13 +324,51 @@ class IvfPqIndex(_FaissIndex):
         ivf.nprobe = nprobe
         return cls(index, {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": nprobe})
 
-    def _unserialized_bytes(self) -> int:
-        return faiss.downcast_index(self.index).precomputed_table.size() * np.dtype(np.float32).itemsize
-
     @classmethod
     def load(cls, directory: Path, settings: dict[str, Any]) -> IvfPqIndex:
         index = cls._read(directory)
         faiss.extract_index_ivf(index).nprobe = settings["nprobe"]
+        return cls(index, settings)
+
+
+@FEATURE_INDEXES.register("faiss")
+class FactoryIndex(_FaissIndex):
+    """Any faiss index-factory string by L2 distance, e.g. "IVF1024,PQ32", "HNSW32", "Flat".
+
+    Trained on the sample when the factory needs it (too few descriptors for a part of the
+    factory, or any refusal of faiss, is a UserInputError naming it, as for the searchers);
+    the k-means of an IVF's coarse quantizer and of a PQ's codebooks is seeded with `seed`.
+    An HNSW graph is built by several threads and may differ between builds. `settings()`:
+    `factory`, and `nprobe` when given.
+    """
+
+    kind: ClassVar[str] = "faiss"
+
+    @classmethod
+    def build(cls, dim: int, sample: np.ndarray, blocks: Iterable[np.ndarray], count: int, seed: int = 0,
+              factory: str = DEFAULT_FACTORY, nprobe: int | None = None) -> FactoryIndex:
+        """Train on `sample` if the factory needs it, then add every block; `count` is not needed."""
+        index = factory_index(dim, factory, faiss.METRIC_L2)
+        settings: dict[str, Any] = {"factory": factory}
+        if nprobe is not None:
+            settings["nprobe"] = set_nprobe(index, factory, nprobe)
+        if not index.is_trained:
+            ivf = faiss.try_extract_index_ivf(index)
+            if ivf is not None:
+                ivf.cp.seed = seed
+            quantizing = faiss.downcast_index(ivf) if ivf is not None else faiss.downcast_index(index)
+            if hasattr(quantizing, "pq"):
+                quantizing.pq.cp.seed = seed
+            train_factory_index(index, factory, sample)
+        for block in blocks:
+            index.add(_as_float32(block))
+        return cls(index, settings)
+
+    @classmethod
+    def load(cls, directory: Path, settings: dict[str, Any]) -> FactoryIndex:
+        index = cls._read(directory)
+        if "nprobe" in settings:
+            set_nprobe(index, settings["factory"], settings["nprobe"])
         return cls(index, settings)
 
 
@@ -509,13 +587,14 @@ def _training_sample(store: LocalFeatureStore, rows: Sequence[int], counts: np.n
 def build_database_index(store: LocalFeatureStore, kind: str, ids: Sequence[str] | None = None, seed: int = 0,
                          train_size: int = 100_000, progress: bool = True, **options: Any) -> DatabaseIndex:
     """Index the local features of `ids` (default: every image of `store`) with the feature
-    index `kind` (a `FEATURE_INDEXES` name) and its `options`.
+    index that the spec `kind` names ("flat", "pq", "pca10-kdtree", or a faiss factory string:
+    see `feature_index_class`) and its `options`.
 
-    Trained (PQ codebooks, PCA) on a sample of `train_size` descriptors drawn with `seed`
+    Trained (coarse centroids, PQ codebooks, PCA) on a sample of `train_size` descriptors drawn with `seed`
     (see `_training_sample`); the same store, ids, kind, options and seed give the same index.
     An id missing from the store is a UserInputError.
     """
-    index_class = feature_index_class(kind)
+    kind = canonical_spec(kind)  # an unknown spec is refused before any reading
     ids = list(store.ids if ids is None else ids)
     check_ids(ids)
     missing = [image_id for image_id in ids if image_id not in store]
@@ -529,11 +608,8 @@ def build_database_index(store: LocalFeatureStore, kind: str, ids: Sequence[str]
         raise UserInputError(f"{store.directory}: the {len(ids)} database images have no local features")
     rng = np.random.default_rng(seed)
     sample = _training_sample(store, rows, counts, positive_int("train_size", train_size), rng)
-    try:
-        features = index_class.build(store.dim, sample, _feature_blocks(store, rows, progress), int(counts.sum()),
-                                     seed=seed, **options)
-    except TypeError as exc:  # an option this kind does not take
-        raise UserInputError(f"{kind} index: {exc}") from None
+    features = build_feature_index(kind, store.dim, sample, _feature_blocks(store, rows, progress),
+                                   int(counts.sum()), seed=seed, **options)
     image_rows = np.repeat(np.arange(len(ids), dtype=np.int32), counts)
     return DatabaseIndex(features, image_rows, ids, _request(store, kind, ids, seed, train_size, options))
 
@@ -551,7 +627,7 @@ def open_database_index(directory: str | Path, store: LocalFeatureStore, kind: s
     ids = list(store.ids if ids is None else ids)
     if (directory / MANIFEST_NAME).is_file():
         index = load_database_index(directory)
-        wanted = _request(store, kind, ids, seed, train_size, options)
+        wanted = _request(store, canonical_spec(kind), ids, seed, train_size, options)
         different = [key for key in wanted if index.request.get(key) != wanted[key]]
         if different:
             key = different[0]

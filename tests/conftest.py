@@ -1,4 +1,5 @@
-"""Session-wide fixtures: a tiny synthetic dataset, and a two-node Ray cluster on this machine."""
+"""Session-wide fixtures: a tiny synthetic dataset, a descriptor trained on it, and a two-node Ray
+cluster on this machine."""
 
 from __future__ import annotations
 
@@ -16,6 +17,24 @@ def tiny_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny128-session")
     synthetic.generate(root, synthetic.preset_config("tiny", long_side=128), seed=4, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_root, tmp_path_factory) -> Path:
+    """`checkpoint-last.pt` of a `test_resnet` descriptor (32-d embeddings) trained for one epoch
+    on `tiny_root` (64 px crops, batch 8, no loader processes), trained once per session; for
+    tests that need *a* trained checkpoint, not particular weights. Read-only for tests."""
+    from lmkcomp.config import from_dict
+    from lmkcomp.train.config import TrainConfig
+    from lmkcomp.train.trainer import Trainer
+
+    run = tmp_path_factory.mktemp("tiny-checkpoint-session")
+    config = from_dict(TrainConfig, {
+        "data": {"root": str(tiny_root)}, "model": {"backbone": "test_resnet", "embedding_size": 32},
+        "epochs": 1, "batch_size": 8, "image_size": 64, "workers": 0,
+    })
+    Trainer(config, run, progress=False).fit()
+    return run / "checkpoint-last.pt"
 
 
 @pytest.fixture(scope="session")

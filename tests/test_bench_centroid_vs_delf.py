@@ -12,12 +12,8 @@ from lmkcomp import cli
 from lmkcomp.bench.centroid_vs_delf import calibrate_threshold, loglog_fit, query_sets, set_metrics
 from lmkcomp.centroid.index import CentroidIndex
 from lmkcomp.centroid.inference import knn_vote
-from lmkcomp.config import from_dict
-from lmkcomp.data import synthetic
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.features.store import EmbeddingWriter
-from lmkcomp.train.config import TrainConfig
-from lmkcomp.train.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -72,19 +68,11 @@ def test_loglog_fit_recovers_a_power_law():
 
 
 @pytest.fixture(scope="module")
-def tiny_with_descriptor(tmp_path_factory):
-    """The tiny preset (96 px), a one-epoch descriptor (timed by the bench), and made-up
+def tiny_with_descriptor(tiny_root, tiny_checkpoint, tmp_path_factory):
+    """The session's tiny dataset and one-epoch descriptor (timed by the bench), and made-up
     embedding stores of the three splits: a random direction per landmark plus a little noise,
     random directions for images without a landmark (cheaper than extracting)."""
-    root = tmp_path_factory.mktemp("data")
-    synthetic.generate(root, synthetic.preset_config("tiny", long_side=96), seed=2, progress=False)
-    run = tmp_path_factory.mktemp("run")
-    config = from_dict(TrainConfig, {
-        "data": {"root": str(root)}, "model": {"backbone": "test_resnet", "embedding_size": 32},
-        "epochs": 1, "batch_size": 8, "image_size": 64, "workers": 0,
-    })
-    Trainer(config, run, progress=False).fit()
-    data = LandmarkData(root)
+    data = LandmarkData(tiny_root)
     label = {**dict(zip(data.train_labels()["id"], data.train_labels()["landmark_id"])),
              **dict(zip(data.index_labels["id"], data.index_labels["landmark_id"])),
              **{i: answers[0] for i, answers in data.recognition_solution.answers.items() if answers}}
@@ -99,7 +87,7 @@ def tiny_with_descriptor(tmp_path_factory):
         for k, rows in writer.pending_shards():
             writer.write_shard(k, vectors[rows])
         writer.finish()
-    return root, run / "checkpoint-last.pt", stores
+    return tiny_root, tiny_checkpoint, stores
 
 
 def test_bench_runs_on_tiny_and_writes_table_json_and_plot(tiny_with_descriptor, tmp_path, capsys):

@@ -243,11 +243,11 @@ def test_open_database_index_reuses_and_refuses(database, tmp_path):
 
 
 def test_bad_index_name_and_option_are_user_errors(database):
-    with pytest.raises(UserInputError, match="known: flat, pca10-kdtree, pq"):
+    with pytest.raises(UserInputError, match=r"known: faiss\[:FACTORY\], flat, pca10-kdtree, pq, or a faiss"):
         build_database_index(database, "hnsw", progress=False)
     with pytest.raises(UserInputError, match="pq index"):
         build_database_index(database, "pq", progress=False, nprobes=3)
-    assert FEATURE_INDEXES.names() == ["flat", "pca10-kdtree", "pq"]
+    assert FEATURE_INDEXES.names() == ["faiss", "flat", "pca10-kdtree", "pq"]
 
 
 def test_run_recognition_resumes_with_the_same_predictions(indexes, database, images, tmp_path):
@@ -334,7 +334,15 @@ def test_delf_recognize_cli_on_tiny_sift(tmp_path, capsys):
     assert result["mean_total_seconds"] > 0
     # bad option: a user error naming the index kinds, exit code 2
     assert main([*argv[:8], "--index-spec", "hnsw", *argv[10:]]) == 2
-    assert "known: flat, pca10-kdtree, pq" in capsys.readouterr().err
+    assert "known: faiss[:FACTORY], flat, pca10-kdtree, pq, or a faiss factory string" in capsys.readouterr().err
+    # a faiss factory string, scanning all 4 lists, on the same stores (another name: another run)
+    assert main([*argv[:8], "--index-spec", "IVF4,Flat", "--index-option", "nprobe=4", "--candidates", "5",
+                 "--name", "ivf", *argv[14:]]) == 0
+    ivf = json.loads(capsys.readouterr().out.splitlines()[-1])
+    manifest = json.loads((tmp_path / "work" / "ivf" / "index-IVF4,Flat" / "manifest.json").read_text())
+    assert manifest["settings"] == {"kind": "faiss", "factory": "IVF4,Flat", "nprobe": 4}
+    assert ivf["index"] == "IVF4,Flat" and ivf["gap"] > 0 and ivf["sensitivity"] > 0
+    validate_submission(tmp_path / "subs" / "recognition_ivf.csv", "recognition", test_ids)
     # a verification setting is typed, and --set seed may repeat --seed's key
     assert main([*argv, "--set", "seed=3", "--set", "ratio=abc"]) == 2
     assert capsys.readouterr().err == "lmkcomp: error: verification option ratio: expected float, got 'abc'\n"

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from lmkcomp.cli import main
-from lmkcomp.config import from_dict
-from lmkcomp.data import gldv2, synthetic
+from lmkcomp.data import gldv2
 from lmkcomp.data.labels import split_labels
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.evaluate import evaluate_checkpoint
@@ -20,23 +19,13 @@ from lmkcomp.features.health import embedding_health
 from lmkcomp.features.store import EmbeddingStore
 from lmkcomp.submission import validate_submission
 from lmkcomp.train.checkpoint import load_trained_model
-from lmkcomp.train.config import TrainConfig
-from lmkcomp.train.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[LandmarkData, Path]:
-    root = tmp_path_factory.mktemp("data")
-    synthetic.generate(root, synthetic.preset_config("tiny", long_side=96), seed=2, progress=False)
-    run = tmp_path_factory.mktemp("run")
-    config = from_dict(TrainConfig, {
-        "data": {"root": str(root)}, "model": {"backbone": "test_resnet", "embedding_size": 32},
-        "epochs": 1, "batch_size": 8, "image_size": 64, "workers": 0,
-    })
-    Trainer(config, run, progress=False).fit()
-    return LandmarkData(root), run / "checkpoint-last.pt"
+def trained(tiny_root, tiny_checkpoint) -> tuple[LandmarkData, Path]:
+    return LandmarkData(tiny_root), tiny_checkpoint
 
 
 def test_store_is_id_aligned_and_normalised(trained, tmp_path):

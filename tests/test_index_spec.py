@@ -7,11 +7,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from delf_baseline.index import FlatIndex, IvfPqIndex, PcaKdTreeIndex, feature_index_class
+from delf_baseline.index import (
+    FactoryIndex,
+    FlatIndex,
+    IvfPqIndex,
+    PcaKdTreeIndex,
+    build_database_index,
+    feature_index_class,
+    load_database_index,
+    open_database_index,
+)
+from lmkcomp.bench.centroid_vs_delf import BenchSettings, sweep_delf
 from lmkcomp.centroid.build import build_centroids
 from lmkcomp.centroid.index import CentroidIndex, centroid_factory
 from lmkcomp.errors import UserInputError
 from lmkcomp.index_spec import IndexSpec, is_faiss_factory, parse_index_spec
+from lmkcomp.local.record import LocalFeatures
+from lmkcomp.local.store import LocalFeatureStore, LocalFeatureWriter
 from lmkcomp.search import create_searcher
 
 BACKENDS = {"flat": None, "torch": "DEVICE"}
@@ -45,7 +57,9 @@ def test_the_parser_reads_backends_arguments_and_factory_strings():
      "string, bare or as faiss:FACTORY (Flat, IVF1024,Flat, IVF1024,PQ32, HNSW32, ...)"),
     (lambda spec: CentroidIndex(unit_rows(4, 8, 0), np.arange(4), spec),
      "unknown centroid index spec 'nunpy'; known: flat, or a faiss factory string"),
-    (feature_index_class, "unknown DELF feature index 'nunpy'; known: flat, pca10-kdtree, pq"),
+    (feature_index_class,
+     "unknown DELF feature index 'nunpy'; known: faiss[:FACTORY], flat, pca10-kdtree, pq, or a faiss factory "
+     "string, bare or as faiss:FACTORY (Flat, IVF1024,Flat, IVF1024,PQ32, HNSW32, ...)"),
 ])
 def test_a_typo_is_one_line_listing_the_known_forms(build, message):
     with pytest.raises(UserInputError) as raised:
@@ -90,6 +104,74 @@ def test_a_centroid_build_refuses_an_unknown_spec_before_clustering():
         build_centroids(np.array([0, 0, 1]), unit_rows(3, 8, 4), index_spec="nunpy", progress=False)
 
 
-def test_the_delf_feature_index_takes_its_three_kinds():
+def test_the_delf_feature_index_takes_its_three_kinds_and_faiss_factory_strings():
     assert [feature_index_class(kind) for kind in ("flat", "pq", "pca10-kdtree")] == [FlatIndex, IvfPqIndex,
                                                                                       PcaKdTreeIndex]
+    assert {feature_index_class(spec) for spec in ("Flat", "IVF4,Flat", "faiss:HNSW8", "faiss")} == {FactoryIndex}
+
+
+DELF_DIM = 8
+#: images of the hand-made DELF database: 5 images of 40 features, 3 without features between them
+DELF_COUNTS = (40, 0, 40, 40, 0, 40, 0, 40)
+
+
+@pytest.fixture(scope="module")
+def delf_store(tmp_path_factory) -> LocalFeatureStore:
+    """Hand-made local features: 200 random unit descriptors of dimension 8 over 8 images."""
+    descriptors = np.split(unit_rows(sum(DELF_COUNTS), DELF_DIM, 5), np.cumsum(DELF_COUNTS)[:-1])
+    ids = [f"{i:016x}" for i in range(1, len(DELF_COUNTS) + 1)]
+    records = [LocalFeatures(np.zeros((len(d), 2)), d, np.ones(len(d)), np.ones(len(d))) for d in descriptors]
+    writer = LocalFeatureWriter(tmp_path_factory.mktemp("delf-store"), ids, DELF_DIM, "handmade", shard_size=3)
+    for shard, rows in writer.pending_shards():
+        writer.write_shard(shard, records[rows])
+    writer.finish()
+    return LocalFeatureStore(writer.directory)
+
+
+@pytest.mark.parametrize("spec, options, settings", [
+    ("IVF4,Flat", {"nprobe": 4}, {"factory": "IVF4,Flat", "nprobe": 4}),  # every list scanned: exact
+    ("faiss:HNSW8", {}, {"factory": "HNSW8"}),
+])
+def test_a_delf_index_from_a_faiss_factory_finds_the_flat_neighbours_after_a_reload(delf_store, tmp_path, spec,
+                                                                                    options, settings):
+    queries = unit_rows(12, DELF_DIM, 6)
+    flat = build_database_index(delf_store, "flat", progress=False)
+    index = build_database_index(delf_store, spec, progress=False, train_size=120, **options)
+    assert isinstance(index.features, FactoryIndex) and index.features.settings() == settings
+    index.save(tmp_path / "index")
+    loaded = load_database_index(tmp_path / "index")
+    assert loaded.kind == "faiss" and loaded.features.settings() == settings and loaded.request == index.request
+    np.testing.assert_array_equal(loaded.image_rows, flat.image_rows)
+    expected_distances, expected = flat.features.search(queries, 5)
+    for built in (index, loaded):
+        distances, positions = built.features.search(queries, 5)
+        np.testing.assert_array_equal(positions, expected)
+        np.testing.assert_allclose(distances, expected_distances, rtol=1e-5)
+    # the factory spelled bare or as faiss:FACTORY asks for the same index: reused, not refused
+    bare = spec.removeprefix("faiss:")
+    reused = open_database_index(tmp_path / "index", delf_store, f"faiss:{bare}", progress=False, train_size=120,
+                                 **options)
+    assert reused.request["kind"] == bare
+
+
+@pytest.mark.parametrize("spec, options, message", [
+    ("IVF512,Flat", {}, "faiss index 'IVF512,Flat': IVF512 needs at least 512 training vectors "
+                        "(one per inverted list), got 200; lower the number in IVF512"),
+    ("IVF4,PQ3", {}, "faiss index 'IVF4,PQ3' not understood: "),
+    ("HNSW8", {"nprobe": 4}, "nprobe applies to IVF indexes only, not to faiss index 'HNSW8'"),
+    ("HNSW8", {"nlist": 4}, "HNSW8 index: FactoryIndex.build() got an unexpected keyword argument 'nlist'"),
+])
+def test_a_bad_faiss_factory_for_the_delf_index_reads_as_the_searchers_do(delf_store, spec, options, message):
+    with pytest.raises(UserInputError) as raised:
+        build_database_index(delf_store, spec, progress=False, **options)
+    assert str(raised.value).startswith(message)
+    assert "\n" not in str(raised.value)
+
+
+def test_the_centroid_vs_delf_bench_takes_the_delf_index_vocabulary():
+    with pytest.raises(UserInputError, match="unknown DELF feature index 'nunpy'"):
+        BenchSettings(delf_index="nunpy")
+    assert BenchSettings(delf_index="IVF2,Flat").delf_index == "IVF2,Flat"
+    # its database-size sweep builds the factory's index: 4 images of 30 features
+    [row] = sweep_delf((4,), 30, "IVF2,Flat", candidates=2, queries=2, seed=0, progress=False)
+    assert row["features"] == 120 and row["memory_bytes"] >= 120 * 40 * 4 and row["knn_ms"] > 0

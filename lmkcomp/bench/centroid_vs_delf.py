@@ -145,6 +145,9 @@ class BenchSettings:
             raise UserInputError(f"delf_candidates must be increasing positive integers, got {self.delf_candidates!r}")
         if any(size < 2 for size in self.sweep_sizes):
             raise UserInputError(f"sweep sizes must be at least 2 images, got {self.sweep_sizes!r}")
+        from delf_baseline.index import feature_index_class
+
+        feature_index_class(self.delf_index)  # an unknown DELF index spec is refused before any work
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,7 +508,7 @@ def sweep_delf(sizes: Sequence[int], features: int, kind: str, candidates: int, 
     """Per database size: a `kind` feature index of `features` random 40-d unit descriptors per
     image, its memory, and the median kNN + votes + shortlist time of one query of `features`
     random descriptors."""
-    from delf_baseline.index import ADD_BLOCK, DatabaseIndex, feature_index_class
+    from delf_baseline.index import ADD_BLOCK, DatabaseIndex, build_feature_index
     from delf_baseline.recognition import DelfRecognizer
     from lmkcomp.local.record import LocalFeatures
 
@@ -518,7 +521,7 @@ def sweep_delf(sizes: Sequence[int], features: int, kind: str, candidates: int, 
         total = size * features
         sample = _random_unit(rng, min(total, 100_000), dim)
         blocks = (_random_unit(rng, min(ADD_BLOCK, total - start), dim) for start in range(0, total, ADD_BLOCK))
-        feature_index = feature_index_class(kind).build(dim, sample, blocks, total, seed=seed)
+        feature_index = build_feature_index(kind, dim, sample, blocks, total, seed=seed)
         ids = [f"{i:016x}" for i in range(size)]
         index = DatabaseIndex(feature_index, np.repeat(np.arange(size, dtype=np.int32), features), ids)
         with tempfile.TemporaryDirectory(prefix="bench-sweep-") as scratch:

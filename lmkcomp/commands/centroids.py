@@ -217,7 +217,8 @@ def register_benches(benches: argparse._SubParsersAction) -> None:
     bench.add_argument("--max-features", type=positive_int, default=1000)
     bench.add_argument("--delf-checkpoint", help="delf-torch checkpoint: extract DELF features with it when no local "
                        "stores are given; its 7-scale extraction is timed either way")
-    bench.add_argument("--index-spec", choices=("flat", "pq", "pca10-kdtree"), default="pq", help="DELF feature index")
+    bench.add_argument("--index-spec", default="pq",
+                       help="DELF feature index, as lmkcomp delf recognize --index-spec")
     bench.add_argument("--delf-candidates", type=positive_ints, default=(5, 20), help="DELF settings: candidates verified")
     bench.add_argument("--landmark-share", type=fraction, default=0.02, help="landmark share of the offline set")
     bench.add_argument("--specificity", type=float, default=0.99, help="validation specificity thresholds aim at")

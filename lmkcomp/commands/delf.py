@@ -270,9 +270,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     recognize.add_argument("--labels", default="train", help="database labels: train, train_clean, index, or a CSV "
                                                           "with columns id,landmark_id (only labelled images are indexed)")
     recognize.add_argument("--queries-local", required=True, metavar="STORE", help="local feature store of the test split")
-    recognize.add_argument("--index-spec", default="pq", help="feature index: flat, pq or pca10-kdtree")
+    recognize.add_argument("--index-spec", default="pq", help="feature index: flat, pq, pca10-kdtree, or a faiss "
+                           "factory string (L2), bare or as faiss:FACTORY, e.g. IVF1024,PQ32 or HNSW32")
     recognize.add_argument("--index-option", action="append", default=[], metavar="KEY=VALUE",
-                           help="a feature index option, e.g. nprobe=32 or nlist=4096 (pq), leafsize=32 (pca10-kdtree)")
+                           help="a feature index option, e.g. nprobe=32 or nlist=4096 (pq), leafsize=32 "
+                           "(pca10-kdtree), nprobe=32 (a faiss IVF factory)")
     recognize.add_argument("--index-dir", help="where the index is saved / reused (default WORKDIR/NAME/index-INDEX_SPEC)")
     recognize.add_argument("--train-size", type=positive_int, default=100_000,
                            help="descriptors sampled to train the index (PQ codebooks, PCA)")

@@ -56,27 +56,13 @@ class FaissSearcher:
                  train_size: int | None = None):
         self.dim = positive_int("dim", dim)
         self.factory = factory
-        try:
-            index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as exc:
-            raise UserInputError(f"faiss index {factory!r} not understood: {faiss_reason(exc)}") from None
+        index = factory_index(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
         # exact: a flat index compares every vector; its ties across the k-th place are fixed up
         self.exact = isinstance(faiss.downcast_index(index), faiss.IndexFlat)
         ivf = faiss.try_extract_index_ivf(index)
-        quantizing = faiss.downcast_index(ivf if ivf is not None else index)
-        if isinstance(quantizing, faiss.IndexPreTransform):
-            quantizing = faiss.downcast_index(quantizing.index)
-        if getattr(quantizing, "do_polysemous_training", False):
-            # The factory's PQ indexes also learn a code ordering for polysemous (Hamming)
-            # filtering, which plain search never uses; it makes training 20x slower.
-            quantizing.do_polysemous_training = False
-        self.training_minimum = _training_minimum(ivf, quantizing)
-        self.nprobe = None
-        if nprobe is not None:
-            if ivf is None:
-                raise UserInputError(f"nprobe applies to IVF indexes only, not to faiss index {factory!r}")
-            self.nprobe = positive_int("nprobe", nprobe)
-            ivf.nprobe = self.nprobe
+        # read before the index may move to a GPU, where its IVF and PQ parts are not visible
+        self.training_minimum = training_minimum(index)
+        self.nprobe = None if nprobe is None else set_nprobe(index, factory, nprobe)
         self.gpu = self._use_gpu(device)
         if self.gpu is not None:
             # the resources object must outlive the index that uses it
@@ -125,17 +111,7 @@ class FaissSearcher:
         centroids) is a user error naming that part of the spec, as is any other refusal of
         faiss to train on them.
         """
-        sample = np.ascontiguousarray(check_vectors(sample, self.dim), dtype=np.float32)
-        for part, rows, what in self.training_minimum:
-            if len(sample) < rows:
-                raise UserInputError(
-                    f"faiss index {self.factory!r}: {part} needs at least {rows} training vectors ({what}), got "
-                    f"{len(sample)}; lower the number in {part}, or search exactly (--index-spec flat)")
-        try:
-            self._index.train(sample)
-        except RuntimeError as exc:
-            raise UserInputError(f"faiss index {self.factory!r} cannot be trained on {len(sample)} vectors: "
-                                 f"{faiss_reason(exc)}") from None
+        train_factory_index(self._index, self.factory, check_vectors(sample, self.dim), self.training_minimum)
         self.needs_training = False
 
     def add(self, vectors: np.ndarray) -> None:
@@ -170,13 +146,72 @@ class FaissSearcher:
         return scores, indices
 
 
-def _training_minimum(ivf, quantizing) -> list[tuple[str, int, str]]:
+def factory_index(dim: int, factory: str, metric: int) -> faiss.Index:
+    """`faiss.index_factory(dim, factory, metric)`, untrained and empty; a factory string faiss
+    does not understand is a UserInputError with faiss's reason.
+
+    The factory's PQ indexes also learn a code ordering for polysemous (Hamming) filtering,
+    which plain search never uses and which makes training about 20 times slower: turned off.
+    """
+    try:
+        index = faiss.index_factory(dim, factory, metric)
+    except RuntimeError as exc:
+        raise UserInputError(f"faiss index {factory!r} not understood: {faiss_reason(exc)}") from None
+    quantizing = _quantizing(index)
+    if getattr(quantizing, "do_polysemous_training", False):
+        quantizing.do_polysemous_training = False
+    return index
+
+
+def set_nprobe(index: faiss.Index, factory: str, nprobe: int) -> int:
+    """Set the inverted lists an IVF `index` (made from `factory`) scans per query; returns
+    `nprobe`. A non-positive nprobe, or one for an index without inverted lists, is a UserInputError."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        raise UserInputError(f"nprobe applies to IVF indexes only, not to faiss index {factory!r}")
+    ivf.nprobe = positive_int("nprobe", nprobe)
+    return ivf.nprobe
+
+
+def train_factory_index(index: faiss.Index, factory: str, sample: np.ndarray,
+                        minimum: list[tuple[str, int, str]] | None = None) -> None:
+    """Train `index` (made from `factory`) on `sample`: its coarse centroids, PQ codebooks...
+
+    `minimum` is `training_minimum` of the index (default: read from `index`). Too few rows for
+    a part of the index (fewer than an IVF's lists, or than a PQ's centroids) is a user error
+    naming that part of the spec, as is any other refusal of faiss to train on them (with
+    faiss's reason).
+    """
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    for part, rows, what in training_minimum(index) if minimum is None else minimum:
+        if len(sample) < rows:
+            raise UserInputError(
+                f"faiss index {factory!r}: {part} needs at least {rows} training vectors ({what}), got "
+                f"{len(sample)}; lower the number in {part}, or search exactly (--index-spec flat)")
+    try:
+        index.train(sample)
+    except RuntimeError as exc:
+        raise UserInputError(f"faiss index {factory!r} cannot be trained on {len(sample)} vectors: "
+                             f"{faiss_reason(exc)}") from None
+
+
+def _quantizing(index: faiss.Index) -> faiss.Index:
+    """The part of `index` that encodes vectors: its IVF, else itself, past a pre-transform."""
+    ivf = faiss.try_extract_index_ivf(index)
+    quantizing = faiss.downcast_index(ivf if ivf is not None else index)
+    if isinstance(quantizing, faiss.IndexPreTransform):
+        quantizing = faiss.downcast_index(quantizing.index)
+    return quantizing
+
+
+def training_minimum(index: faiss.Index) -> list[tuple[str, int, str]]:
     """(spec part, fewest training rows, why) for each trained part of an index: an IVF's
     k-means needs a row per list, a product quantizer's a row per sub-quantizer centroid."""
     minimum = []
+    ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         minimum.append((f"IVF{ivf.nlist}", int(ivf.nlist), "one per inverted list"))
-    pq = getattr(quantizing, "pq", None)
+    pq = getattr(_quantizing(index), "pq", None)
     if pq is not None:
         part = f"PQ{pq.M}" + ("" if pq.nbits == 8 else f"x{pq.nbits}")
         minimum.append((part, int(pq.ksub), f"one per centroid of its {pq.nbits}-bit sub-quantizers"))
