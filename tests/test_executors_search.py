@@ -128,11 +128,21 @@ def local_recognition_pairs(tiny_root, stores, tmp_path_factory) -> dict[str, by
     return _run(work, *_recognize_args(tiny_root, stores, work))
 
 
-def test_recognize_pairs_out_refuses_an_executor_without_it(tiny_root, stores, tmp_path):
-    args = [arg for arg in _recognize_args(tiny_root, stores, tmp_path) if arg != "--pairs-out"]
-    args.remove(str(tmp_path / "pairs.csv"))
-    result = _lmkcomp(*args, "--workers", "2")
-    assert result.returncode == 2 and "--workers applies to --pairs-out" in result.stderr
+def _recognition(tiny_root, stores, work: Path, *extra: str) -> bytes:
+    """The submission of `recognize` (soft voting, no --pairs-out) run in `work` with `extra`."""
+    result = _lmkcomp("recognize", "--queries", str(stores["test"]), "--train", str(stores["train"]),
+                      "--data", str(tiny_root), "--name", "x", "--workdir", str(work), "--submissions",
+                      str(work / "subs"), "--quiet", *extra)
+    assert result.returncode == 0, result.stderr
+    return (work / "subs" / "recognition_x.csv").read_bytes()
+
+
+def test_recognize_searches_on_its_executor(tiny_root, stores, tmp_path):
+    """Soft voting's own kNN search runs on the executor too (--workers 2: a process pool), and
+    gives the same submission."""
+    one = _recognition(tiny_root, stores, tmp_path / "one")
+    assert _recognition(tiny_root, stores, tmp_path / "two", "--workers", "2") == one
+    assert len(one.splitlines()) > 10
 
 
 def _delf_args(tiny_root, stores, work: Path, *extra: str) -> list[str]:

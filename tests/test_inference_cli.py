@@ -292,9 +292,9 @@ def test_reranking_labels_read_the_test_and_index_inlier_tables(world, tmp_path,
     seen = []
     real = retrieval_module.predict_landmarks
 
-    def recording(queries, train, data, config, workdir, progress=True):
+    def recording(queries, train, data, config, workdir, progress=True, executor=None):
         seen.append((Path(queries.directory).name, config.inliers))
-        return real(queries, train, data, replace(config, inliers=None), workdir, progress)
+        return real(queries, train, data, replace(config, inliers=None), workdir, progress, executor)
 
     monkeypatch.setattr(retrieval_module, "predict_landmarks", recording)
     config = retrieval_module.RetrievalConfig(rerank=True, index_inliers="INDEX-TABLE",

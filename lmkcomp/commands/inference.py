@@ -37,24 +37,12 @@ def _print_result(result: dict, extra: str) -> None:
         print(json.dumps(result["scores"]))
 
 
-def _check_executor(args: argparse.Namespace) -> None:
-    """--executor and --address run the kNN search of --pairs-out only; --workers that search, or the
-    verification of verified voting."""
-    if args.pairs_out:
-        return
-    if args.executor != "local" or args.address:
-        raise UserInputError("--executor and --address apply to --pairs-out (the kNN search of the pair listing)")
-    if args.workers != 1 and getattr(args, "method", None) != "verified-voting":
-        raise UserInputError("--workers applies to --pairs-out (the kNN search of the pair listing) and to "
-                             "recognize --method verified-voting")
-
-
 def _cmd_recognize(args: argparse.Namespace) -> int:
-    _check_executor(args)
     from lmkcomp.data.layout import LandmarkData
     from lmkcomp.features.store import EmbeddingStore
     from lmkcomp.inference import recognize, write_recognition_pairs
 
+    executor = create_executor_from(args)
     data = LandmarkData(args.data, args.layout)
     config = _recognition_config(args, inliers=args.inliers, inlier_cap=args.inlier_cap,
                                  demote_over=args.demote_over, demote_factor=args.demote_factor,
@@ -65,11 +53,11 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     train = EmbeddingStore(args.train) if args.train else None
     if args.pairs_out:
         count = write_recognition_pairs(test, train, data, args.pairs_out, config, args.workdir, not args.quiet,
-                                        create_executor_from(args))
+                                        executor)
         print(f"{args.pairs_out}: {count} (test, train) pairs to verify")
         return 0
     result = recognize(data, test, train, args.name, config, args.workdir, args.submissions, args.split,
-                       progress=not args.quiet)
+                       progress=not args.quiet, executor=executor)
     _print_result(result, f", {result['predicted']} predictions, {result['demoted']} demoted as distractors")
     for what, path in result["files"].items():
         print(f"{what}: {path}")
@@ -77,13 +65,13 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
-    _check_executor(args)
     from dataclasses import replace
 
     from lmkcomp.data.layout import LandmarkData
     from lmkcomp.features.store import EmbeddingStore
     from lmkcomp.inference import RetrievalConfig, retrieve, write_retrieval_pairs
 
+    executor = create_executor_from(args)
     data = LandmarkData(args.data, args.layout)
     recognition = _recognition_config(args)
     config = RetrievalConfig(
@@ -94,13 +82,12 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
     )
     test, index = EmbeddingStore(args.queries), EmbeddingStore(args.index)
     if args.pairs_out:
-        count = write_retrieval_pairs(test, index, args.pairs_out, config, args.workdir, not args.quiet,
-                                      create_executor_from(args))
+        count = write_retrieval_pairs(test, index, args.pairs_out, config, args.workdir, not args.quiet, executor)
         print(f"{args.pairs_out}: {count} (test, index) pairs to verify")
         return 0
     train = EmbeddingStore(args.train) if args.train else None
     result = retrieve(data, test, index, args.name, config, train, args.workdir, args.submissions, args.split,
-                      progress=not args.quiet)
+                      progress=not args.quiet, executor=executor)
     _print_result(result, "")
     return 0
 
@@ -121,8 +108,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _common_parents() -> list[argparse.ArgumentParser]:
     """The shared options of `recognize` and `retrieve`."""
     return [executor_options(), data_options("dataset root: test ids, train labels, solutions"),
-            workers_options("with --pairs-out: search processes, one "
-                        "kNN table shard each; recognize --method verified-voting: verification processes"), quiet_options()]
+            workers_options("processes of the kNN searches (one kNN-table shard each) and of verified voting's "
+                            "verification"), quiet_options()]
 
 
 def _common(parser: argparse.ArgumentParser, task: str) -> None:

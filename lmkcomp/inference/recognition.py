@@ -153,9 +153,9 @@ def _bank_terms(queries: EmbeddingStore, train: EmbeddingStore, table: KnnTable,
 
 
 def _vote(queries: EmbeddingStore, train: EmbeddingStore, data: LandmarkData, config: RecognitionConfig,
-          workdir: str | Path, progress: bool, k: int) -> LandmarkPredictions:
+          workdir: str | Path, progress: bool, k: int, executor: Executor | None) -> LandmarkPredictions:
     labels = read_train_labels(data, config.labels).set_index("id")["landmark_id"]
-    table = voting_table(queries, train, labels.index.tolist(), config, workdir, progress)
+    table = voting_table(queries, train, labels.index.tolist(), config, workdir, progress, executor)
     database_labels = labels.loc[table.database_ids].to_numpy(np.int64)
     lookup = inlier_lookup(config.inliers) if config.inliers else None
     database_ids = padded_database_ids(table) if lookup is not None else None
@@ -183,15 +183,15 @@ def _vote(queries: EmbeddingStore, train: EmbeddingStore, data: LandmarkData, co
 
 
 @RECOGNITION_METHODS.register("soft-voting")
-def predict_by_soft_voting(queries, train, data, config, workdir, progress) -> LandmarkPredictions:
+def predict_by_soft_voting(queries, train, data, config, workdir, progress, executor=None) -> LandmarkPredictions:
     """Soft voting of the `config.k` nearest train images (with inliers / bank when configured)."""
-    return _vote(queries, train, data, config, workdir, progress, config.k)
+    return _vote(queries, train, data, config, workdir, progress, config.k, executor)
 
 
 @RECOGNITION_METHODS.register("nearest")
-def predict_by_nearest(queries, train, data, config, workdir, progress) -> LandmarkPredictions:
+def predict_by_nearest(queries, train, data, config, workdir, progress, executor=None) -> LandmarkPredictions:
     """Label and similarity of the nearest train image: soft voting with k = 1."""
-    return _vote(queries, train, data, config, workdir, progress, 1)
+    return _vote(queries, train, data, config, workdir, progress, 1, executor)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def load_head_weights(checkpoint: str | Path) -> HeadWeights:
 
 
 @RECOGNITION_METHODS.register("classifier")
-def predict_by_classifier(queries, train, data, config, workdir, progress) -> LandmarkPredictions:
+def predict_by_classifier(queries, train, data, config, workdir, progress, executor=None) -> LandmarkPredictions:
     """Argmax of the checkpoint's head over the stored embeddings (cosine for margin heads).
 
     An image whose argmax is the non-landmark class gets no prediction (an empty row). A
@@ -256,12 +256,15 @@ def predict_by_classifier(queries, train, data, config, workdir, progress) -> La
 
 
 def predict_landmarks(queries: EmbeddingStore, train: EmbeddingStore | None, data: LandmarkData,
-                      config: RecognitionConfig, workdir: str | Path, progress: bool = True) -> LandmarkPredictions:
-    """A landmark and a confidence for every row of `queries` by `config.method` (no demotion)."""
+                      config: RecognitionConfig, workdir: str | Path, progress: bool = True,
+                      executor: Executor | None = None) -> LandmarkPredictions:
+    """A landmark and a confidence for every row of `queries` by `config.method` (no demotion);
+    the method's kNN search or verification runs on `executor` (default: this machine, as
+    `config.workers` says)."""
     if config.k < 1 or config.neighbours < 1:
         raise UserInputError(f"k and neighbours must be >= 1, got {config.k} and {config.neighbours}")
     method: Callable[..., LandmarkPredictions] = RECOGNITION_METHODS.get(config.method)
-    return method(queries, train, data, config, workdir, progress)
+    return method(queries, train, data, config, workdir, progress, executor)
 
 
 def write_recognition_pairs(test: EmbeddingStore, train: EmbeddingStore, data: LandmarkData, out: str | Path,
@@ -285,16 +288,18 @@ def recognize(
     submissions: str | Path = "submissions",
     split: str = "all",
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> dict:
     """Predict the test split, write `submissions/recognition_<name>.csv`, validate it and score
-    it on `split` when the dataset has a recognition solution.
+    it on `split` when the dataset has a recognition solution. `executor` runs the method's kNN
+    search or verification shards (default: this machine).
 
     Returns `csv` (the path), `predicted` (rows with a prediction), `demoted` (rows demoted as
     distractors), `scores` (`lmkcomp.submission.score_recognition`'s dict, or None) and `files`
     (what the method wrote besides, `LandmarkPredictions.files`).
     """
     config = config or RecognitionConfig()
-    predictions = predict_landmarks(test, train, data, config, workdir, progress)
+    predictions = predict_landmarks(test, train, data, config, workdir, progress, executor)
     confidences = predictions.confidences.copy()
     demoted = 0
     if config.demote_over is not None:

@@ -165,22 +165,24 @@ def retrieve(
     submissions: str | Path = "submissions",
     split: str = "all",
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> dict:
     """Rank the index for every test image, write `submissions/retrieval_<name>.csv` (top 100),
     validate it and score it on `split` when the dataset has a retrieval solution.
 
     `train` (an embedding store of the train split) is needed by discriminative re-ranking.
+    `executor` runs the kNN searches' shards (default: in this process).
     Returns `csv` (the path) and `scores` (`lmkcomp.submission.score_retrieval`'s dict, or None).
     """
     config = config or RetrievalConfig()
-    table = ranking_table(test, index, config, workdir, progress)
+    table = ranking_table(test, index, config, workdir, progress, executor)
     if table.query_ids != test.ids or table.database_ids != index.ids:
         raise UserInputError(f"{table.directory}: not the search of {test.directory} against {index.directory}")
     lookup = inlier_lookup(config.inliers) if config.inliers else None
     if config.rerank:
-        queries = predict_landmarks(test, train, data, config.recognition, workdir, progress)
+        queries = predict_landmarks(test, train, data, config.recognition, workdir, progress, executor)
         database = predict_landmarks(index, train, data, replace(config.recognition, inliers=config.index_inliers),
-                                     workdir, progress)
+                                     workdir, progress, executor)
         # an index image without a prediction gets -1, which no query's landmark id equals
         database_labels = np.where(database.valid, database.labels, -1)
     database_ids = padded_database_ids(table)

@@ -37,7 +37,7 @@ import pandas as pd
 from lmkcomp.calibration import recognition_scores
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
-from lmkcomp.executors import LocalExecutor
+from lmkcomp.executors import Executor, LocalExecutor
 from lmkcomp.features.store import EmbeddingStore
 from lmkcomp.fileio import atomic_write
 from lmkcomp.inference.common import cached_search, neighbour_ids, padded_database_ids
@@ -58,7 +58,8 @@ CHUNK_PAIRS = 250
 
 
 def _pair_blocks(queries: EmbeddingStore, train: EmbeddingStore | None, labelled: list[str],
-                 config: RecognitionConfig, workdir: str | Path, progress: bool) -> Iterator[pd.DataFrame]:
+                 config: RecognitionConfig, workdir: str | Path, progress: bool,
+                 executor: Executor | None) -> Iterator[pd.DataFrame]:
     """The pair lists (`query_id, candidate_id`, by test image in store order, then by
     candidate rank) of consecutive blocks of whole test images."""
     query_ids = np.asarray(queries.ids, dtype=object)
@@ -71,7 +72,7 @@ def _pair_blocks(queries: EmbeddingStore, train: EmbeddingStore | None, labelled
                                 "candidate_id": np.tile(candidates, len(block))})
         return
     table = cached_search(queries, train, workdir, config.candidates, config.index, database_ids=labelled,
-                          progress=progress)
+                          progress=progress, executor=executor)
     database_ids = padded_database_ids(table)
     for start, _, indices in table.iter_blocks(max(1, PAIRS_PER_BLOCK // config.candidates)):
         found = neighbour_ids(database_ids, indices)
@@ -112,7 +113,8 @@ def _write_calibration_scores(data: LandmarkData, predictions: LandmarkPredictio
 
 @RECOGNITION_METHODS.register("verified-voting")
 def predict_by_verified_voting(queries: EmbeddingStore, train: EmbeddingStore | None, data: LandmarkData,
-                               config: RecognitionConfig, workdir: str | Path, progress: bool) -> LandmarkPredictions:
+                               config: RecognitionConfig, workdir: str | Path, progress: bool,
+                               executor: Executor | None = None) -> LandmarkPredictions:
     """Verify, then vote by inliers (module docstring)."""
     from lmkcomp.local.pairs import read_pair_table, verify_pairs
     from lmkcomp.local.store import LocalFeatureStore
@@ -134,11 +136,11 @@ def predict_by_verified_voting(queries: EmbeddingStore, train: EmbeddingStore | 
     verify = verify_config(config.verify_preset)
     run = _run_folder(queries, train, labelled, config, dataclasses.asdict(verify), workdir)
     test_local, train_local = LocalFeatureStore(config.test_local), LocalFeatureStore(config.train_local)
-    executor = LocalExecutor(config.workers)
+    executor = executor or LocalExecutor(config.workers)
     n = len(queries)
     predicted, confidence = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float64)
     valid = np.zeros(n, dtype=bool)
-    for number, pairs in enumerate(_pair_blocks(queries, train, labelled, config, workdir, progress)):
+    for number, pairs in enumerate(_pair_blocks(queries, train, labelled, config, workdir, progress, executor)):
         table = read_pair_table(verify_pairs(pairs, test_local, train_local, run / f"block-{number:05d}", verify,
                                              chunk_size=CHUNK_PAIRS, progress=progress, executor=executor))
         block_ids = pd.unique(table["query_id"])
