@@ -299,19 +299,25 @@ def write_store(path, ids, vectors):
     writer.finish()
 
 
-def test_cli_build_and_recognize_on_tiny(tiny, tmp_path, capsys):
-    # made-up embeddings: one random direction per landmark plus a little noise for its train
-    # and test images (by label), random directions for distractors
-    rng = np.random.default_rng(0)
-    dim = 16
+def made_up_embedder(tiny, seed: int, dim: int = 16):
+    """The train labels of `tiny` and `embed(labels)`: made-up embeddings, one random direction per
+    landmark plus a little noise for each of its images, a random direction for a non-landmark
+    (label -1); one generator seeded `seed` draws the directions, then every call's noise."""
+    rng = np.random.default_rng(seed)
     train = gldv2.read_train_csv(tiny / "train.csv")
     landmarks = sorted(set(train["landmark_id"]))
-    direction = {lm: v for lm, v in zip(landmarks, unit(*rng.standard_normal((len(landmarks), dim))))}
+    direction = dict(zip(landmarks, unit(*rng.standard_normal((len(landmarks), dim)))))
 
     def embed(labels):
         return np.stack([direction[lm] + 0.05 * rng.standard_normal(dim) if lm >= 0 else rng.standard_normal(dim)
                          for lm in labels]).astype(np.float32)
 
+    return train, embed
+
+
+def test_cli_build_and_recognize_on_tiny(tiny, tmp_path, capsys):
+    # made-up embeddings by label; distractors in random directions
+    train, embed = made_up_embedder(tiny, seed=0)
     write_store(tmp_path / "train", train["id"].tolist(), embed(train["landmark_id"]))
     solution = gldv2.read_recognition_solution(tiny / "recognition_solution_v2.1.csv")
     test_ids = sorted(solution.answers)
@@ -340,16 +346,7 @@ def test_cli_build_and_recognize_on_tiny(tiny, tmp_path, capsys):
 def test_cli_recognize_calibrates_eta_on_the_index_split(tiny, tmp_path, capsys):
     # made-up embeddings as above: landmark images near their landmark's direction, the index
     # split's non-landmark images (16) in random directions
-    rng = np.random.default_rng(1)
-    dim = 16
-    train = gldv2.read_train_csv(tiny / "train.csv")
-    landmarks = sorted(set(train["landmark_id"]))
-    direction = dict(zip(landmarks, unit(*rng.standard_normal((len(landmarks), dim)))))
-
-    def embed(labels):
-        return np.stack([direction[lm] + 0.05 * rng.standard_normal(dim) if lm >= 0 else rng.standard_normal(dim)
-                         for lm in labels]).astype(np.float32)
-
+    train, embed = made_up_embedder(tiny, seed=1)
     write_store(tmp_path / "train", train["id"].tolist(), embed(train["landmark_id"]))
     index_frame = gldv2.read_index_csv(tiny / "index_image_to_landmark.csv")
     index_labels = dict(zip(index_frame["id"], index_frame["landmark_id"]))

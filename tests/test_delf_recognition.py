@@ -311,14 +311,27 @@ def test_inlier_threshold_calibrated_on_the_non_landmark_images():
         calibrate_inlier_threshold(frame.iloc[:3], labels, 0.99)
 
 
-def test_delf_recognize_cli_on_tiny_sift(tmp_path, capsys):
-    root = tmp_path / "data"
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """The tiny preset at its own size (seed 0), shared by the CLI tests below; read-only."""
+    root = tmp_path_factory.mktemp("delf-tiny") / "data"
     synthetic.generate(root, synthetic.preset_config("tiny"), 0, workers=1, progress=False)
+    return root
+
+
+def _local_stores(root: Path, out: Path, method: str) -> dict[str, str]:
+    """`extract-local --method METHOD` (300 features) of the train and test splits into `out`."""
     stores = {}
     for split in ("train", "test"):
-        assert main(["extract-local", "--method", "sift", "--data", str(root), "--split", split, "--max-features", "300",
-                     "--out", str(tmp_path / split), "--quiet"]) == 0
-        stores[split] = str(tmp_path / split)
+        assert main(["extract-local", "--method", method, "--data", str(root), "--split", split,
+                     "--max-features", "300", "--out", str(out / split), "--quiet"]) == 0
+        stores[split] = str(out / split)
+    return stores
+
+
+def test_delf_recognize_cli_on_tiny_sift(tiny_data, tmp_path, capsys):
+    root = tiny_data
+    stores = _local_stores(root, tmp_path, "sift")
     capsys.readouterr()
     argv = ["delf", "recognize", "--database-local", stores["train"], "--data", str(root),
             "--queries-local", stores["test"], "--index-spec", "pca10-kdtree", "--candidates", "5", "--name", "tiny",
@@ -352,14 +365,10 @@ def _refuse_nan(constant: str):
     raise AssertionError(f"invalid JSON constant {constant}")
 
 
-def test_delf_recognize_calibrates_rootsift_on_the_index_split(tmp_path, capsys):
-    root = tmp_path / "data"
-    synthetic.generate(root, synthetic.preset_config("tiny"), 0, workers=1, progress=False)
-    stores = {}
-    for split in ("train", "test"):
-        assert main(["extract-local", "--method", "rootsift", "--data", str(root), "--split", split,
-                     "--max-features", "300", "--out", str(tmp_path / split), "--quiet"]) == 0
-        stores[split] = str(tmp_path / split)
+def test_delf_recognize_calibrates_rootsift_on_the_index_split(tiny_data, tmp_path, capsys):
+    root = tmp_path / "data"  # a copy: this test edits the solution and removes the index split
+    shutil.copytree(tiny_data, root)
+    stores = _local_stores(root, tmp_path, "rootsift")
     capsys.readouterr()
     argv = ["delf", "recognize", "--database-local", stores["train"], "--data", str(root),
             "--queries-local", stores["test"], "--index-spec", "pca10-kdtree", "--candidates", "5", "--name", "rs",
