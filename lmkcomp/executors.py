@@ -32,7 +32,6 @@ import os
 import pickle
 import socket
 import sys
-import threading
 import time
 from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -139,14 +138,13 @@ def _timed(work: Work, context: Any, task: Any) -> tuple[int, str, float]:
 
 
 def _node_name() -> str:
-    try:
-        import ray
-
-        if ray.is_initialized():
-            context = ray.get_runtime_context()
-            return f"{ray.util.get_node_ip_address()}/{context.get_node_id()[:8]}"
-    except ImportError:
-        pass
+    """The Ray node running this process (IP and node id) when it is part of a Ray cluster, else
+    the host name. Ray is looked up, not imported: importing it takes about a second, which a
+    local run (every `verify`, `search`...) must not pay."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        context = ray.get_runtime_context()
+        return f"{ray.util.get_node_ip_address()}/{context.get_node_id()[:8]}"
     return socket.gethostname()
 
 
@@ -227,22 +225,20 @@ def _completed(futures: Iterable[Future]) -> Iterable[Future]:
 
 
 # The context of a Ray worker process, kept between tasks of the same setup (a worker runs many
-# tasks, and reloading a model or reopening stores for each would dominate): (key, context).
+# tasks, one at a time, and reloading a model or reopening stores for each would dominate):
+# (key, context).
 _ray_context: tuple[str, Any] | None = None
-_ray_context_lock = threading.Lock()
 
 
 def _ray_task(setup_key: str, setup: Setup, work: Work, task: Any) -> tuple[int, str, float]:
     global _ray_context
-    with _ray_context_lock:
-        if _ray_context is None or _ray_context[0] != setup_key:
-            from lmkcomp.workers import one_thread_each
+    if _ray_context is None or _ray_context[0] != setup_key:
+        from lmkcomp.workers import one_thread_each
 
-            _ray_context = None  # free the last stage's context before making this one's
-            one_thread_each()
-            _ray_context = (setup_key, setup())
-        context = _ray_context[1]
-    return _timed(work, context, task)
+        _ray_context = None  # free the last stage's context before making this one's
+        one_thread_each()
+        _ray_context = (setup_key, setup())
+    return _timed(work, _ray_context[1], task)
 
 
 def resolve_address(address: str | None) -> str | None:

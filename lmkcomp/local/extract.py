@@ -92,24 +92,35 @@ def extractor_uses_gpu(extractor: LocalExtractor) -> bool:
 
 @dataclass(frozen=True)
 class _ShardTask:
-    """One shard of a local-feature store to extract: its number and its images' absolute paths."""
+    """One shard of a local-feature store to extract: its number and its images' ids."""
 
-    store: str
     shard: int
-    paths: list[str]
+    ids: list[str]
 
 
-def _open_shard_extraction(extractor: LocalExtractor, skip_bad: bool) -> tuple[LocalExtractor, bool]:
-    # A worker's context: the extractor (a model-backed one loads its weights on first use, once
-    # per worker) and the skip policy. The store is reopened per task, from its folder.
-    return extractor, skip_bad
+@dataclass(frozen=True)
+class _ShardExtraction:
+    """A worker's context, made once per worker (not once a shard): the extractor (a model-backed
+    one loads its weights on first use), the dataset, the skip policy and the writer of the store
+    the driver began (reopening it reads and checks the whole id list)."""
+
+    extractor: LocalExtractor
+    data: LandmarkData
+    split: str
+    skip_bad: bool
+    writer: LocalFeatureWriter
 
 
-def _extract_shard(context: tuple[LocalExtractor, bool], task: _ShardTask) -> int:
+def _open_shard_extraction(extractor: LocalExtractor, root: str, layout: str, split: str, skip_bad: bool,
+                           store: str) -> _ShardExtraction:
+    return _ShardExtraction(extractor, LandmarkData(root, layout), split, skip_bad, LocalFeatureWriter.reopen(store))
+
+
+def _extract_shard(context: _ShardExtraction, task: _ShardTask) -> int:
     """Extract one shard in a worker and write it (atomically) into the store; its image count."""
-    extractor, skip_bad = context
+    extractor, skip_bad = context.extractor, context.skip_bad
     records, skipped = [], []
-    for position, path in enumerate(task.paths):
+    for position, path in enumerate(str(context.data.image_path(context.split, image_id)) for image_id in task.ids):
         features, reason = _extract_file(extractor, path)
         if features is None:
             if not skip_bad:
@@ -117,7 +128,7 @@ def _extract_shard(context: tuple[LocalExtractor, bool], task: _ShardTask) -> in
             skipped.append((position, reason))
             features = LocalFeatures.empty(extractor.dim, DESCRIPTOR_DTYPE)
         records.append(features)
-    LocalFeatureWriter.reopen(task.store).write_shard(task.shard, records, skipped)
+    context.writer.write_shard(task.shard, records, skipped)
     return len(records)
 
 
@@ -155,11 +166,12 @@ def extract_local_split(
                                 command=command)
     pending = writer.pending_shards()
     if executor is not None:
-        directory = str(Path(out).resolve())
-        tasks = [_ShardTask(directory, k, [str(data.image_path(split, image_id).resolve()) for image_id in ids[rows]])
-                 for k, rows in pending]
-        executor.run(functools.partial(_open_shard_extraction, extractor, skip_bad), _extract_shard, tasks,
-                     sizes=[len(task.paths) for task in tasks], desc=f"local features {split}", unit="img",
+        # Absolute folders: a worker elsewhere (a Ray node) does not share this process's directory.
+        setup = functools.partial(_open_shard_extraction, extractor, str(data.root.resolve()), data.layout.name,
+                                  split, skip_bad, str(Path(out).resolve()))
+        tasks = [_ShardTask(k, ids[rows]) for k, rows in pending]
+        executor.run(setup, _extract_shard, tasks, sizes=[len(task.ids) for task in tasks],
+                     desc=f"local features {split}", unit="img",
                      resources=Resources(gpus=1.0 if extractor_uses_gpu(extractor) else 0.0), progress=progress)
         writer.finish()
         return LocalFeatureStore(out)
