@@ -315,17 +315,25 @@ def made_up_embedder(tiny, seed: int, dim: int = 16):
     return train, embed
 
 
-def test_cli_build_and_recognize_on_tiny(tiny, tmp_path, capsys):
-    # made-up embeddings by label; distractors in random directions
-    train, embed = made_up_embedder(tiny, seed=0)
-    write_store(tmp_path / "train", train["id"].tolist(), embed(train["landmark_id"]))
+def write_test_store_and_build(tiny, tmp_path, embed) -> tuple:
+    """The test split's made-up embeddings (`embed` of each image's landmark, -1 for a
+    distractor) in TMP/test, and `centroids build` of TMP/train into TMP/c; the solution and the
+    test ids."""
     solution = gldv2.read_recognition_solution(tiny / "recognition_solution_v2.1.csv")
     test_ids = sorted(solution.answers)
     write_store(tmp_path / "test", test_ids, embed([solution.answers[i][0] if solution.answers[i] else -1
                                                     for i in test_ids]))
-    # the default minimum cluster size (50) leaves every landmark one centroid: its largest cluster
     assert cli.main(["centroids", "build", "--data", str(tiny), "--train", str(tmp_path / "train"),
                      "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    return solution, test_ids
+
+
+def test_cli_build_and_recognize_on_tiny(tiny, tmp_path, capsys):
+    # made-up embeddings by label; distractors in random directions
+    train, embed = made_up_embedder(tiny, seed=0)
+    write_store(tmp_path / "train", train["id"].tolist(), embed(train["landmark_id"]))
+    # the default minimum cluster size (50) leaves every landmark one centroid: its largest cluster
+    solution, test_ids = write_test_store_and_build(tiny, tmp_path, embed)
     assert "16 centroids of 16 landmarks (0 with several)" in capsys.readouterr().out
     out = tmp_path / "sub.csv"
     assert cli.main(["centroids", "recognize", "--centroids", str(tmp_path / "c"), "--queries",
@@ -353,12 +361,7 @@ def test_cli_recognize_calibrates_eta_on_the_index_split(tiny, tmp_path, capsys)
     index_ids = gldv2.scan_split_ids(tiny, "index")
     index_vectors = embed([index_labels.get(i, -1) for i in index_ids])
     write_store(tmp_path / "index", index_ids, index_vectors)
-    solution = gldv2.read_recognition_solution(tiny / "recognition_solution_v2.1.csv")
-    test_ids = sorted(solution.answers)
-    write_store(tmp_path / "test", test_ids, embed([solution.answers[i][0] if solution.answers[i] else -1
-                                                    for i in test_ids]))
-    assert cli.main(["centroids", "build", "--data", str(tiny), "--train", str(tmp_path / "train"),
-                     "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    solution, test_ids = write_test_store_and_build(tiny, tmp_path, embed)
     argv = ["centroids", "recognize", "--centroids", str(tmp_path / "c"), "--queries", str(tmp_path / "test"),
             "--out", str(tmp_path / "sub.csv"), "--data", str(tiny), "--calibration-embeddings", str(tmp_path / "index")]
     capsys.readouterr()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -329,13 +330,18 @@ def _local_stores(root: Path, out: Path, method: str) -> dict[str, str]:
     return stores
 
 
+def _delf_argv(root: Path, stores: dict[str, str], tmp_path: Path, name: str) -> list[str]:
+    """`delf recognize` of the test stores against the train stores (PCA-10 k-d tree, 5 candidates)."""
+    return ["delf", "recognize", "--database-local", stores["train"], "--data", str(root),
+            "--queries-local", stores["test"], "--index-spec", "pca10-kdtree", "--candidates", "5", "--name", name,
+            "--workdir", str(tmp_path / "work"), "--submissions", str(tmp_path / "subs"), "--quiet"]
+
+
 def test_delf_recognize_cli_on_tiny_sift(tiny_data, tmp_path, capsys):
     root = tiny_data
     stores = _local_stores(root, tmp_path, "sift")
     capsys.readouterr()
-    argv = ["delf", "recognize", "--database-local", stores["train"], "--data", str(root),
-            "--queries-local", stores["test"], "--index-spec", "pca10-kdtree", "--candidates", "5", "--name", "tiny",
-            "--workdir", str(tmp_path / "work"), "--submissions", str(tmp_path / "subs"), "--quiet"]
+    argv = _delf_argv(root, stores, tmp_path, "tiny")
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1])
     test_ids = LandmarkData(root).split_ids("test")
@@ -370,9 +376,7 @@ def test_delf_recognize_calibrates_rootsift_on_the_index_split(tiny_data, tmp_pa
     shutil.copytree(tiny_data, root)
     stores = _local_stores(root, tmp_path, "rootsift")
     capsys.readouterr()
-    argv = ["delf", "recognize", "--database-local", stores["train"], "--data", str(root),
-            "--queries-local", stores["test"], "--index-spec", "pca10-kdtree", "--candidates", "5", "--name", "rs",
-            "--workdir", str(tmp_path / "work"), "--submissions", str(tmp_path / "subs"), "--quiet"]
+    argv = _delf_argv(root, stores, tmp_path, "rs")
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1], parse_constant=_refuse_nan)
     # no measured threshold for rootsift: calibrated on the index split's 16 non-landmark images
