@@ -178,7 +178,7 @@ class DelfRecognizer:
         if max_distance is not None and not max_distance > 0:
             raise UserInputError(f"max_distance must be positive, got {max_distance!r}")
         self.max_distance = max_distance
-        self.verify_config = verify_config(verify) if isinstance(verify, str) else verify
+        self.verify_config = verify_config(verify, store.method) if isinstance(verify, str) else verify
         self._verifier = create_verifier(self.verify_config)
         if store.dim != index.dim:
             raise UserInputError(f"{store.directory}: {store.dim}-d features, but the index holds {index.dim}-d ones")

@@ -57,7 +57,7 @@ def test_missing_scikit_image_is_a_user_error_and_the_bench_skips_the_reference(
     monkeypatch.setattr(delf_reference, "ransac", None)
     with pytest.raises(UserInputError, match=r"scikit-image: pip install 'lmkcomp\[bench\]'"):
         delf_reference.OfficialDelfReference()
-    rows, skipped = bench_verify.scorers()
+    rows, skipped = bench_verify.scorers("sift")
     assert "official-delf reference" not in rows and list(rows)[:2] == ["official-delf", "fast"]
     assert skipped == ["official-delf reference skipped: the official-style reference needs scikit-image: "
                        "pip install 'lmkcomp[bench]'"]
@@ -65,14 +65,14 @@ def test_missing_scikit_image_is_a_user_error_and_the_bench_skips_the_reference(
 
 def test_bench_rows_compare_fast_with_every_other_homography_verifier(monkeypatch):
     monkeypatch.setattr(verify, "poselib", None)
-    rows, skipped = bench_verify.scorers()
+    rows, skipped = bench_verify.scorers("sift")
     # fast (pydegensac) and fast-magsac side by side; poselib stands in for fast's verifier
     # (skipped here: not installed); no row repeats a preset's verifier.
     assert list(rows)[-2:] == ["fast", "fast-magsac"]
     assert not any(name.startswith("fast model=") for name in rows)
     assert any(line.startswith("fast model=poselib skipped: ") and "pip install poselib" in line for line in skipped)
     monkeypatch.setattr(verify, "poselib", object())
-    assert [name for name in bench_verify.scorers()[0] if name.startswith("fast")] == [
+    assert [name for name in bench_verify.scorers("sift")[0] if name.startswith("fast")] == [
         "fast", "fast-magsac", "fast model=poselib"]
 
 

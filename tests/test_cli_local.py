@@ -61,6 +61,8 @@ def test_verify_writes_a_pair_table(tiny, tmp_path, capsys):
     assert table["candidate_id"].tolist() == ids[1:7]
     manifest = json.loads((tmp_path / "table" / "manifest.json").read_text())
     assert manifest["config"]["model"] == "delf-affine" and manifest["config"]["iterations"] == 200
+    # the preset's k-d tree distance for these SIFT features, not DELF's 0.8
+    assert manifest["config"]["max_distance"] == 0.4
 
 
 def test_clean_by_verification(tiny, tmp_path, capsys, monkeypatch):

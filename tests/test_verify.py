@@ -276,6 +276,17 @@ def test_convex_hull_area():
     assert convex_hull_area(square[:2]) == 0.0
 
 
+def test_official_delf_distance_follows_the_descriptor():
+    """DELF's 0.8 stays for DELF (and any method without its own setting); SIFT-family
+    descriptors get 0.4; an explicit override still wins."""
+    assert verify_config("official-delf").max_distance == 0.8
+    assert verify_config("official-delf", "delf").max_distance == 0.8
+    assert verify_config("official-delf", "sift").max_distance == 0.4
+    assert verify_config("official-delf", "rootsift").max_distance == 0.4
+    assert verify_config("official-delf", "rootsift", max_distance=0.6).max_distance == 0.6
+    assert verify_config("fast", "sift") == VERIFY_PRESETS["fast"]
+
+
 def test_presets_and_config_validation():
     assert VERIFY_PRESETS["fast"] == VerifyConfig()
     assert verify_config("official-delf", seed=3).seed == 3

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from lmkcomp.data.images import load_image_rgb
 from lmkcomp.local.sift import SiftExtractor
-from lmkcomp.local.verify import VERIFY_PRESETS, verify_pair
+from lmkcomp.local.verify import VERIFY_PRESETS, verify_config, verify_pair
 
 REALDEV = Path(__file__).resolve().parents[1].parent / "shared" / "realdev"
 
@@ -49,3 +49,14 @@ def test_official_delf_admits_few_chance_inliers_between_landmarks(photos):
     pair; taken at a 2048 px long side, 11."""
     pairs = [(a, b) for a, b in combinations(range(len(photos)), 2) if photos[a][0] != photos[b][0]]
     assert inlier_counts(photos, "official-delf", pairs[::2]).mean() < 15
+
+
+def test_official_delf_on_sift_ranks_pairs_no_worse_than_fast(photos):
+    """The issue's target on the photos at hand: with its SIFT distance (0.4, tuned on the
+    renders, not here) `official-delf` ranks same- above different-landmark pairs at least as
+    well as `fast`. Measured: AUC 0.93 against 0.90; with DELF's 0.8, 0.84."""
+    pairs = list(combinations(range(len(photos)), 2))
+    same = np.array([photos[a][0] == photos[b][0] for a, b in pairs])
+    config = verify_config("official-delf", "sift")
+    official = np.array([verify_pair(photos[a][1], photos[b][1], config).inliers for a, b in pairs])
+    assert roc_auc_score(same, official) >= roc_auc_score(same, inlier_counts(photos, "fast", pairs))

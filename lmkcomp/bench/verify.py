@@ -44,7 +44,7 @@ from lmkcomp.local.extract import extract_local_split
 from lmkcomp.local.extractors import create_local_extractor
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.store import LocalFeatureStore
-from lmkcomp.local.verify import VERIFY_PRESETS, VerifyConfig, create_verifier, verify_pair
+from lmkcomp.local.verify import VERIFY_PRESETS, VerifyConfig, create_verifier, verify_config, verify_pair
 
 PRESETS = ("official-delf", "fast", "fast-magsac")
 #: the verifiers that can stand in for `fast`'s own (all fit a homography); those a preset of
@@ -112,9 +112,11 @@ def _kit_scorer(config: VerifyConfig) -> Scorer:
     return lambda a, b: verify_pair(a, b, config, verifier).inliers
 
 
-def scorers() -> tuple[dict[str, Scorer], list[str]]:
-    """The rows to measure, in table order (name -> scorer), and a line for each row skipped
-    because an optional package is missing. The reference's RANSAC takes official-delf's seed."""
+def scorers(method: str) -> tuple[dict[str, Scorer], list[str]]:
+    """The rows to measure on `method` features, in table order (name -> scorer), and a line for
+    each row skipped because an optional package is missing. Presets take their settings for
+    `method` (`verify_config`); the reference, the official example's, keeps its own, and its
+    RANSAC takes official-delf's seed."""
     rows: dict[str, Scorer] = {}
     skipped = []
     try:
@@ -122,8 +124,8 @@ def scorers() -> tuple[dict[str, Scorer], list[str]]:
     except UserInputError as exc:
         skipped.append(f"official-delf reference skipped: {exc}")
     for preset in PRESETS:
-        rows[preset] = _kit_scorer(VERIFY_PRESETS[preset])
-    fast = VERIFY_PRESETS["fast"]
+        rows[preset] = _kit_scorer(verify_config(preset, method))
+    fast = verify_config("fast", method)
     covered = {VERIFY_PRESETS[preset].model for preset in PRESETS}
     for model in HOMOGRAPHY_VERIFIERS:
         if model not in covered:
@@ -146,7 +148,7 @@ def measure(pairs: list[tuple[LocalFeatures, LocalFeatures]], score: Scorer) -> 
 def run_verify_benchmark(data: LandmarkData, pairs: int = 300, method: str = "sift", out: str | Path = "bench/verify.json",
                          local_features: str | Path | None = None, extractor_options: dict | None = None,
                          seed: int = 0, progress: bool = True) -> str:
-    """Measure every row of `scorers()` on `pairs` same- and `pairs` different-landmark pairs.
+    """Measure every row of `scorers(method)` on `pairs` same- and `pairs` different-landmark pairs.
 
     Features: the complete stores `local_features/train` and `local_features/index` (as
     `lmkcomp extract-local` writes them) when given, else `method` features extracted with
@@ -162,7 +164,7 @@ def run_verify_benchmark(data: LandmarkData, pairs: int = 300, method: str = "si
         records = {row: stores[images.at[row, "split"]].get(images.at[row, "id"]).in_memory() for row in used.index}
     features = [(records[a], records[b]) for a, b in zip(chosen["a"], chosen["b"])]
     same = chosen["same"].to_numpy()
-    named, skipped = scorers()
+    named, skipped = scorers(method)
     rows = []
     with one_core():
         for name, score in named.items():

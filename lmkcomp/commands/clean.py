@@ -65,7 +65,7 @@ def _clean_by_verification(args: argparse.Namespace, ids: list[str], landmarks, 
         raise UserInputError("--method verify needs --train-local (lmkcomp extract-local of the train split)")
     executor = create_executor_from(args)
     store = LocalFeatureStore(args.train_local)
-    config = verify_config(args.verify_preset)
+    config = verify_config(args.verify_preset, store.method)
     table = neighbour_pair_table(ids, landmarks, embeddings, store, args.pair_table or Path(args.out) / "pairs", config,
                                  k=args.knn, max_neighbours=args.max_neighbours, progress=not args.quiet,
                                  knn_out=Path(args.out) / "knn-pairs", executor=executor,

@@ -147,7 +147,7 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     index_dir = Path(args.index_dir) if args.index_dir else work / f"index-{args.index_spec}"
     preset = args.verify_preset or default_verify_preset(database.method)
     # before the index is built, so that a bad setting fails at once; --set seed wins over --seed
-    config = verify_config(preset, **{"seed": args.seed, **overrides(args.set)})
+    config = verify_config(preset, database.method, **{"seed": args.seed, **overrides(args.set)})
     index = open_database_index(index_dir, database, args.index_spec, database_ids, seed=args.seed,
                                 train_size=args.train_size, progress=not args.quiet, **overrides(args.index_option))
 

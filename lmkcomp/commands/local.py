@@ -53,9 +53,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from lmkcomp.local.verify import verify_config
 
     executor = create_executor_from(args)
-    config = verify_config(args.verify_preset, **overrides(args.set))
     pairs = read_pairs(args.pairs)
     query_store = LocalFeatureStore(args.queries_local)
+    config = verify_config(args.verify_preset, query_store.method, **overrides(args.set))
     candidate_store = LocalFeatureStore(args.candidates_local) if args.candidates_local else query_store
     out = verify_pairs(pairs, query_store, candidate_store, args.out, config, chunk_size=args.chunk_size,
                        progress=not args.quiet, executor=executor)

@@ -133,9 +133,9 @@ def predict_by_verified_voting(queries: EmbeddingStore, train: EmbeddingStore | 
                              "e.g. lmkcomp extract --descriptor thumbnail; --candidates 0 verifies every train image")
     labels = read_train_labels(data, config.labels).set_index("id")["landmark_id"]
     labelled = labels.index.tolist()
-    verify = verify_config(config.verify_preset)
-    run = _run_folder(queries, train, labelled, config, dataclasses.asdict(verify), workdir)
     test_local, train_local = LocalFeatureStore(config.test_local), LocalFeatureStore(config.train_local)
+    verify = verify_config(config.verify_preset, test_local.method)
+    run = _run_folder(queries, train, labelled, config, dataclasses.asdict(verify), workdir)
     executor = executor or LocalExecutor(config.workers)
     n = len(queries)
     predicted, confidence = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float64)
