@@ -117,6 +117,7 @@ def report(title: str, rows: Sequence[dict], columns: Sequence[tuple[str, str]],
         cells = []
         for key, _ in columns:
             value = row.get(key, "")
+            value = "-" if value is None else value  # undefined, e.g. an AUC without both classes
             # scores in [0, 1] need 4 decimals; throughputs, seconds and megabytes need 1
             cells.append((f"{value:.4f}" if abs(value) <= 1 else f"{value:.1f}") if isinstance(value, float) else str(value))
         value = row.get(ratio_of)

@@ -219,6 +219,32 @@ def executor_options() -> argparse.ArgumentParser:
     return parent
 
 
+def photo_source_options(required: bool) -> argparse.ArgumentParser:
+    """Where a user's photos are (`lmkcomp.data.folders`): `--from-folders SRC` or `--from-csv
+    LIST.csv`, one of them when `required`, and the `--non-landmark-folder`; read with
+    `photos_from`."""
+    parent = argparse.ArgumentParser(add_help=False)
+    source = parent.add_mutually_exclusive_group(required=required)
+    source.add_argument("--from-folders", metavar="SRC",
+                        help="photos in SRC/<landmark>/<photos>, or SRC/<split>/<landmark>/<photos> (chosen when "
+                             "SRC's folders are all named train, index or test), which keeps the given split")
+    source.add_argument("--from-csv", metavar="LIST.csv",
+                        help="the photos a CSV lists: columns path, landmark and optionally split (empty: none "
+                             "given); paths relative to the CSV's folder")
+    parent.add_argument("--non-landmark-folder", default="_non_landmark",
+                        help="SRC subfolder (or landmark name in a listing) of non-landmark photos")
+    return parent
+
+
+def photos_from(args: argparse.Namespace) -> list:
+    """The `SourcePhoto`s that `photo_source_options` point to."""
+    from lmkcomp.data import folders
+
+    if args.from_folders:
+        return folders.scan_folders(args.from_folders, args.non_landmark_folder)
+    return folders.read_listing(args.from_csv, args.non_landmark_folder)
+
+
 def create_executor_from(args: argparse.Namespace):
     """The executor that `executor_options` and the command's `--workers` describe; a Ray one is
     connected at once, so that a missing Ray or an unreachable cluster is reported before any work."""

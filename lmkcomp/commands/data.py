@@ -8,6 +8,7 @@ from lmkcomp.commands.args import (
     create_executor_from,
     executor_options,
     fraction,
+    photo_source_options,
     positive_int,
     quiet_options,
     workers_options,
@@ -48,6 +49,7 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     make = commands.add_parser("make-dataset", parents=[
         executor_options(),
+        photo_source_options(required=False),
         workers_options("rendering processes (--executor local), or the CPUs of a Ray instance started here "
             "(--executor ray without --address); an import (--from-folders, --from-csv) runs in "
             "this process"),
@@ -62,16 +64,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     make.add_argument("--noise-fraction", type=fraction, help="fraction of train images with a wrong label (default 0.2)")
     make.add_argument("--train-distractor-ratio", type=float, metavar="RATIO",
                       help="non-landmark train images (train_nonlandmark.csv) per landmark train image (default 0.1)")
-    photo_source = make.add_mutually_exclusive_group()
-    photo_source.add_argument("--from-folders", metavar="SRC",
-                        help="import photos instead of generating: SRC/<landmark>/<photos>, split with the seed, or "
-                             "SRC/<split>/<landmark>/<photos> (chosen when SRC's folders are all named train, index "
-                             "or test), which keeps the given split")
-    photo_source.add_argument("--from-csv", metavar="LIST.csv",
-                        help="import the photos a CSV lists: columns path, landmark and optionally split (empty: "
-                             "split with the seed); paths relative to the CSV's folder")
-    make.add_argument("--non-landmark-folder", default="_non_landmark",
-                      help="SRC subfolder (or landmark name in a listing) of non-landmark photos")
     make.add_argument("--test-fraction", type=fraction, default=0.1,
                       help="import: share of a landmark's photos split off as test when it has none given (0: none)")
     make.add_argument("--index-fraction", type=fraction, default=0.2,

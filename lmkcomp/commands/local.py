@@ -1,6 +1,7 @@
 """`lmkcomp extract-local` (local features of a split into a sharded store), `lmkcomp verify`
 (image pairs spatially verified into a resumable pair table) and `lmkcomp bench verify`
-(pairs/s and same-vs-different ROC AUC of the verification presets)."""
+(pairs/s and same-vs-different ROC AUC of the verification presets) and `lmkcomp bench photos`
+(the weight-free path against an all-pairs reference on the user's photos)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from lmkcomp.commands.args import (
     data_options,
     executor_options,
     overrides,
+    photo_source_options,
+    photos_from,
     positive_int,
     print_skipped,
     quiet_options,
@@ -76,6 +79,16 @@ def _cmd_bench_verify(args: argparse.Namespace) -> int:
 
 
 
+def _cmd_bench_photos(args: argparse.Namespace) -> int:
+    from lmkcomp.bench.photos import run_photo_benchmark
+
+    source = args.from_folders or args.from_csv
+    print(run_photo_benchmark(photos_from(args), args.variants, args.k, args.out, source=source,
+                              progress=not args.quiet))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     extract_local = commands.add_parser("extract-local", parents=[
         executor_options(),
@@ -124,3 +137,15 @@ def register_benches(benches: argparse._SubParsersAction) -> None:
     bench_verify.add_argument("--seed", type=int, default=0, help="pair sampling seed")
     bench_verify.add_argument("--out", default="bench/verify.json", help="JSON output")
     bench_verify.set_defaults(run=_cmd_bench_verify)
+    bench_photos = benches.add_parser("photos", parents=[photo_source_options(required=True), quiet_options()],
+                                      help="your photos, all pairs verified, top-k inlier voting: GAP, top-1, ROC AUC "
+                                           "and cost per pair of the kit's weight-free path against a RootSIFT + "
+                                           "DEGENSAC reference")
+    bench_photos.add_argument("--variants", type=lambda text: text.split(","), default="reference,fast",
+                              metavar="NAME,...",
+                              help="reference, fast (the kit's default), fast-magsac, official-delf; ratios are "
+                                   "to the first")
+    bench_photos.add_argument("--k", type=positive_int, default=3, help="a landmark's best verified photos whose "
+                                                                         "inliers add up")
+    bench_photos.add_argument("--out", default="bench/photos.json", help="JSON output")
+    bench_photos.set_defaults(run=_cmd_bench_photos)
