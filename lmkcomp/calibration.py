@@ -72,8 +72,10 @@ class Calibration:
     def caveat(self) -> str | None:
         """A warning when the negatives are too few to tell the target from 100 %: with n of
         them, a target above 1 - 1/n claims none, so the threshold sits just above the highest
-        negative and held-out data will see a lower specificity. None otherwise."""
-        if self.target_specificity < 1 and self.negatives * (1 - _check_target(self.target_specificity)) < 1:
+        negative and held-out data will see a lower specificity. None otherwise, and for a
+        threshold short of its target (`calibrate_demote_over` at N = 1), which excludes fewer."""
+        unresolved = self.negatives * (1 - _check_target(self.target_specificity)) < 1
+        if self.target_specificity < 1 and unresolved and self.specificity >= self.target_specificity:
             return (f"{self.negatives} negatives cannot resolve a {self.target_specificity:g} specificity (one is "
                     f"{1 / self.negatives:.1%}): the threshold excludes all of them; expect less on other data")
         return None

@@ -163,6 +163,9 @@ def test_a_target_needing_n_below_1_gives_1_and_a_warning(caplog):
     assert result.threshold == 1 and result.specificity == pytest.approx(6 / 7) and result.false_positives == 1
     assert result.sensitivity == pytest.approx(1 / 5)
     assert "demotion alone cannot reach a 1 specificity" in caplog.text
+    # 7 negatives cannot resolve 0.9, but N = 1 does not exclude them all: no such caveat
+    short = calibrate_demote_over(prediction_counts(best, valid), scores, is_landmark, 0.9)
+    assert short.threshold == 1 and short.specificity < 0.9 and short.caveat() is None
 
 
 def test_a_count_demoting_every_prediction_is_flagged(caplog):
