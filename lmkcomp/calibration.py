@@ -22,12 +22,20 @@ scores (inlier counts), else the next float64 above s. Hence tied scores always 
 same side, and the achieved specificity can exceed the target when ties (or few negatives)
 leave no threshold in between. The target is read as the decimal it is written as (0.99 is
 99/100 exactly), so with n negatives at most floor(n (1 - target)) of them are claimed.
+
+Distractor demotion (`lmkcomp.voting.demote_frequent_labels`, `recognize --demote-over N`) is
+a threshold on a count, made a score by negating it: a query's *landmark predictions* are the
+valid predictions of the whole predicted set that share its predicted landmark, its score is
+minus that count, and its prediction is kept ranked high (claimed) when ``-count >= -N``, i.e.
+count <= N (`calibrate_demote_over`). The count grows with the size of the predicted set: an N
+calibrated on a split of V images holds for sets of about V images.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from typing import Mapping, Sequence
 
@@ -35,6 +43,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from lmkcomp.errors import UserInputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,8 +72,10 @@ class Calibration:
     def caveat(self) -> str | None:
         """A warning when the negatives are too few to tell the target from 100 %: with n of
         them, a target above 1 - 1/n claims none, so the threshold sits just above the highest
-        negative and held-out data will see a lower specificity. None otherwise."""
-        if self.target_specificity < 1 and self.negatives * (1 - _check_target(self.target_specificity)) < 1:
+        negative and held-out data will see a lower specificity. None otherwise, and for a
+        threshold short of its target (`calibrate_demote_over` at N = 1), which excludes fewer."""
+        unresolved = self.negatives * (1 - _check_target(self.target_specificity)) < 1
+        if self.target_specificity < 1 and unresolved and self.specificity >= self.target_specificity:
             return (f"{self.negatives} negatives cannot resolve a {self.target_specificity:g} specificity (one is "
                     f"{1 / self.negatives:.1%}): the threshold excludes all of them; expect less on other data")
         return None
@@ -169,3 +181,93 @@ def calibrate_recognition_threshold(ids: Sequence[str], best_landmarks: ArrayLik
                              "specificity is undefined")
     return calibrate_threshold(scores[is_landmark], scores[~is_landmark], target_specificity, integer=integer,
                                minimum=minimum)
+
+
+def prediction_counts(best_landmarks: ArrayLike, valid: ArrayLike) -> np.ndarray:
+    """How many valid predictions share each query's predicted landmark (int64): for a valid row
+    i, ``|{j : valid[j] and best_landmarks[j] == best_landmarks[i]}|`` (itself included, so >= 1);
+    0 for a row without a valid prediction. Counted over every row given, as
+    `lmkcomp.voting.demote_frequent_labels` counts the predicted set: it demotes exactly the rows
+    whose count exceeds its `max_predictions`."""
+    labels = np.asarray(best_landmarks).reshape(-1)
+    valid = np.asarray(valid, dtype=bool).reshape(-1)
+    if labels.shape != valid.shape:
+        raise ValueError(f"best_landmarks {labels.shape} and valid {valid.shape} must be equal-length vectors")
+    counts = np.zeros(len(labels), dtype=np.int64)
+    if valid.any():
+        _, inverse, per_landmark = np.unique(labels[valid], return_inverse=True, return_counts=True)
+        counts[valid] = per_landmark[inverse.reshape(-1)]
+    return counts
+
+
+def demotion_scores(counts: ArrayLike, scores: ArrayLike) -> np.ndarray:
+    """The score that demotion thresholds (module docstring): ``-counts`` (`prediction_counts`),
+    and -inf, never claimed, where the count is 0 (no valid prediction) or `scores` is -inf
+    (`recognition_scores`: a landmark image whose best landmark is wrong, or a query without
+    any candidate), whose rank demotion cannot make right."""
+    counts = np.asarray(counts, dtype=np.float64).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if counts.shape != scores.shape:
+        raise ValueError(f"counts {counts.shape} and scores {scores.shape} must be equal-length vectors")
+    return np.where((counts >= 1) & ~np.isneginf(scores), -counts, -np.inf)
+
+
+def _demotion_split(counts: ArrayLike, scores: ArrayLike, is_landmark: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """The `demotion_scores` of the landmark images (positives) and of the others (negatives)."""
+    demotion = demotion_scores(counts, scores)
+    positive = np.asarray(is_landmark, dtype=bool).reshape(-1)
+    if positive.shape != demotion.shape:
+        raise ValueError(f"is_landmark {positive.shape} and counts {demotion.shape} must be equal-length vectors")
+    return demotion[positive], demotion[~positive]
+
+
+def _warn_if_everything_demoted(over: float, counts: ArrayLike) -> None:
+    """A warning when no prediction has a count in [1, `over`]: all are demoted, so none is."""
+    counts = np.asarray(counts).reshape(-1)
+    predicted = counts >= 1
+    if predicted.any() and not (predicted & (counts <= over)).any():
+        log.warning("demote-over %s demotes every one of the %d predictions, which demote_frequent_labels leaves "
+                    "unchanged: these rates are not what it achieves", over, int(predicted.sum()))
+
+
+def demote_over_rates(over: int, counts: ArrayLike, scores: ArrayLike, is_landmark: ArrayLike) -> Calibration:
+    """Specificity and sensitivity of demoting the landmarks predicted for more than `over` (N)
+    queries, as a `Calibration` whose `threshold` is N: positives are the landmark images
+    (`is_landmark`), negatives the others, each claimed when its `demotion_scores` is >= -N,
+    i.e. when its count is in [1, N] and it is not a wrong prediction. N must be a whole number
+    >= 1 (UserInputError): 0 demotes everything, which `demote_frequent_labels` turns into no
+    change. Logs a warning when no row is kept, for the same reason."""
+    if over != math.floor(over) or over < 1:
+        raise UserInputError(f"demote-over is a prediction count N >= 1, got {over!r}")
+    positives, negatives = _demotion_split(counts, scores, is_landmark)
+    _warn_if_everything_demoted(over, counts)
+    return replace(rates_at(-int(over), positives, negatives), threshold=int(over))
+
+
+def calibrate_demote_over(counts: ArrayLike, scores: ArrayLike, is_landmark: ArrayLike,
+                          target_specificity: float) -> Calibration:
+    """The largest demote-over count N whose kept predictions leave at least
+    `target_specificity` of the negatives (the non-landmark images) unclaimed, as a
+    `Calibration` whose `threshold` is N.
+
+    Exactly: N = -t for t the `calibrate_threshold` (whole numbers, no minimum) of the
+    `demotion_scores` of the landmark images (`is_landmark`, positives) and of the others
+    (negatives), so a query is claimed when its count is in [1, N] and its prediction is not
+    wrong; demoting over N keeps as many predictions as the target allows. A target met
+    without demotion gives the largest count of a row with a finite score (nothing that counts
+    is demoted), or inf when no row has one. N is at least 1: when the target needs less (N = 0
+    demotes everything, which `demote_frequent_labels` turns into no change), N = 1 is returned
+    with the specificity it achieves, below the target, and a warning that demotion alone
+    cannot reach it; another warns when N demotes every prediction of `counts` (no change
+    either). The counts grow with the size of the predicted set: N holds for a set of about the
+    size it was calibrated on; for another, scale N's share of the predictions.
+    """
+    positives, negatives = _demotion_split(counts, scores, is_landmark)
+    calibration = calibrate_threshold(positives, negatives, target_specificity, integer=True)
+    if calibration.threshold > -1:  # N < 1 would be needed
+        calibration = rates_at(-1, positives, negatives, target_specificity)
+        log.warning("demotion alone cannot reach a %g specificity: demoting every landmark predicted for more than "
+                    "1 query achieves %.1f%%", target_specificity, 100 * calibration.specificity)
+    over = -calibration.threshold
+    _warn_if_everything_demoted(over, counts)
+    return replace(calibration, threshold=over)

@@ -65,6 +65,44 @@ def test_bad_input_is_one_line_naming_the_place(tmp_path, capsys):
     assert "a pair table needs --labels" in capsys.readouterr().err
 
 
+def test_demote_over_from_recognize_scores(tmp_path, capsys, caplog):
+    # recognize's columns: 4 non-landmark images predicted as landmarks counted 3, 3, 2 and 1
+    # times, one without a prediction; a landmark image right (count 3) and one wrong (-inf)
+    csv = tmp_path / "calibration-scores.csv"
+    csv.write_text("id,best_landmark,confidence,landmark,score,landmark_predictions\n"
+                   "a,7,0.9,0,0.9,3\nb,7,0.8,0,0.8,3\nc,8,0.7,0,0.7,2\nd,9,0.6,0,0.6,1\ne,7,-inf,0,-inf,0\n"
+                   "f,7,0.95,1,0.95,3\ng,8,0.5,1,-inf,2\n", encoding="utf-8")
+    # 60 %: 2 of 5 may be kept; N = 2 keeps c and d
+    result = run(capsys, "--scores", str(csv), "--demote-over", "--target-specificity", "0.6")
+    assert result["demote_over"] == 2 and "threshold" not in result
+    assert result["specificity"] == 0.6 and result["sensitivity"] == 0.0 and result["false_positives"] == 2
+    assert result["predictions"] == 6 and result["demote_over_share"] == 2 / 6
+    applied = run(capsys, "--scores", str(csv), "--demote-over", "--threshold", "3")
+    assert applied["demote_over"] == 3 and applied["specificity"] == 0.2 and applied["sensitivity"] == 0.5
+    assert "target_specificity" not in applied
+    # 100 % needs N = 0: N = 1 is reported with what it achieves, and a warning
+    assert not caplog.records
+    strict = run(capsys, "--scores", str(csv), "--demote-over", "--target-specificity", "1")
+    assert strict["demote_over"] == 1 and strict["specificity"] == 0.8
+    assert "demotion alone cannot reach a 1 specificity" in caplog.text
+
+
+def test_demote_over_bad_input(tmp_path, capsys):
+    csv = tmp_path / "scores.csv"
+    csv.write_text("score,landmark,landmark_predictions\n0.5,1,2\n0.2,0,two\n", encoding="utf-8")
+    assert main(["calibrate", "--scores", str(csv), "--demote-over"]) == 2
+    assert capsys.readouterr().err == (f"lmkcomp: error: {csv}:3: landmark_predictions 'two' is not a whole number "
+                                       ">= 0\n")
+    csv.write_text("score,landmark,landmark_predictions\n0.5,1,2\n0.2,0,1\n", encoding="utf-8")
+    assert main(["calibrate", "--scores", str(csv), "--demote-over", "--threshold", "0"]) == 2
+    assert "demote-over is a prediction count N >= 1, got 0.0" in capsys.readouterr().err
+    assert main(["calibrate", "--scores", str(tmp_path), "--demote-over"]) == 2
+    assert "--demote-over reads the calibration-scores.csv of lmkcomp recognize" in capsys.readouterr().err
+    csv.write_text("score,landmark\n0.5,1\n0.2,0\n", encoding="utf-8")  # delf recognize's: no counts
+    assert main(["calibrate", "--scores", str(csv), "--demote-over"]) == 2
+    assert "landmark_predictions" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_pair_table_same_landmark_threshold(tiny_root, tmp_path, capsys):
     root = tiny_root

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lmkcomp.calibration import prediction_counts
 from lmkcomp.cli import EXIT_USER_ERROR, main
 from lmkcomp.data import synthetic
 from lmkcomp.data.layout import LandmarkData
@@ -130,6 +131,43 @@ def test_nearest_with_demotion_reuses_the_knn_table(world, tmp_path, capsys):
     confidences, demoted = demote_frequent_labels(labels, scores[:, 0], max_predictions=3)
     assert demoted.any() and f"{demoted.sum()} demoted as distractors" in out
     check_recognition(world, tmp_path / "subs" / "recognition_nn.csv", labels, confidences)
+
+
+def test_demote_over_calibrated_from_soft_voting_scores_gives_the_reported_specificity(world, tmp_path, capsys):
+    run(world, tmp_path, "recognize", "--train", world.store("train"), "--name", "sv")
+    out = capsys.readouterr().out
+    csv = tmp_path / "work" / "recognition" / "sv" / "calibration-scores.csv"
+    assert f"calibration scores: {csv}" in out
+    frame = pd.read_csv(csv)
+    scored = world.data.recognition_solution.scored("all")
+    assert frame["id"].tolist() == [i for i in world.ids["test"] if i in scored]
+    # the counts are over every test image's prediction, scored or not (soft voting predicts all of them)
+    labels, confidences = expected_voting(world, world.vectors["test"], 3)
+    counts = dict(zip(world.ids["test"], prediction_counts(labels, np.ones(len(labels), dtype=bool))))
+    assert frame["landmark_predictions"].tolist() == [counts[i] for i in frame["id"]]
+    assert frame["confidence"].to_numpy() == pytest.approx([dict(zip(world.ids["test"], confidences))[i]
+                                                            for i in frame["id"]], rel=1e-5)
+
+    assert main(["calibrate", "--scores", str(csv), "--demote-over", "--target-specificity", "0.6"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    over = report["demote_over"]
+    # measured: N = 2 keeps 15 of the 46 non-landmark images' predictions (0.674); N = 3 would keep more
+    assert over == 2 and report["specificity"] >= 0.6 and "threshold" not in report
+    assert report["predictions"] == len(frame) and report["demote_over_share"] == over / len(frame)
+    assert main(["calibrate", "--scores", str(csv), "--demote-over", "--threshold", str(over + 1)]) == 0
+    assert json.loads(capsys.readouterr().out)["specificity"] < 0.6
+
+    run(world, tmp_path, "recognize", "--train", world.store("train"), "--name", "demoted", "--demote-over", str(over))
+    assert f"{sum(c > over for c in counts.values())} demoted as distractors" in capsys.readouterr().out
+    before, after = predictions(tmp_path / "subs" / "recognition_sv.csv"), predictions(
+        tmp_path / "subs" / "recognition_demoted.csv")
+    kept = np.array([after[i][1] == before[i][1] for i in frame["id"]])  # a demoted confidence moved below the rest
+    assert kept.tolist() == (frame["landmark_predictions"] <= over).tolist()
+    right = frame["score"].to_numpy() > -np.inf
+    negative = frame["landmark"].to_numpy() == 0
+    assert report["false_positives"] == (kept & negative).sum()
+    assert report["specificity"] == 1 - (kept & negative).sum() / negative.sum()
+    assert report["sensitivity"] == (kept & ~negative & right).sum() / (~negative).sum()
 
 
 def write_pair_table(out: Path, frame: pd.DataFrame) -> None:

@@ -133,20 +133,30 @@ def test_verified_voting_predicts_the_landmark_with_the_most_inliers(tiny_root, 
 def test_verified_voting_applies_a_calibrated_threshold_without_verifying_again(tiny_root, stores, tmp_path):
     data = LandmarkData(tiny_root)
     test, train = EmbeddingStore(stores / "thumb" / "test"), EmbeddingStore(stores / "thumb" / "train")
-    first = predict_landmarks(test, train, data, _verified(stores), tmp_path, progress=False)
-    scores = pd.read_csv(first.files["calibration scores"])
+    run = recognize(data, test, train, "v", _verified(stores), tmp_path, tmp_path / "subs", progress=False)
+    scores = pd.read_csv(run["files"]["calibration scores"])
     assert len(scores) == len(data.recognition_solution.scored("all"))  # every scored test image, 16 of them non-landmark
     calibration = calibrate_threshold(scores["score"][scores["landmark"] == 1], scores["score"][scores["landmark"] == 0],
                                       0.9, integer=True, minimum=1)
     assert calibration.specificity >= 0.9
-    chunks = sorted(Path(first.files["pair tables"]).rglob("chunk-*.parquet"))
+    chunks = sorted(Path(run["files"]["pair tables"]).rglob("chunk-*.parquet"))
     assert sum(pd.read_parquet(chunk).shape[0] for chunk in chunks) == 20 * len(test)  # the 20 nearest each
     written = [chunk.stat().st_mtime_ns for chunk in chunks]
+    first = predict_landmarks(test, train, data, _verified(stores), tmp_path, progress=False)
     second = predict_landmarks(test, train, data, _verified(stores, min_score=calibration.threshold), tmp_path,
                                progress=False)
     assert [chunk.stat().st_mtime_ns for chunk in chunks] == written
     assert np.array_equal(second.valid, first.valid & (first.confidences >= calibration.threshold))
     assert np.array_equal(second.labels, first.labels) and second.valid.sum() < first.valid.sum()
+    # recognize with the threshold: the same votes to calibrate on, but fewer predictions to count for demotion
+    thresholded = recognize(data, test, train, "v", _verified(stores, min_score=calibration.threshold), tmp_path,
+                            tmp_path / "subs", progress=False)
+    again = pd.read_csv(thresholded["files"]["calibration scores"])
+    assert again[["id", "best_landmark", "confidence", "score"]].equals(scores[["id", "best_landmark", "confidence",
+                                                                                "score"]])
+    below = again["confidence"] < calibration.threshold
+    assert below.any() and (again["landmark_predictions"][below] == 0).all()
+    assert (again["landmark_predictions"][~below] >= 1).all()
 
 
 def test_recognize_cli_errors(tiny_root, stores, tmp_path, capsys):

@@ -32,7 +32,10 @@ def _recognition_config(args: argparse.Namespace, **fields):
 
 
 def _print_result(result: dict, extra: str) -> None:
+    """The submission, what else was written, then the scores' JSON, last (what scripts read)."""
     print(f"{result['csv']}: valid submission{extra}")
+    for what, path in result.get("files", {}).items():
+        print(f"{what}: {path}")
     if result["scores"] is not None:
         print(json.dumps(result["scores"]))
 
@@ -59,8 +62,6 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     result = recognize(data, test, train, args.name, config, args.workdir, args.submissions, args.split,
                        progress=not args.quiet, executor=executor)
     _print_result(result, f", {result['predicted']} predictions, {result['demoted']} demoted as distractors")
-    for what, path in result["files"].items():
-        print(f"{what}: {path}")
     return 0
 
 
@@ -150,7 +151,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                            help="pair table (lmkcomp verify) of test images and their train neighbours: inlier term")
     recognize.add_argument("--inlier-cap", type=float, default=70.0, help="inlier term min(inliers, cap) / cap")
     recognize.add_argument("--demote-over", type=int, metavar="N",
-                           help="demote landmarks predicted for more than N test images (Ozaki & Yokoo 2019: 30)")
+                           help="demote landmarks predicted for more than N test images (Ozaki & Yokoo 2019: 30); N "
+                                "grows with the test set: calibrate it for a target specificity with lmkcomp "
+                                "calibrate --demote-over on the WORKDIR/recognition/NAME/calibration-scores.csv of a "
+                                "run on labelled data of about the same size")
     recognize.add_argument("--demote-factor", type=float,
                            help="multiply demoted confidences by this instead of ranking them below all others")
     verified = recognize.add_argument_group(
@@ -165,8 +169,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                                "train pairs; impossible at GLDv2 scale)")
     verified.add_argument("--min-score", type=float, metavar="T",
                           help="no prediction (non-landmark) below T summed inliers; calibrate T for a target "
-                               "specificity with lmkcomp calibrate --scores on the calibration-scores.csv it writes "
-                               "when the data has a recognition solution")
+                               "specificity with lmkcomp calibrate --scores on the WORKDIR/recognition/NAME/"
+                               "calibration-scores.csv it writes when the data has a recognition solution")
     recognize.set_defaults(run=_cmd_recognize)
 
     retrieve = commands.add_parser("retrieve", parents=_common_parents(), help="retrieval submission from embedding stores, with DBA, "

@@ -14,6 +14,12 @@ Methods (`RECOGNITION_METHODS`, chosen by `RecognitionConfig.method`):
 Then, optionally, distractor demotion over the whole test set
 (`lmkcomp.voting.demote_frequent_labels`). kNN tables are cached in the work folder, so
 rerunning with other voting options costs no search.
+
+When the dataset has a recognition solution, `recognize` writes every scored test image's
+prediction as labelled scores, `WORKDIR/recognition/<name>/calibration-scores.csv`
+(`write_calibration_scores`), for `lmkcomp calibrate --scores`: verified voting's `min_score`
+is calibrated on its `score` column, and the demote-over count on its `landmark_predictions`
+(`--demote-over`), each for a target specificity, then re-applied without recomputing.
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lmkcomp.calibration import prediction_counts, recognition_scores
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.executors import Executor
 from lmkcomp.features.store import EmbeddingStore
+from lmkcomp.fileio import atomic_write
 from lmkcomp.inference.common import (
     BLOCK_ROWS,
     cached_search,
@@ -61,8 +69,10 @@ class RecognitionConfig:
     search spec (`lmkcomp.search.create_searcher`: "Flat", "numpy", "IVF1024,PQ32"...). `neighbours`:
     train neighbours searched and cached per query (at least `k`; a larger table serves later
     runs with a larger k). `inliers`: pair table folder of (query, train neighbour) pairs.
-    `demote_over`: demote landmarks predicted for more test images than this; `demote_factor`:
-    multiply their confidences instead of pushing them below the others. `nonlandmark_bank`: an
+    `demote_over`: demote landmarks predicted for more test images than this (a count that grows
+    with the test set: one calibrated on V labelled images by `calibrate_demote_over` of
+    `lmkcomp.calibration` holds for about V test images); `demote_factor`: multiply their
+    confidences instead of pushing them below the others. `nonlandmark_bank`: an
     embedding store of non-landmark pictures; B and C are the mean top-`bank_train_top` and
     top-`bank_query_top` similarities to it. `checkpoint`: the model whose head `classifier` uses.
 
@@ -97,14 +107,17 @@ class RecognitionConfig:
 @dataclass(frozen=True)
 class LandmarkPredictions:
     """One predicted landmark and confidence per query row; `valid` is False for a row with no
-    prediction (an approximate index found no neighbour for it). `files`: what the method wrote
-    for the user to read, by description (path)."""
+    prediction (an approximate index found no neighbour for it). `before_min_score`: `valid`
+    before `RecognitionConfig.min_score` dropped the rows scoring below it (verified voting),
+    None where no such threshold applied. `files`: what the method wrote for the user to read,
+    by description (path)."""
 
     ids: list[str]
     labels: np.ndarray
     confidences: np.ndarray
     valid: np.ndarray
     files: dict[str, str] = field(default_factory=dict)
+    before_min_score: np.ndarray | None = None
 
 
 #: name -> fn(queries, train, data, config, workdir, progress) -> LandmarkPredictions
@@ -278,6 +291,34 @@ def write_recognition_pairs(test: EmbeddingStore, train: EmbeddingStore, data: L
     return write_pair_list(table, out, config.k if config.method != "nearest" else 1)
 
 
+def write_calibration_scores(data: LandmarkData, predictions: LandmarkPredictions, path: str | Path) -> None:
+    """The predictions of the scored test images (`recognition_solution.scored("all")`, in the
+    order of `predictions.ids`) as a labelled scores CSV for `lmkcomp calibrate --scores`:
+
+    - `id`, `best_landmark`: the image and the landmark it is predicted as;
+    - `confidence`: its confidence before any demotion and before `min_score`, -inf for a row
+      without a prediction (`valid`, or `before_min_score` where a `min_score` applied);
+    - `landmark`: 1 for a landmark image, 0 for a non-landmark image;
+    - `score`: `confidence`, -inf where a landmark image's best landmark is wrong
+      (`lmkcomp.calibration.recognition_scores`): what a confidence threshold is calibrated on;
+    - `landmark_predictions`: `lmkcomp.calibration.prediction_counts` over every row of
+      `predictions` with a valid prediction (after `min_score`), the count that demotion
+      compares with `demote_over` (0: no prediction); `calibrate --demote-over` reads it.
+    """
+    answers = data.recognition_solution.scored("all")
+    rows = np.array([row for row, image_id in enumerate(predictions.ids) if image_id in answers], dtype=np.int64)
+    ids = [predictions.ids[row] for row in rows]
+    truth = {image_id: answers[image_id][0] for image_id in ids if answers[image_id]}
+    predicted = predictions.valid if predictions.before_min_score is None else predictions.before_min_score
+    confidence = np.where(predicted[rows], predictions.confidences[rows], -np.inf)
+    is_landmark, scores = recognition_scores(ids, predictions.labels[rows], confidence, truth)
+    frame = pd.DataFrame({"id": ids, "best_landmark": predictions.labels[rows], "confidence": confidence,
+                          "landmark": is_landmark.astype(np.int64), "score": scores,
+                          "landmark_predictions": prediction_counts(predictions.labels, predictions.valid)[rows]})
+    with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
+        frame.to_csv(handle, index=False)
+
+
 def recognize(
     data: LandmarkData,
     test: EmbeddingStore,
@@ -291,12 +332,14 @@ def recognize(
     executor: Executor | None = None,
 ) -> dict:
     """Predict the test split, write `submissions/recognition_<name>.csv`, validate it and score
-    it on `split` when the dataset has a recognition solution. `executor` runs the method's kNN
-    search or verification shards (default: this machine).
+    it on `split` when the dataset has a recognition solution, and then also write its labelled
+    scores, `workdir/recognition/<name>/calibration-scores.csv` (`write_calibration_scores`,
+    on every scored row whatever `split`). `executor` runs the method's kNN search or
+    verification shards (default: this machine).
 
     Returns `csv` (the path), `predicted` (rows with a prediction), `demoted` (rows demoted as
     distractors), `scores` (`lmkcomp.submission.score_recognition`'s dict, or None) and `files`
-    (what the method wrote besides, `LandmarkPredictions.files`).
+    (what the method wrote besides, `LandmarkPredictions.files`, and "calibration scores").
     """
     config = config or RecognitionConfig()
     predictions = predict_landmarks(test, train, data, config, workdir, progress, executor)
@@ -312,5 +355,9 @@ def recognize(
     rows = zip(predictions.ids, predictions.labels.tolist(), confidences.tolist(), predictions.valid.tolist())
     write_recognition_submission(path, ids, {i: (label, c) for i, label, c, ok in rows if ok})
     scores = check_and_score(data, path, "recognition", ids, split)
+    files = dict(predictions.files)
+    if data.has("recognition_solution"):
+        files["calibration scores"] = str(Path(workdir) / "recognition" / name / "calibration-scores.csv")
+        write_calibration_scores(data, predictions, files["calibration scores"])
     return {"csv": str(path), "predicted": int(predictions.valid.sum()), "demoted": demoted, "scores": scores,
-            "files": predictions.files}
+            "files": files}

@@ -19,10 +19,11 @@ verified against every train photo, top-3 inlier voting) as a method of `recogni
    a single inlier takes its first candidate's landmark with 0). With `min_score`, a test
    image whose best landmark scores less gets no prediction (a non-landmark).
 
-When the dataset has a recognition solution, `<run>/calibration-scores.csv` lists every test
-image's best landmark and votes as `lmkcomp calibrate --scores` reads them (`landmark`: 1 for a
-landmark image; `score`: the votes, -inf where the best landmark is wrong), so `min_score`
-can be calibrated for a target specificity on a labelled split's non-landmark images.
+When the dataset has a recognition solution, `recognize`'s `calibration-scores.csv`
+(`lmkcomp.inference.recognition.write_calibration_scores`) lists every test image's best
+landmark and votes before `min_score` (`LandmarkPredictions.before_min_score`; `score`: the
+votes, -inf where the best landmark is wrong), so `min_score` can be calibrated for a target
+specificity on a labelled split's non-landmark images and re-applied without verifying again.
 """
 
 from __future__ import annotations
@@ -34,12 +35,10 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from lmkcomp.calibration import recognition_scores
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.executors import Executor, LocalExecutor
 from lmkcomp.features.store import EmbeddingStore
-from lmkcomp.fileio import atomic_write
 from lmkcomp.inference.common import cached_search, neighbour_ids, padded_database_ids
 from lmkcomp.inference.recognition import (
     RECOGNITION_METHODS,
@@ -95,22 +94,6 @@ def _run_folder(queries: EmbeddingStore, train: EmbeddingStore | None, labelled:
     return Path(workdir) / "verified-voting" / name
 
 
-def _write_calibration_scores(data: LandmarkData, predictions: LandmarkPredictions, path: Path) -> None:
-    """The scored test images' best landmarks and votes, before any `min_score`, as labelled
-    scores (module docstring); an image without a pair has votes -inf."""
-    answers = data.recognition_solution.scored("all")
-    position = {image_id: row for row, image_id in enumerate(predictions.ids)}
-    ids = [image_id for image_id in predictions.ids if image_id in answers]
-    rows = np.fromiter((position[image_id] for image_id in ids), dtype=np.int64, count=len(ids))
-    truth = {image_id: answers[image_id][0] for image_id in ids if answers[image_id]}
-    votes = np.where(predictions.valid[rows], predictions.confidences[rows], -np.inf)
-    is_landmark, scores = recognition_scores(ids, predictions.labels[rows], votes, truth)
-    frame = pd.DataFrame({"id": ids, "best_landmark": predictions.labels[rows], "votes": votes,
-                          "landmark": is_landmark.astype(np.int64), "score": scores})
-    with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
-        frame.to_csv(handle, index=False)
-
-
 @RECOGNITION_METHODS.register("verified-voting")
 def predict_by_verified_voting(queries: EmbeddingStore, train: EmbeddingStore | None, data: LandmarkData,
                                config: RecognitionConfig, workdir: str | Path, progress: bool,
@@ -149,11 +132,7 @@ def predict_by_verified_voting(queries: EmbeddingStore, train: EmbeddingStore | 
         positions = queries.position(block_ids)
         predicted[positions], confidence[positions], valid[positions] = inlier_voting(
             rows, candidate_labels, table["inliers"].to_numpy(), len(block_ids), config.k)
-    files = {"pair tables": str(run)}
-    voted = LandmarkPredictions(list(queries.ids), predicted, confidence, valid, files)
-    if data.has("recognition_solution"):
-        files["calibration scores"] = str(run / "calibration-scores.csv")
-        _write_calibration_scores(data, voted, run / "calibration-scores.csv")
+    voted = LandmarkPredictions(list(queries.ids), predicted, confidence, valid, {"pair tables": str(run)})
     if config.min_score is None:
         return voted
-    return dataclasses.replace(voted, valid=valid & (confidence >= config.min_score))
+    return dataclasses.replace(voted, valid=valid & (confidence >= config.min_score), before_min_score=valid)
