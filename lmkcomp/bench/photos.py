@@ -80,6 +80,14 @@ PHOTO_VARIANTS: dict[str, PhotoVariant] = {
 }
 
 
+def check_variants(names: Sequence[str]) -> None:
+    """Refuse an empty list or a name `PHOTO_VARIANTS` lacks, before any photo is read."""
+    unknown = [name for name in names if name not in PHOTO_VARIANTS]
+    if unknown or not names:
+        raise UserInputError(f"unknown photo benchmark variant {unknown[0] if unknown else ''!r}; "
+                             f"known: {', '.join(PHOTO_VARIANTS)}")
+
+
 @dataclass(frozen=True)
 class PhotoProtocol:
     """Who is verified against whom: `paths` and `labels` of every photo used (landmark number,
@@ -170,10 +178,7 @@ def run_photo_benchmark(photos: Sequence[SourcePhoto], variants: Sequence[str] =
                         out: str | Path = "bench/photos.json", source: str = "", progress: bool = True) -> str:
     """Measure each of `variants` (`PHOTO_VARIANTS` names) on `photos` by the all-pairs
     protocol (module docstring); writes JSON to `out` and returns the printed table."""
-    unknown = [name for name in variants if name not in PHOTO_VARIANTS]
-    if unknown or not variants:
-        raise UserInputError(f"unknown photo benchmark variant {unknown[0] if unknown else ''!r}; "
-                             f"known: {', '.join(PHOTO_VARIANTS)}")
+    check_variants(variants)
     protocol = photo_protocol(photos)
     solution = {str(query): [int(protocol.labels[query])] if protocol.labels[query] >= 0 else []
                 for query in protocol.queries}

@@ -80,8 +80,9 @@ def _cmd_bench_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_photos(args: argparse.Namespace) -> int:
-    from lmkcomp.bench.photos import run_photo_benchmark
+    from lmkcomp.bench.photos import check_variants, run_photo_benchmark
 
+    check_variants(args.variants)
     source = args.from_folders or args.from_csv
     print(run_photo_benchmark(photos_from(args), args.variants, args.k, args.out, source=source,
                               progress=not args.quiet))
