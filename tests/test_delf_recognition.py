@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
@@ -226,6 +227,29 @@ def test_save_and_load_round_trip(kind, indexes, images, tmp_path):
     np.testing.assert_array_equal(loaded.image_rows, index.image_rows)
     assert loaded.ids == index.ids and loaded.request == index.request
     assert loaded.memory_bytes() == index.memory_bytes() and disk_bytes(tmp_path / kind) > 0
+
+
+@pytest.mark.parametrize("kind", ("flat", "pq"))
+def test_faiss_index_streams_exactly_faiss_serialization(kind, indexes, tmp_path):
+    """Saving and counting stream the index through faiss's writer a piece at a time: the file
+    holds exactly faiss's serialization, and a loaded index counts that length (plus, for pq,
+    its precomputed table of 4 lists x 8 sub-quantizers x 256 float32 centroids)."""
+    features = indexes[kind].features
+    serialized = faiss.serialize_index(features.index).tobytes()
+    features.save(tmp_path)
+    assert (tmp_path / "faiss.index").read_bytes() == serialized
+    loaded = FEATURE_INDEXES.get(kind).load(tmp_path, features.settings())
+    assert loaded.memory_bytes() == len(serialized) + {"flat": 0, "pq": 4 * 8 * 256 * 4}[kind]
+
+
+def test_unreadable_faiss_index_is_a_user_error(indexes, tmp_path):
+    indexes["flat"].save(tmp_path)
+    (tmp_path / "faiss.index").write_bytes(b"not an index")
+    with pytest.raises(UserInputError, match=r"faiss.index: unreadable faiss index: Index type .* not recognized$"):
+        load_database_index(tmp_path)
+    (tmp_path / "faiss.index").unlink()
+    with pytest.raises(UserInputError, match=r"faiss.index: unreadable faiss index: No such file or directory$"):
+        load_database_index(tmp_path)
 
 
 def test_open_database_index_reuses_and_refuses(database, tmp_path):
