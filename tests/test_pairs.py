@@ -195,6 +195,26 @@ def test_knn_pairs_self_and_separate_query_sets():
     assert frame["candidate_id"].tolist() == [IDS[2], IDS[1]] and frame["rank"].tolist() == [1, 2]
 
 
+def test_knn_pairs_sends_its_workers_the_ids_as_bytes(monkeypatch):
+    """The sink that every worker gets holds 16 bytes a GLDv2 id (numpy's <U16: 64), and a
+    split searched against itself sends one id array, not two."""
+    from lmkcomp.search import sharded
+
+    sinks = []
+    search_shards = sharded.search_shards
+    monkeypatch.setattr(pairs_module, "search_shards",
+                        lambda queries, database, shards, sink, *args, **kwargs:
+                        (sinks.append(sink), search_shards(queries, database, shards, sink, *args, **kwargs))[1])
+    emb = at(*ANGLES)
+    expected = {0: [(1, 1), (2, 2)], 1: [(0, 1), (2, 2)], 2: [(1, 1), (0, 2)], 3: [(4, 1), (2, 2)],
+                4: [(3, 1), (2, 2)]}
+    assert neighbours(knn_pairs(IDS, emb, IDS, emb, k=2)) == expected
+    assert sinks[0].query_ids.dtype == np.dtype("S16") and sinks[0].db_ids is sinks[0].query_ids
+    frame = knn_pairs(IDS[:1], emb[:1], list(IDS), emb, k=2)
+    assert frame["candidate_id"].tolist() == [IDS[1], IDS[2]] and isinstance(frame["query_id"][0], str)
+    assert sinks[1].query_ids.nbytes == 16 and sinks[1].db_ids.nbytes == 16 * len(IDS)
+
+
 def test_knn_pairs_streams_store_rows_with_the_array_result(tmp_path, monkeypatch):
     from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter, StoreRows
     from lmkcomp.search.exact import ExactSearcher
