@@ -216,7 +216,7 @@ def test_knn_pairs_sends_its_workers_the_ids_as_bytes(monkeypatch):
 
 
 def test_knn_pairs_streams_store_rows_with_the_array_result(tmp_path, monkeypatch):
-    from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter, StoreRows
+    from lmkcomp.features.store import EmbeddingShards, EmbeddingStore, EmbeddingWriter, StoreRows
     from lmkcomp.search.exact import ExactSearcher
 
     rng = np.random.default_rng(3)
@@ -231,10 +231,11 @@ def test_knn_pairs_streams_store_rows_with_the_array_result(tmp_path, monkeypatc
     labels = rng.integers(0, 6, 90)
     expected = knn_pairs(ids, emb, ids, emb, k=7, same_label=(labels, labels), max_per_query=3)
 
-    monkeypatch.setattr(EmbeddingStore, "array", lambda *_: pytest.fail("the whole store was read"))
-    read = EmbeddingStore.read
+    # on the class the workers open (a store without its ids), which EmbeddingStore extends
+    monkeypatch.setattr(EmbeddingShards, "array", lambda *_: pytest.fail("the whole store was read"))
+    read = EmbeddingShards.read
     largest = []
-    monkeypatch.setattr(EmbeddingStore, "read", lambda self, a, b, dtype=np.float32: (largest.append(b - a),
+    monkeypatch.setattr(EmbeddingShards, "read", lambda self, a, b, dtype=np.float32: (largest.append(b - a),
                                                                                     read(self, a, b, dtype))[1])
     monkeypatch.setattr(pairs_module, "KNN_SHARD_ROWS", 20)
     monkeypatch.setattr(ExactSearcher, "block_rows", lambda self, queries: 25)  # a budget of 25 rows
