@@ -66,10 +66,11 @@ def test_verify_writes_a_pair_table(tiny, tmp_path, capsys):
 
 
 def test_clean_by_verification(tiny, tmp_path, capsys, monkeypatch):
-    from lmkcomp.features.store import EmbeddingStore
+    from lmkcomp.features.store import EmbeddingShards
 
-    # the train-vs-train kNN streams the store, as it must at GLDv2 size
-    monkeypatch.setattr(EmbeddingStore, "array", lambda *_: pytest.fail("the whole store was read"))
+    # the train-vs-train kNN streams the store, as it must at GLDv2 size (EmbeddingStore extends
+    # EmbeddingShards, which the search opens)
+    monkeypatch.setattr(EmbeddingShards, "array", lambda *_: pytest.fail("the whole store was read"))
     out = tmp_path / "clean"
     code = main(["clean", "--method", "verify", "--data", str(tiny), "--train", str(tiny / "thumbnails"),
                  "--train-local", str(tiny / "sift"), "--out", str(out), "--max-neighbours", "5",

@@ -195,8 +195,28 @@ def test_knn_pairs_self_and_separate_query_sets():
     assert frame["candidate_id"].tolist() == [IDS[2], IDS[1]] and frame["rank"].tolist() == [1, 2]
 
 
+def test_knn_pairs_sends_its_workers_the_ids_as_bytes(monkeypatch):
+    """The sink that every worker gets holds 16 bytes a GLDv2 id (numpy's <U16: 64), and a
+    split searched against itself sends one id array, not two."""
+    from lmkcomp.search import sharded
+
+    sinks = []
+    search_shards = sharded.search_shards
+    monkeypatch.setattr(pairs_module, "search_shards",
+                        lambda queries, database, shards, sink, *args, **kwargs:
+                        (sinks.append(sink), search_shards(queries, database, shards, sink, *args, **kwargs))[1])
+    emb = at(*ANGLES)
+    expected = {0: [(1, 1), (2, 2)], 1: [(0, 1), (2, 2)], 2: [(1, 1), (0, 2)], 3: [(4, 1), (2, 2)],
+                4: [(3, 1), (2, 2)]}
+    assert neighbours(knn_pairs(IDS, emb, IDS, emb, k=2)) == expected
+    assert sinks[0].query_ids.dtype == np.dtype("S16") and sinks[0].db_ids is sinks[0].query_ids
+    frame = knn_pairs(IDS[:1], emb[:1], list(IDS), emb, k=2)
+    assert frame["candidate_id"].tolist() == [IDS[1], IDS[2]] and isinstance(frame["query_id"][0], str)
+    assert sinks[1].query_ids.nbytes == 16 and sinks[1].db_ids.nbytes == 16 * len(IDS)
+
+
 def test_knn_pairs_streams_store_rows_with_the_array_result(tmp_path, monkeypatch):
-    from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter, StoreRows
+    from lmkcomp.features.store import EmbeddingShards, EmbeddingStore, EmbeddingWriter, StoreRows
     from lmkcomp.search.exact import ExactSearcher
 
     rng = np.random.default_rng(3)
@@ -211,10 +231,11 @@ def test_knn_pairs_streams_store_rows_with_the_array_result(tmp_path, monkeypatc
     labels = rng.integers(0, 6, 90)
     expected = knn_pairs(ids, emb, ids, emb, k=7, same_label=(labels, labels), max_per_query=3)
 
-    monkeypatch.setattr(EmbeddingStore, "array", lambda *_: pytest.fail("the whole store was read"))
-    read = EmbeddingStore.read
+    # on the class the workers open (a store without its ids), which EmbeddingStore extends
+    monkeypatch.setattr(EmbeddingShards, "array", lambda *_: pytest.fail("the whole store was read"))
+    read = EmbeddingShards.read
     largest = []
-    monkeypatch.setattr(EmbeddingStore, "read", lambda self, a, b, dtype=np.float32: (largest.append(b - a),
+    monkeypatch.setattr(EmbeddingShards, "read", lambda self, a, b, dtype=np.float32: (largest.append(b - a),
                                                                                     read(self, a, b, dtype))[1])
     monkeypatch.setattr(pairs_module, "KNN_SHARD_ROWS", 20)
     monkeypatch.setattr(ExactSearcher, "block_rows", lambda self, queries: 25)  # a budget of 25 rows

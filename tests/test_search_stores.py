@@ -11,7 +11,7 @@ from test_search import one_faiss_thread  # noqa: F401  (autouse: faiss k-means 
 
 from lmkcomp import cli
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter
+from lmkcomp.features.store import EmbeddingShards, EmbeddingStore, EmbeddingWriter
 from lmkcomp.search import KnnTable, exact_search, search_stores
 from lmkcomp.search.knn_table import KnnShardWriter
 
@@ -76,6 +76,30 @@ def test_streamed_float16_search_equals_in_memory_search_with_ties(tmp_path, spe
     np.testing.assert_array_equal(table.scores(), expected_scores)
 
 
+def test_search_workers_open_the_stores_without_their_ids(tmp_path, stores, monkeypatch):
+    """A worker needs the stores' rows only: reading GLDv2 train's 4.1 M ids would cost each
+    worker about 300 MB. The stores given are opened here, before ids.txt becomes unreadable."""
+    from lmkcomp.features import store as store_module
+    from lmkcomp.local.pairs import knn_pairs
+    from lmkcomp.search.sharded import StoreSelection
+
+    query_store, database_store, queries, database = stores
+    rows = store_module.StoreRows(database_store, np.arange(len(database_store)))
+    expected_pairs = knn_pairs(database_store.ids, database, database_store.ids, database, 3)
+
+    def no_ids(directory, *_):
+        pytest.fail(f"{directory}: a search worker read the ids")
+
+    monkeypatch.setattr(store_module, "read_ids", no_ids)
+    opened = StoreSelection(str(database_store.directory), np.array([3, 1])).open()
+    assert not hasattr(opened.store, "ids") and len(opened.store) == 70
+    np.testing.assert_array_equal(opened[0:2], database[[3, 1]])
+    table = search_stores(query_store, database_store, tmp_path / "knn", k=5, shard_size=10, progress=False)
+    np.testing.assert_array_equal(table.indices(), exact_search(queries, database, 5)[1])
+    pairs = knn_pairs(database_store.ids, rows, database_store.ids, rows, 3)
+    assert pairs.equals(expected_pairs)
+
+
 def test_a_store_larger_than_the_block_budget_is_read_one_block_at_a_time(tmp_path, monkeypatch):
     from lmkcomp.search.exact import ExactSearcher
 
@@ -85,7 +109,7 @@ def test_a_store_larger_than_the_block_budget_is_read_one_block_at_a_time(tmp_pa
     query_store = write_float16_store(tmp_path / "test", make_ids(20), queries)
     database_store = write_float16_store(tmp_path / "train", make_ids(300, 1000), database, shard_size=64)
     reads, blocks = [], []
-    read = EmbeddingStore.read
+    read = EmbeddingShards.read
     top_k = ExactSearcher.top_k
 
     def counting_read(self, start, stop, dtype=np.float32):
@@ -97,7 +121,7 @@ def test_a_store_larger_than_the_block_budget_is_read_one_block_at_a_time(tmp_pa
         blocks.append(len(block))
         return top_k(self, queries, block, k)
 
-    monkeypatch.setattr(EmbeddingStore, "read", counting_read)
+    monkeypatch.setattr(EmbeddingShards, "read", counting_read)  # the workers open the shards alone
     monkeypatch.setattr(ExactSearcher, "top_k", counting_top_k)
     # 40 rows of working memory (half the budget) for the 20 queries of one search: 2 blocks x 16
     # dims x 4 bytes + 20 x 6 bytes a row; the 300 x 16 float32 database does not fit the other half

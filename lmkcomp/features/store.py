@@ -216,11 +216,13 @@ class EmbeddingWriter:
 # Reading
 
 
-class EmbeddingStore:
-    """A complete store, read through memory-mapped shards.
+class EmbeddingShards:
+    """The rows of a complete store, read through memory-mapped shards, without its ids: what
+    a search worker opens (it needs rows by number, and GLDv2 train's 4.1 M ids would cost each
+    worker about 300 MB as a list of str).
 
-    Attributes: `directory`, `ids` (row order), `dim`, `dtype` (as stored), `meta`, `skipped`
-    (`{"row", "id", "reason"}` of each all-zero row whose image could not be read).
+    Attributes: `directory`, `dim`, `dtype` (as stored), `meta`, `shard_size`; `len()` is the
+    manifest's row `count`.
     """
 
     def __init__(self, directory: str | Path):
@@ -230,16 +232,15 @@ class EmbeddingStore:
         self.dtype = np.dtype(manifest["dtype"])
         self.meta: dict = manifest["meta"]
         self.shard_size: int = manifest["shard_size"]
-        self.ids = read_ids(self.directory)
-        if len(self.ids) != manifest["count"]:
-            raise UserInputError(f"{self.directory / IDS_NAME}: {len(self.ids)} ids, "
-                                 f"but the shards hold {manifest['count']} rows")
-        self.skipped: list[dict] = read_skipped(manifest, self.directory / MANIFEST_NAME, self.ids)
+        self._count: int = manifest["count"]
+        self._read_ids(manifest)
         missing = next((f"shard {k} missing" for k in range(len(manifest["shards"]))
                         if not (self.directory / shard_name(k)).is_file()), None)
         refuse_incomplete(self.directory, "embedding store", manifest, missing)
         self._shards = [self._open_shard(k, shard["rows"]) for k, shard in enumerate(manifest["shards"])]
-        self._positions: dict[str, int] | None = None
+
+    def _read_ids(self, manifest: dict) -> None:
+        """Read and check what names the rows, before the shards are opened; nothing here."""
 
     def _open_shard(self, k: int, rows: int) -> np.ndarray:
         path = self.directory / shard_name(k)
@@ -253,7 +254,7 @@ class EmbeddingStore:
         return shard
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self._count
 
     def read(self, start: int, stop: int, dtype: DTypeLike = np.float32) -> np.ndarray:
         """Rows `[start, stop)` as a new `(stop - start, dim)` array of `dtype`.
@@ -281,6 +282,23 @@ class EmbeddingStore:
         for start in range(0, len(self), block_rows):
             yield start, self.read(start, min(start + block_rows, len(self)), dtype)
 
+
+class EmbeddingStore(EmbeddingShards):
+    """A complete store with its ids, read through memory-mapped shards.
+
+    Attributes: those of `EmbeddingShards`, `ids` (row order) and `skipped` (`{"row", "id",
+    "reason"}` of each all-zero row whose image could not be read).
+    """
+
+    def _read_ids(self, manifest: dict) -> None:
+        """`ids` from `ids.txt` (one per row of the manifest's `count`) and the `skipped` rows, which name them."""
+        self.ids = read_ids(self.directory)
+        if len(self.ids) != manifest["count"]:
+            raise UserInputError(f"{self.directory / IDS_NAME}: {len(self.ids)} ids, "
+                                 f"but the shards hold {manifest['count']} rows")
+        self.skipped: list[dict] = read_skipped(manifest, self.directory / MANIFEST_NAME, self.ids)
+        self._positions: dict[str, int] | None = None
+
     def position(self, ids: Sequence[str]) -> np.ndarray:
         """Row of each of `ids` in the store (int64); an id not in the store is an error."""
         if self._positions is None:
@@ -292,7 +310,7 @@ class EmbeddingStore:
         return np.fromiter((positions[image_id] for image_id in ids), dtype=np.int64, count=len(ids))
 
 
-def read_positions(store: EmbeddingStore, positions: np.ndarray) -> np.ndarray:
+def read_positions(store: EmbeddingShards, positions: np.ndarray) -> np.ndarray:
     """Rows `positions` (sorted, unique) of `store` as float32, read run by run of consecutive rows."""
     if not len(positions):
         return np.empty((0, store.dim), dtype=np.float32)
@@ -310,7 +328,7 @@ class StoreRows:
     row `positions[i]`. Indexing (`rows[a:b]`, `rows[array]`) reads just those rows, so a
     database-sized matrix (GLDv2 train: 4.1 M rows) is never held whole."""
 
-    def __init__(self, store: EmbeddingStore, positions: ArrayLike):
+    def __init__(self, store: EmbeddingShards, positions: ArrayLike):
         self.store = store
         self.positions = np.asarray(positions, dtype=np.int64)
         if self.positions.ndim != 1 or (len(self.positions) and not

@@ -73,11 +73,11 @@ def _pair_blocks(queries: EmbeddingStore, train: EmbeddingStore | None, labelled
     table = cached_search(queries, train, workdir, config.candidates, config.index, database_ids=labelled,
                           progress=progress, executor=executor)
     database_ids = padded_database_ids(table)
+    table_query_ids = np.asarray(table.query_ids, dtype=object)  # once, not per block
     for start, _, indices in table.iter_blocks(max(1, PAIRS_PER_BLOCK // config.candidates)):
         found = neighbour_ids(database_ids, indices)
         rows, columns = np.nonzero(found != "")
-        yield pd.DataFrame({"query_id": np.asarray(table.query_ids, dtype=object)[start + rows],
-                            "candidate_id": found[rows, columns]})
+        yield pd.DataFrame({"query_id": table_query_ids[start + rows], "candidate_id": found[rows, columns]})
 
 
 def _run_folder(queries: EmbeddingStore, train: EmbeddingStore | None, labelled: list[str],

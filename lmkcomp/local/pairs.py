@@ -47,6 +47,7 @@ from lmkcomp.errors import CsvFormatError, UserInputError
 from lmkcomp.executors import Executor, LocalExecutor
 from lmkcomp.features.store import StoreRows
 from lmkcomp.fileio import atomic_write
+from lmkcomp.idarrays import id_arrays
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.local.verify import VerifyConfig, create_verifier, verify_pair
 from lmkcomp.manifest import MANIFEST_NAME, first_setting_difference, ids_sha256, read_manifest
@@ -331,7 +332,9 @@ def _empty_knn_pairs() -> pd.DataFrame:
 @dataclass(frozen=True)
 class _KnnPairSink:
     """Turns a shard of kNN results into its pairs (the rules of `knn_pairs`) and writes them
-    as the shard's parquet file in `directory`."""
+    as the shard's parquet file in `directory`. It travels to every worker with all the query
+    and database ids, so it holds them as `id_arrays` (16 bytes a GLDv2 id), made str only for
+    the shard's own pairs as they are written."""
 
     directory: str
     query_ids: np.ndarray
@@ -355,8 +358,8 @@ class _KnnPairSink:
             keep &= np.cumsum(keep, axis=1) <= self.max_per_query
         found, columns = np.nonzero(keep)
         frame = pd.DataFrame({
-            "query_id": self.query_ids[shard.start + found],
-            "candidate_id": self.db_ids[neighbours[found, columns]],
+            "query_id": self.query_ids[shard.start + found].astype(str),
+            "candidate_id": self.db_ids[neighbours[found, columns]].astype(str),
             "similarity": similarity[found, columns],
             "rank": rank[found, columns].astype(np.int64),
         })
@@ -414,7 +417,11 @@ def knn_pairs(
     folder when `out` is None), then read back in order. A rerun into the same `out` with the
     same inputs searches only the shards still missing; other inputs are a UserInputError.
     """
-    query_ids, db_ids = np.asarray(query_ids, dtype=str), np.asarray(db_ids, dtype=str)
+    ids_fingerprints = {"query_ids_sha256": ids_sha256(query_ids), "db_ids_sha256": ids_sha256(db_ids)}
+    if db_ids is query_ids:  # a split against itself (cleaning): one array for both, sent once
+        query_ids = db_ids = id_arrays(query_ids)[0]
+    else:
+        query_ids, db_ids = id_arrays(query_ids, db_ids)
     if not isinstance(query_emb, StoreRows):
         query_emb = np.asarray(query_emb)
     if not isinstance(db_emb, StoreRows):
@@ -438,7 +445,7 @@ def knn_pairs(
         _open_knn_pair_folder(folder, {
             "format": KNN_FORMAT, "version": KNN_FORMAT_VERSION, "shard_rows": shard_rows, "k": k,
             "max_per_query": max_per_query, "exclude_self": exclude_self,
-            "query_ids_sha256": ids_sha256(query_ids.tolist()), "db_ids_sha256": ids_sha256(db_ids.tolist()),
+            **ids_fingerprints,
             "labels_sha256": None if same_label is None else hashlib.sha256(
                 np.ascontiguousarray(query_labels).tobytes() + np.ascontiguousarray(db_labels).tobytes()).hexdigest(),
             "query_embeddings": _rows_identity(query_emb), "db_embeddings": _rows_identity(db_emb),

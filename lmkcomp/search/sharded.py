@@ -2,11 +2,12 @@
 
 The stages that search (`search_stores`, the kNN pair lists of cleaning and of inference) cut
 their query rows into shards and hand them to an executor (`lmkcomp.executors`). Each worker
-opens both stores and builds its searcher once (`open_shard_search`): an exact searcher attaches
-the database as a row reader and streams it block by block, so no worker, and not the driver,
-holds the database. A task (`QueryShard`: a shard number and a range of query rows) searches its
-rows in blocks of `query_block` and passes the shard's `(scores, indices)` to the stage's
-`ShardSink`, which writes the shard's file(s) atomically.
+opens both stores' rows (not their ids: `EmbeddingShards`) and builds its searcher once
+(`open_shard_search`): an exact searcher attaches the database as a row reader and streams it
+block by block, so no worker, and not the driver, holds the database. A task (`QueryShard`: a
+shard number and a range of query rows) searches its rows in blocks of `query_block` and passes
+the shard's `(scores, indices)` to the stage's `ShardSink`, which writes the shard's file(s)
+atomically.
 
 Results do not depend on the executor: a shard's rows are searched in the same blocks, from the
 shard's first row, as in one process (the exact searchers' kernels depend on the block size).
@@ -24,7 +25,7 @@ import numpy as np
 
 from lmkcomp.errors import UserInputError
 from lmkcomp.executors import Executor, LocalExecutor, Resources, runs_in_process
-from lmkcomp.features.store import EmbeddingStore, StoreRows
+from lmkcomp.features.store import EmbeddingShards, StoreRows
 from lmkcomp.search.base import Searcher
 from lmkcomp.search.searchers import create_searcher, index_database, parse_spec
 
@@ -43,7 +44,8 @@ class StoreSelection:
         return cls(str(rows.store.directory.resolve()), rows.positions)
 
     def open(self) -> StoreRows:
-        store = EmbeddingStore(self.directory)
+        """The selected rows, of the store opened without its ids (a worker needs rows only)."""
+        store = EmbeddingShards(self.directory)
         return StoreRows(store, np.arange(len(store)) if self.positions is None else self.positions)
 
 
@@ -76,7 +78,8 @@ class ShardSink(Protocol):
 
     def write(self, shard: QueryShard, scores: np.ndarray, indices: np.ndarray, search: ShardSearch) -> None:
         """Store `scores` / `indices` ((shard rows, k), best first, indices into the database
-        selection) of `shard`; `search` gives the opened stores (for ids)."""
+        selection) of `shard`; `search` gives the opened selections (rows, not ids: a sink that
+        writes ids carries its own)."""
 
 
 @dataclass
