@@ -203,3 +203,20 @@ def test_delf_recognize_on_two_ray_nodes_is_byte_identical(ray_cluster, tiny_roo
     result = _lmkcomp(*_delf_args(tiny_root, stores, tmp_path, "--executor", "ray", "--address", ray_cluster.address))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "subs" / "recognition_tiny.csv").read_bytes() == local_delf
+
+
+def _verified_voting(tiny_root, stores, work: Path, *extra: str) -> bytes:
+    """The submission of `recognize --method verified-voting` on the 5 nearest train images."""
+    return _recognition(tiny_root, stores, work, "--method", "verified-voting", "--queries-local",
+                        str(stores["sift-test"]), "--train-local", str(stores["sift"]), "--candidates", "5", *extra)
+
+
+@pytest.mark.cluster
+def test_verified_voting_on_two_ray_nodes_is_byte_identical(ray_cluster, tiny_root, stores, tmp_path):
+    """Its search and its verification blocks run as Ray tasks and give the local submission."""
+    local = _verified_voting(tiny_root, stores, tmp_path / "local")
+    assert any(b" " in line for line in local.splitlines()[1:])  # some test image got a landmark
+    on_ray = _verified_voting(tiny_root, stores, tmp_path / "ray", "--executor", "ray", "--address",
+                              ray_cluster.address)
+    assert on_ray == local
+    assert list((tmp_path / "ray").glob("verified-voting/*/block-00000/chunk-*.parquet"))
