@@ -11,8 +11,10 @@ tables of any size.
   inliers this is the plain nearest-neighbour baseline (label and similarity of the nearest
   train image).
 - Inlier voting (weight-free, as an all-pairs verification pipeline votes): every verified
-  (query, train image) pair votes for the train image's landmark with its inlier count; a
-  landmark scores the sum of its `k` best counts, and the best-scoring landmark is predicted.
+  (query, train image) pair votes for the train image's landmark with its inlier count (the
+  kit's verified voting counts only the inliers beyond the model's minimal sample,
+  `excess_inliers`); a landmark scores the sum of its `k` best counts, and the best-scoring
+  landmark is predicted.
 - Distractor demotion (Ozaki & Yokoo 2019): landmarks predicted for unusually many test images are
   demoted below all the others.
 - Non-landmark penalty (2020/2021 recognition winners): a neighbour's similarity minus how
@@ -53,6 +55,23 @@ def soft_voting(
     best = totals.argmax(axis=1)  # first maximum = best-ranked neighbour among tied labels
     rows = np.arange(len(labels))
     return labels[rows, best], totals[rows, best]
+
+
+def excess_inliers(inliers: ArrayLike, sample_size: int) -> np.ndarray:
+    """``max(inliers - sample_size, 0)`` per pair, as int64.
+
+    RANSAC fits its model to `sample_size` correspondences (4 for a homography), and the model
+    passes through them: any two unrelated images with that many putative matches reach that
+    many inliers. Only the inliers beyond them are evidence that the pair shares a landmark.
+    Summed over a landmark's `k` best pairs (`inlier_voting`), raw counts give a landmark with
+    many train images k x `sample_size` votes from chance alone, which outvotes the single true
+    pair of a landmark with one train image (realdev, leave-one-out: 4 of 23 queries lost that
+    way on a 4x upscaled copy of the photos; the small synthetic preset, 53 train images of
+    15 landmarks: GAP 0.781 -> 0.836 with `fast`).
+    """
+    if sample_size < 0:
+        raise ValueError(f"sample_size must be >= 0, got {sample_size}")
+    return np.maximum(np.asarray(inliers, dtype=np.int64) - sample_size, 0)
 
 
 def inlier_voting(

@@ -4,7 +4,9 @@ pipeline, on your own photos, accuracy and cost side by side.
 Protocol (the one the kit's real-photo defaults are judged by): every query photo is verified
 against every labelled candidate photo, then each landmark scores the summed inliers of its
 `k` best verified candidates and the best landmark is predicted with that sum as confidence
-(`lmkcomp.voting.inlier_voting`, the rule of `recognize --method verified-voting`).
+(`lmkcomp.voting.inlier_voting`). The kit's variants count each pair's inliers beyond the
+model's minimal sample (`lmkcomp.voting.excess_inliers`), as `recognize --method
+verified-voting` does; the reference counts its raw inliers.
 
 Queries and candidates come from a photo source in the import's layouts
 (`lmkcomp.data.folders`: `SRC/<landmark>/`, `SRC/<split>/<landmark>/`, or a CSV listing):
@@ -50,7 +52,7 @@ from lmkcomp.local.extractors import create_local_extractor
 from lmkcomp.local.record import LocalFeatures
 from lmkcomp.local.verify import VerifyConfig, create_verifier, verify_config, verify_pair
 from lmkcomp.metrics import global_average_precision, top1_accuracy
-from lmkcomp.voting import inlier_voting
+from lmkcomp.voting import excess_inliers, inlier_voting
 
 #: refuse sources with more pairs than this: at about 10 ms a pair and variant, an hour each
 MAX_PAIRS = 400_000
@@ -58,13 +60,15 @@ MAX_PAIRS = 400_000
 
 @dataclass(frozen=True)
 class PhotoVariant:
-    """A local-feature extractor (`method` with `options`) and the verification of its pairs."""
+    """A local-feature extractor (`method` with `options`), the verification of its pairs, and
+    whether votes count excess inliers (`excess`, the kit's rule) or raw ones."""
 
     description: str
     method: str
     options: dict = field(default_factory=dict)
     preset: str = "fast"
     overrides: dict = field(default_factory=dict)
+    excess: bool = True
 
     def verify_config(self) -> VerifyConfig:
         return verify_config(self.preset, self.method, **self.overrides)
@@ -73,7 +77,7 @@ class PhotoVariant:
 PHOTO_VARIANTS: dict[str, PhotoVariant] = {
     "reference": PhotoVariant("RootSIFT 512 px, mutual NN, DEGENSAC 1 px", "rootsift",
                               {"max_side": 512, "max_features": 1000},
-                              overrides={"ratio": None, "residual": 1.0, "reference_side": 512.0}),
+                              overrides={"ratio": None, "residual": 1.0, "reference_side": 512.0}, excess=False),
     "fast": PhotoVariant("RootSIFT, fast (the kit's default)", "rootsift"),
     "fast-magsac": PhotoVariant("RootSIFT, fast-magsac", "rootsift", preset="fast-magsac"),
     "official-delf": PhotoVariant("RootSIFT, official-delf", "rootsift", preset="official-delf"),
@@ -133,7 +137,7 @@ def photo_protocol(photos: Sequence[SourcePhoto]) -> PhotoProtocol:
 
 
 def _votes(protocol: PhotoProtocol, inliers: np.ndarray, k: int) -> dict[str, tuple[int, float]]:
-    """Each query's predicted landmark and summed inliers (`inlier_voting`), by query number."""
+    """Each query's predicted landmark and summed `inliers` (`inlier_voting`), by query number."""
     query_photo, candidate_photo = protocol.pairs[:, 0], protocol.pairs[:, 1]
     if protocol.leave_one_out:  # each pair also serves its second photo as the query
         query_photo = np.concatenate([query_photo, protocol.pairs[:, 1]])
@@ -193,8 +197,10 @@ def run_photo_benchmark(photos: Sequence[SourcePhoto], variants: Sequence[str] =
             if settings not in extracted:
                 extracted[settings] = _extract(protocol.paths, variant, progress)
             features, seconds_per_photo = extracted[settings]
-            inliers, pairs_per_s = _verify(features, protocol.pairs, variant.verify_config(), name, progress)
-            predictions = _votes(protocol, inliers, k)
+            config = variant.verify_config()
+            inliers, pairs_per_s = _verify(features, protocol.pairs, config, name, progress)
+            votes = excess_inliers(inliers, create_verifier(config).sample_size) if variant.excess else inliers
+            predictions = _votes(protocol, votes, k)
             both = same[labelled]
             rows.append({
                 "variant": name,

@@ -159,7 +159,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                            help="multiply demoted confidences by this instead of ranking them below all others")
     verified = recognize.add_argument_group(
         "verified voting", "--method verified-voting: verify each test image against train images (local features), "
-        "then each landmark scores the inliers of its --k best verified train images; pair tables go to WORKDIR/"
+        "then each landmark scores the inliers beyond the model's minimal sample (4 for a homography) of its --k best "
+        "verified train images; pair tables go to WORKDIR/"
         "verified-voting/ (resumable; a rerun with another --k or --min-score verifies nothing)")
     verified.add_argument("--queries-local", metavar="STORE", help="local features of the query images (extract-local)")
     verified.add_argument("--train-local", metavar="STORE", help="local features of the train images")
@@ -168,7 +169,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                                "mode: 118 K x 100 pairs); 0: every labelled train image (the small-data mode, test x "
                                "train pairs; impossible at GLDv2 scale)")
     verified.add_argument("--min-score", type=float, metavar="T",
-                          help="no prediction (non-landmark) below T summed inliers; calibrate T for a target "
+                          help="no prediction (non-landmark) below T summed excess inliers; calibrate T for a target "
                                "specificity with lmkcomp calibrate --scores on the WORKDIR/recognition/NAME/"
                                "calibration-scores.csv it writes when the data has a recognition solution")
     recognize.set_defaults(run=_cmd_recognize)

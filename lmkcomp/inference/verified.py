@@ -14,9 +14,11 @@ verified against every train photo, top-3 inlier voting) as a method of `recogni
    pair table, `WORKDIR/verified-voting/<run>/block-00000`, ... (`lmkcomp.local.pairs`):
    resumable, and a rerun with another `k` or `min_score` verifies nothing again. Memory
    holds one block's pairs, never test x train.
-3. Voting. Each landmark scores the sum of the inliers of its `k` best verified train
-   images; the best landmark is predicted with that sum as confidence (a test image without
-   a single inlier takes its first candidate's landmark with 0). With `min_score`, a test
+3. Voting. Each landmark scores the sum of the excess inliers of its `k` best verified train
+   images, i.e. of their inliers beyond the model's minimal sample (`excess_inliers`: 4 for
+   `fast`'s homography, which any pair with 4 putative matches reaches); the best landmark
+   is predicted with that sum as confidence (a test image without a single excess inlier
+   takes its first candidate's landmark with 0). With `min_score`, a test
    image whose best landmark scores less gets no prediction (a non-landmark).
 
 When the dataset has a recognition solution, `recognize`'s `calibration-scores.csv`
@@ -47,7 +49,7 @@ from lmkcomp.inference.recognition import (
     read_train_labels,
 )
 from lmkcomp.manifest import fingerprint, ids_sha256
-from lmkcomp.voting import inlier_voting
+from lmkcomp.voting import excess_inliers, inlier_voting
 
 #: pairs verified and voted on per block of test images (whole images: a block holds at least one)
 PAIRS_PER_BLOCK = 100_000
@@ -101,7 +103,7 @@ def predict_by_verified_voting(queries: EmbeddingStore, train: EmbeddingStore | 
     """Verify, then vote by inliers (module docstring)."""
     from lmkcomp.local.pairs import read_pair_table, verify_pairs
     from lmkcomp.local.store import LocalFeatureStore
-    from lmkcomp.local.verify import verify_config
+    from lmkcomp.local.verify import create_verifier, verify_config
 
     if not config.test_local or not config.train_local:
         raise UserInputError("verified voting needs the local features of the test and train images "
@@ -119,6 +121,7 @@ def predict_by_verified_voting(queries: EmbeddingStore, train: EmbeddingStore | 
     test_local, train_local = LocalFeatureStore(config.test_local), LocalFeatureStore(config.train_local)
     verify = verify_config(config.verify_preset, test_local.method)
     run = _run_folder(queries, train, labelled, config, dataclasses.asdict(verify), workdir)
+    sample_size = create_verifier(verify).sample_size
     executor = executor or LocalExecutor(config.workers)
     n = len(queries)
     predicted, confidence = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float64)
@@ -131,7 +134,8 @@ def predict_by_verified_voting(queries: EmbeddingStore, train: EmbeddingStore | 
         candidate_labels = labels.reindex(table["candidate_id"]).to_numpy(np.int64)
         positions = queries.position(block_ids)
         predicted[positions], confidence[positions], valid[positions] = inlier_voting(
-            rows, candidate_labels, table["inliers"].to_numpy(), len(block_ids), config.k)
+            rows, candidate_labels, excess_inliers(table["inliers"].to_numpy(), sample_size), len(block_ids),
+            config.k)
     voted = LandmarkPredictions(list(queries.ids), predicted, confidence, valid, {"pair tables": str(run)})
     if config.min_score is None:
         return voted
