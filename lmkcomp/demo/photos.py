@@ -9,7 +9,7 @@ RootSIFT local features at the extractor's real-photo defaults (a 1,024 px long 
 recognition (GAP)                                 retrieval (mAP@100)
   thumbnail kNN: soft voting over 3 train images    thumbnail kNN of the index
   verified voting: RootSIFT against every train     + RootSIFT verification of the
-  image, a landmark scores its top-3 inliers          top 20, re-ordered by inliers
+  image, a landmark scores its top-3 excess inliers   top 20, re-ordered by inliers
 
 Verified voting verifies every (test, train) pair while there are at most `ALL_PAIRS_LIMIT` of
 them, else the `CANDIDATES` nearest train images by thumbnail. Artifacts go to
@@ -127,7 +127,7 @@ def _scored_rows(data: LandmarkData, paths: DemoArtifacts, stages: Stages, submi
 
     spatial_retrieval = retrieval("photos-spatial", verify_top_results)
     pairs = "every train image" if all_pairs else f"the {CANDIDATES} nearest train images"
-    rows.append(DemoRow(f"verified voting ({pairs}, top-3 inliers) | + verify top {VERIFY_TOP}", verified["gap"],
+    rows.append(DemoRow(f"verified voting ({pairs}, top-3 excess inliers) | + verify top {VERIFY_TOP}", verified["gap"],
                         spatial_retrieval["map100"], verified["seconds"] + spatial_retrieval["seconds"]))
     first_table = Path(verified["pair tables"]) / "block-00000"
     return rows, str(first_table.relative_to(paths.run_dir))
