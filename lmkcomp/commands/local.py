@@ -56,9 +56,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from lmkcomp.local.verify import verify_config
 
     executor = create_executor_from(args)
+    settings = overrides(args.set)
+    verify_config(args.verify_preset, **settings)  # a bad setting fails before any file is read
     pairs = read_pairs(args.pairs)
     query_store = LocalFeatureStore(args.queries_local)
-    config = verify_config(args.verify_preset, query_store.method, **overrides(args.set))
+    config = verify_config(args.verify_preset, query_store.method, **settings)  # with the features' own settings
     candidate_store = LocalFeatureStore(args.candidates_local) if args.candidates_local else query_store
     out = verify_pairs(pairs, query_store, candidate_store, args.out, config, chunk_size=args.chunk_size,
                        progress=not args.quiet, executor=executor)
