@@ -40,7 +40,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Protocol, Sequence
+from typing import Any, ClassVar, Iterable, Iterator, Protocol, Sequence
 
 import faiss
 import numpy as np
@@ -53,7 +53,7 @@ from lmkcomp.errors import UserInputError
 from lmkcomp.features.store import l2_normalize
 from lmkcomp.features.whitening import fit_pca_whitening
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
-from lmkcomp.index_spec import IndexSpec, faiss_reason, parse_index_spec
+from lmkcomp.index_spec import IndexSpec, parse_index_spec
 from lmkcomp.local.store import LocalFeatureStore
 from lmkcomp.manifest import (
     IDS_NAME,
@@ -65,7 +65,14 @@ from lmkcomp.manifest import (
     write_manifest,
 )
 from lmkcomp.registry import Registry
-from lmkcomp.search.faiss_backend import factory_index, set_nprobe, train_factory_index
+from lmkcomp.search.faiss_backend import (
+    factory_index,
+    faiss_index_bytes,
+    read_faiss_index,
+    save_faiss_index,
+    set_nprobe,
+    train_factory_index,
+)
 
 FORMAT = "lmkcomp-delf-index"
 FORMAT_VERSION = 1
@@ -203,8 +210,8 @@ class _FaissIndex:
     and the PQ codebooks) plus what faiss computes on loading and does not serialize: an
     IVF-PQ's precomputed table (see `IvfPqIndex`).
 
-    Saving, loading and counting stream the bytes (`_write_faiss_index`, `faiss.read_index`
-    on the file): `faiss.serialize_index` / `deserialize_index` hold the whole serialized
+    Saving, loading and counting stream the bytes (`lmkcomp.search.faiss_backend`'s
+    `save_faiss_index`, `read_faiss_index`, `faiss_index_bytes`): `faiss.serialize_index` / `deserialize_index` hold the whole serialized
     index twice beside the index (a C++ byte vector and its numpy copy), so loading a
     271 MB flat index peaked at about three times its size.
     """
@@ -232,7 +239,7 @@ class _FaissIndex:
     def memory_bytes(self) -> int:
         # The index does not change once built: count its serialized bytes once.
         if self._serialized_bytes is None:
-            self._serialized_bytes = _write_faiss_index(self.index, len)
+            self._serialized_bytes = faiss_index_bytes(self.index)
         return self._serialized_bytes + self._unserialized_bytes()
 
     def _unserialized_bytes(self) -> int:
@@ -242,31 +249,11 @@ class _FaissIndex:
         return 0 if table is None else table.size() * np.dtype(np.float32).itemsize
 
     def save(self, directory: Path) -> None:
-        with atomic_write(directory / self.FILE, "wb") as handle:
-            self._serialized_bytes = _write_faiss_index(self.index, handle.write)
+        self._serialized_bytes = save_faiss_index(self.index, directory / self.FILE)
 
     @classmethod
     def _read(cls, directory: Path) -> faiss.Index:
-        path = directory / cls.FILE
-        try:
-            return faiss.read_index(str(path))
-        except RuntimeError as exc:  # faiss's, also for a missing file
-            raise UserInputError(f"{path}: unreadable faiss index: {faiss_reason(exc)}") from None
-
-
-def _write_faiss_index(index: faiss.Index, write: Callable[[bytes], int]) -> int:
-    """Serialize `index` (`faiss.write_index`) through `write`, which takes each piece of at
-    most 1 MiB (faiss's callback writer's block) and returns its length; returns the total
-    length. Only one piece is held at a time."""
-    written = 0
-
-    def counted(piece: bytes) -> int:
-        nonlocal written
-        written += write(piece)
-        return len(piece)
-
-    faiss.write_index(index, faiss.PyCallbackIOWriter(counted))
-    return written
+        return read_faiss_index(directory / cls.FILE)
 
 
 @FEATURE_INDEXES.register("flat")

@@ -256,6 +256,21 @@ def test_save_load_round_trip(tmp_path):
         load_centroids(tmp_path / "c")
 
 
+def test_the_faiss_file_is_faiss_own_and_a_damaged_one_is_named(tmp_path):
+    """Saved streamed, not through serialize_index's copies: the same bytes, and memory_bytes
+    counts exactly them (plus the landmark map)."""
+    import faiss
+
+    index = make_index()
+    index.save(tmp_path / "c")
+    written = (tmp_path / "c" / "index.faiss").read_bytes()
+    assert written == faiss.serialize_index(index.faiss_index).tobytes()
+    assert index.memory_bytes == len(written) + index.landmark_ids.nbytes
+    (tmp_path / "c" / "index.faiss").write_bytes(b"not an index")
+    with pytest.raises(UserInputError, match=r"index.faiss: unreadable faiss index: \S"):
+        load_centroids(tmp_path / "c")
+
+
 def test_build_resumes_after_a_kill(tmp_path, monkeypatch):
     rng = np.random.default_rng(5)
     labels = np.repeat([4, 6, 8], 3)

@@ -26,9 +26,10 @@ import faiss
 import numpy as np
 
 from lmkcomp.errors import UserInputError
-from lmkcomp.fileio import atomic_write, atomic_write_bytes
+from lmkcomp.fileio import atomic_write
 from lmkcomp.index_spec import faiss_reason, parse_index_spec
 from lmkcomp.manifest import MANIFEST_NAME, read_manifest, write_manifest
+from lmkcomp.search.faiss_backend import faiss_index_bytes, read_faiss_index, save_faiss_index
 
 FORMAT = "lmkcomp-centroids"
 FORMAT_VERSION = 1
@@ -124,7 +125,7 @@ class CentroidIndex:
         """Bytes to hold the searchable index: the serialised faiss index (its vectors and
         structures) plus the row -> landmark map. Reference means are not counted: they serve
         the optional references check, not the search."""
-        return int(faiss.serialize_index(self.faiss_index).nbytes + self.landmark_ids.nbytes)
+        return int(faiss_index_bytes(self.faiss_index) + self.landmark_ids.nbytes)
 
     @property
     def max_centroids_per_landmark(self) -> int:
@@ -206,7 +207,7 @@ class CentroidIndex:
             write_manifest(directory, manifest)
         _save_npy(directory / "centroids.npy", self.centroids)
         _save_npy(directory / "landmark_ids.npy", self.landmark_ids)
-        atomic_write_bytes(directory / "index.faiss", faiss.serialize_index(self.faiss_index).tobytes())
+        save_faiss_index(self.faiss_index, directory / "index.faiss")
         if self.reference_means is not None:
             with atomic_write(directory / "references.npz", "wb") as handle:
                 np.savez(handle, landmark_ids=self.reference_landmarks, means=self.reference_means)
@@ -241,10 +242,7 @@ def load_centroids(directory: str | Path) -> CentroidIndex:
                              f"expected float32 of shape {expected}")
     if landmark_ids.shape != (manifest["count"],) or landmark_ids.dtype != np.int64:
         raise UserInputError(f"{directory / 'landmark_ids.npy'}: expected {manifest['count']} int64 landmark ids")
-    try:
-        index = faiss.deserialize_index(np.frombuffer((directory / "index.faiss").read_bytes(), dtype=np.uint8))
-    except (OSError, RuntimeError) as exc:
-        raise UserInputError(f"{directory / 'index.faiss'}: unreadable faiss index: {exc}") from None
+    index = read_faiss_index(directory / "index.faiss")
     if index.ntotal != manifest["count"] or index.d != manifest["dim"]:
         raise UserInputError(f"{directory / 'index.faiss'}: {index.ntotal} vectors of dimension {index.d}, "
                              f"expected {manifest['count']} of dimension {manifest['dim']}")
