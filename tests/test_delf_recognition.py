@@ -395,7 +395,7 @@ def _refuse_nan(constant: str):
     raise AssertionError(f"invalid JSON constant {constant}")
 
 
-def test_delf_recognize_calibrates_rootsift_on_the_index_split(tiny_data, tmp_path, capsys):
+def test_delf_recognize_calibrates_rootsift_on_the_index_split(tiny_data, tmp_path, capsys, caplog):
     root = tmp_path / "data"  # a copy: this test edits the solution and removes the index split
     shutil.copytree(tiny_data, root)
     stores = _local_stores(root, tmp_path, "rootsift")
@@ -433,9 +433,13 @@ def test_delf_recognize_calibrates_rootsift_on_the_index_split(tiny_data, tmp_pa
     assert main([*argv, "--calibration-local", stores["test"]]) == 2
     assert "features of the test split; calibration needs the index split's" in capsys.readouterr().err
 
-    # neither a threshold nor a labelled index split: one line saying how
+    # neither a threshold nor a labelled index split, nor one measured for rootsift: threshold 1
+    # (every verified query predicted, ranked by inliers), with one warning line saying why
     shutil.rmtree(root / "index")
-    assert main([*argv[:-5], "--workdir", str(tmp_path / "other"), *argv[-3:]]) == 2
-    error = capsys.readouterr().err
-    assert error.startswith("lmkcomp: error: no measured inlier threshold for rootsift features verified with the "
-                            "fast preset") and error.endswith("give --inlier-threshold N\n") and error.count("\n") == 1
+    caplog.clear()
+    assert main([*argv[:-5], "--workdir", str(tmp_path / "other"), *argv[-3:]]) == 0
+    fallback = json.loads(capsys.readouterr().out.splitlines()[-1], parse_constant=_refuse_nan)
+    assert fallback["inlier_threshold"] == 1 and fallback["threshold_from"] == "none to calibrate on"
+    assert fallback["predicted"] == loose["predicted"]  # the same as the given threshold 1
+    warnings = [record.getMessage() for record in caplog.records if "inlier threshold" in record.getMessage()]
+    assert len(warnings) == 1 and "no labelled index split" in warnings[0] and "none measured for rootsift" in warnings[0]

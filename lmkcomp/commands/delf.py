@@ -9,7 +9,8 @@ labelled database, written as a validated, scored Kaggle submission. The inlier 
 order: `--inlier-threshold`; else calibrated for `--target-specificity` on the labelled index
 split (`delf_baseline.recognition.calibrate_inlier_threshold`; its local features given by
 `--calibration-local` or extracted with the database's extractor); else the measured default
-of the feature method and preset. Every run folder holds per-query best candidates and inliers,
+of the feature method and preset; else 1 (every query with a verified inlier predicted, ranked
+by inliers), each fallback with a warning saying why. Every run folder holds per-query best candidates and inliers,
 not decisions, so a rerun with another threshold or target recomputes nothing.
 """
 
@@ -94,25 +95,33 @@ def _inlier_threshold(args: argparse.Namespace, data, database, preset: str, rec
         return args.inlier_threshold, "given", None
     store = _calibration_store(args, data, database, work)
     if store is None:
-        if (database.method, preset) in DEFAULT_INLIER_THRESHOLDS:
-            return DEFAULT_INLIER_THRESHOLDS[(database.method, preset)], "measured default", None
-        raise UserInputError(f"no measured inlier threshold for {database.method} features verified with the "
-                             f"{preset} preset, and no labelled index split apart from the database (index/ images "
-                             f"and {data.file('index').name} in {data.root}) to calibrate one on: give "
-                             "--inlier-threshold N")
-    labels = dict(zip(data.index_labels["id"].tolist(), data.index_labels["landmark_id"].tolist()))
-    frame = run_recognition(recognizer_at(1), store, work / "calibration", progress=not args.quiet,
-                            **recognition_options)
-    with atomic_write(work / "calibration-scores.csv", "w", encoding="utf-8", newline="") as handle:
-        calibration_scores(frame, labels).to_csv(handle, index=False)
-    try:
-        calibration = calibrate_inlier_threshold(frame, labels, args.target_specificity)
-    except UserInputError as error:
-        raise UserInputError(f"{store.directory}: cannot calibrate the inlier threshold on these {len(frame)} "
-                             f"index images: {error}; give --inlier-threshold N") from None
-    if calibration.caveat():
-        log.warning("inlier threshold: %s", calibration.caveat())
-    return calibration.threshold, "calibrated on the index split", calibration.as_dict()
+        reason = (f"no labelled index split apart from the database (index/ images and "
+                  f"{data.file('index').name} in {data.root}) to calibrate it on")
+    else:
+        labels = dict(zip(data.index_labels["id"].tolist(), data.index_labels["landmark_id"].tolist()))
+        frame = run_recognition(recognizer_at(1), store, work / "calibration", progress=not args.quiet,
+                                **recognition_options)
+        with atomic_write(work / "calibration-scores.csv", "w", encoding="utf-8", newline="") as handle:
+            calibration_scores(frame, labels).to_csv(handle, index=False)
+        try:
+            calibration = calibrate_inlier_threshold(frame, labels, args.target_specificity)
+        except UserInputError as error:
+            reason = f"cannot calibrate it on the {len(frame)} index images of {store.directory} ({error})"
+        else:
+            if calibration.caveat():
+                log.warning("inlier threshold: %s", calibration.caveat())
+            return calibration.threshold, "calibrated on the index split", calibration.as_dict()
+    measured = DEFAULT_INLIER_THRESHOLDS.get((database.method, preset))
+    if measured is not None:
+        log.warning("inlier threshold: %s; taking %d, measured for %s features and %s on the synthetic renders "
+                    "(give --inlier-threshold N to choose)", reason, measured, database.method, preset)
+        return measured, "measured default", None
+    # GAP ranks predictions by confidence and needs no threshold: without data to set one, every
+    # query with a verified inlier keeps its best landmark, and only specificity pays
+    log.warning("inlier threshold: %s, and none measured for %s features and %s: every query with a verified "
+                "inlier gets its best landmark, ranked by inliers (threshold 1); give --inlier-threshold N, or "
+                "non-landmark index images to calibrate on", reason, database.method, preset)
+    return 1, "none to calibrate on", None
 
 
 def _cmd_recognize(args: argparse.Namespace) -> int:
