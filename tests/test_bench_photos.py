@@ -54,6 +54,24 @@ def test_votes_sum_the_k_best_inliers_of_each_landmark_both_ways_when_leaving_on
     assert votes == {"0": (1, 10.0), "1": (0, 9.0), "2": (1, 30.0), "3": (1, 30.0), "4": (1, 6.0)}
 
 
+def test_a_shortlist_keeps_each_querys_nearest_candidates_by_similarity():
+    protocol = PhotoProtocol([Path(str(i)) for i in range(5)], np.array([0, 0, 1, 1, -1]), np.arange(5),
+                             np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3], [4, 0], [4, 2]]), True)
+    inliers = np.array([9, 4, 6, 1, 2, 30, 5, 6])
+    similarity = np.array([[1.0, 0.1, 0.9, 0.5, 0.0],
+                           [0.1, 1.0, 0.2, 0.3, 0.0],
+                           [0.9, 0.2, 1.0, 0.4, 0.9],
+                           [0.5, 0.3, 0.4, 1.0, 0.0],
+                           [0.0, 0.0, 0.9, 0.0, 1.0]])
+    votes = _votes(protocol, inliers, 3, similarity, candidates=1)
+    # photo 0's nearest is 2 (landmark 1, 4 inliers); photo 1's is 3 (landmark 1, 2); photo 2's
+    # nearest labelled one is 0 (0.9 ties with the unlabelled photo 4, which never votes):
+    # landmark 0 with 4; photo 3's is 0 (landmark 0, 6); photo 4's is 2 (landmark 1, 6)
+    assert votes == {"0": (1, 4.0), "1": (1, 2.0), "2": (0, 4.0), "3": (0, 6.0), "4": (1, 6.0)}
+    # two candidates: photo 0 adds photo 3 (landmark 1): 4 + 6
+    assert _votes(protocol, inliers, 3, similarity, candidates=2)["0"] == (1, 10.0)
+
+
 def test_the_reference_is_the_issues_pipeline():
     reference = PHOTO_VARIANTS["reference"]
     config = reference.verify_config()

@@ -11,6 +11,7 @@ from lmkcomp.commands.args import (
     create_executor_from,
     data_options,
     executor_options,
+    int_at_least,
     overrides,
     photo_source_options,
     photos_from,
@@ -87,7 +88,7 @@ def _cmd_bench_photos(args: argparse.Namespace) -> int:
     check_variants(args.variants)
     source = args.from_folders or args.from_csv
     print(run_photo_benchmark(photos_from(args), args.variants, args.k, args.out, source=source,
-                              progress=not args.quiet))
+                              progress=not args.quiet, candidates=args.candidates))
     print(f"wrote {args.out}")
     return 0
 
@@ -150,5 +151,8 @@ def register_benches(benches: argparse._SubParsersAction) -> None:
                                    "to the first")
     bench_photos.add_argument("--k", type=positive_int, default=3, help="a landmark's best verified photos whose "
                                                                          "inliers add up")
+    bench_photos.add_argument("--candidates", type=int_at_least(0), default=0, metavar="N",
+                              help="votes from each query's N nearest candidates by thumbnail, as verified voting's "
+                                   "--candidates; 0: every candidate (all pairs)")
     bench_photos.add_argument("--out", default="bench/photos.json", help="JSON output")
     bench_photos.set_defaults(run=_cmd_bench_photos)
