@@ -603,12 +603,11 @@ def build_database_index(store: LocalFeatureStore, kind: str, ids: Sequence[str]
     kind = canonical_spec(kind)  # an unknown spec is refused before any reading
     ids = list(store.ids if ids is None else ids)
     check_ids(ids)
-    missing = [image_id for image_id in ids if image_id not in store]
+    rows = store.rows(ids).tolist()
+    missing = [image_id for image_id, row in zip(ids, rows) if row < 0]
     if missing:
         raise UserInputError(f"{store.directory}: {len(missing)} database image(s) have no local features, "
                              f"first: {missing[0]}")
-    positions = {image_id: row for row, image_id in enumerate(store.ids)}
-    rows = [positions[image_id] for image_id in ids]
     counts = np.array([len(store.read(row)) for row in rows], dtype=np.int64)
     if counts.sum() == 0:
         raise UserInputError(f"{store.directory}: the {len(ids)} database images have no local features")

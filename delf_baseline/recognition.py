@@ -182,9 +182,9 @@ class DelfRecognizer:
         self._verifier = create_verifier(self.verify_config)
         if store.dim != index.dim:
             raise UserInputError(f"{store.directory}: {store.dim}-d features, but the index holds {index.dim}-d ones")
-        missing = next((image_id for image_id in index.ids if image_id not in store), None)
-        if missing is not None:
-            raise UserInputError(f"{store.directory}: indexed image {missing} is not in the database store")
+        missing = np.flatnonzero(store.rows(index.ids) < 0)  # at once: a worker checks every indexed image
+        if missing.size:
+            raise UserInputError(f"{store.directory}: indexed image {index.ids[missing[0]]} is not in the database store")
         unlabelled = next((image_id for image_id in index.ids if image_id not in labels), None)
         if unlabelled is not None:
             raise UserInputError(f"indexed image {unlabelled} has no landmark label")
@@ -296,9 +296,9 @@ def _query_ids(queries: LocalFeatureStore, recognizer: DelfRecognizer, ids: Sequ
                              f"database has {recognizer.store.method} {recognizer.store.dim}-d ones")
     ids = list(queries.ids if ids is None else ids)
     check_ids(ids)
-    missing = next((image_id for image_id in ids if image_id not in queries), None)
-    if missing is not None:
-        raise UserInputError(f"{queries.directory}: query image {missing} is not in the query store")
+    missing = np.flatnonzero(queries.rows(ids) < 0)
+    if missing.size:
+        raise UserInputError(f"{queries.directory}: query image {ids[missing[0]]} is not in the query store")
     return ids
 
 
