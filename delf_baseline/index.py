@@ -60,7 +60,7 @@ from lmkcomp.manifest import (
     MANIFEST_NAME,
     check_ids,
     ids_sha256,
-    read_ids,
+    open_ids,
     read_manifest,
     write_manifest,
 )
@@ -499,7 +499,8 @@ class DatabaseIndex:
 
     features: FeatureIndex
     image_rows: np.ndarray
-    ids: list[str]
+    #: a list as built; an `IdIndex` (memory-mapped, a read-only sequence of str) as loaded
+    ids: Sequence[str]
     request: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -548,7 +549,7 @@ def load_database_index(directory: str | Path) -> DatabaseIndex:
     settings = dict(manifest.get("settings") or {})
     kind = settings.pop("kind", None)
     features = feature_index_class(kind).load(directory, settings)
-    ids = read_ids(directory)
+    ids = open_ids(directory)  # what a recognition worker loads: no list of the database's ids
     try:
         image_rows = np.load(directory / IMAGE_ROWS_NAME, allow_pickle=False)
     except (OSError, ValueError) as exc:
