@@ -148,5 +148,6 @@ class IdIndex(Sequence[str]):
         """The row of each of the id lines `keys` (int64), -1 for a line not in the list."""
         if not len(self):
             return np.full(len(keys), -1, dtype=np.int64)
-        rows = self._order[np.minimum(np.searchsorted(self._lines, keys, sorter=self._order), len(self) - 1)]
-        return np.where(self._lines[rows] == keys, rows, -1)
+        # "clip": a key after the last line is compared with the last line, and differs from it
+        rows = self._order.take(np.searchsorted(self._lines, keys, sorter=self._order), mode="clip")
+        return np.where(self._lines.take(rows) == keys, rows, -1)
