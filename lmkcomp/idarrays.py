@@ -71,7 +71,7 @@ class IdIndex(Sequence[str]):
     """A list of distinct GLDv2 ids in row order, read-only, held as the lines of its `ids.txt`
     (memory-mapped, so the page cache holds them once for every process that opens the file)
     and the order that sorts them (int64, 8 bytes an id), in which an id's row is found by
-    binary search.
+    binary search (an id listed twice, which no writer writes, is found at its first row).
 
     GLDv2 train's 4.1 M ids cost a process 33 MB that way; as a list of str and a dict from id
     to row they cost about 590 MB, in every worker that opens the store. Items are str, slices
