@@ -60,7 +60,7 @@ from lmkcomp.manifest import (
     MANIFEST_NAME,
     check_ids,
     ids_sha256,
-    read_ids,
+    open_ids,
     read_manifest,
     write_manifest,
 )
@@ -499,7 +499,8 @@ class DatabaseIndex:
 
     features: FeatureIndex
     image_rows: np.ndarray
-    ids: list[str]
+    #: a list as built; an `IdIndex` (memory-mapped, a read-only sequence of str) as loaded
+    ids: Sequence[str]
     request: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -548,7 +549,7 @@ def load_database_index(directory: str | Path) -> DatabaseIndex:
     settings = dict(manifest.get("settings") or {})
     kind = settings.pop("kind", None)
     features = feature_index_class(kind).load(directory, settings)
-    ids = read_ids(directory)
+    ids = open_ids(directory)  # what a recognition worker loads: no list of the database's ids
     try:
         image_rows = np.load(directory / IMAGE_ROWS_NAME, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -603,12 +604,11 @@ def build_database_index(store: LocalFeatureStore, kind: str, ids: Sequence[str]
     kind = canonical_spec(kind)  # an unknown spec is refused before any reading
     ids = list(store.ids if ids is None else ids)
     check_ids(ids)
-    missing = [image_id for image_id in ids if image_id not in store]
+    rows = store.rows(ids).tolist()
+    missing = [image_id for image_id, row in zip(ids, rows) if row < 0]
     if missing:
         raise UserInputError(f"{store.directory}: {len(missing)} database image(s) have no local features, "
                              f"first: {missing[0]}")
-    positions = {image_id: row for row, image_id in enumerate(store.ids)}
-    rows = [positions[image_id] for image_id in ids]
     counts = np.array([len(store.read(row)) for row in rows], dtype=np.int64)
     if counts.sum() == 0:
         raise UserInputError(f"{store.directory}: the {len(ids)} database images have no local features")

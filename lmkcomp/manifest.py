@@ -10,9 +10,11 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
+from lmkcomp.csvfile import shown
 from lmkcomp.data.gldv2 import is_valid_id
 from lmkcomp.errors import UserInputError
 from lmkcomp.fileio import atomic_write, atomic_write_bytes
+from lmkcomp.idarrays import IdIndex
 
 
 def read_manifest(directory: Path, filename: str, format_name: str, version: int, kind: str) -> dict:
@@ -104,6 +106,27 @@ def read_ids(directory: Path, name: str = IDS_NAME) -> list[str]:
         return path.read_text(encoding="ascii").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserInputError(f"{path}: unreadable id list: {exc}") from None
+
+
+def open_ids(directory: Path, name: str = IDS_NAME) -> IdIndex:
+    """The ids of a store, `directory/name` (default `ids.txt`) memory-mapped as an `IdIndex`:
+    for the readers of big stores, whose workers look ids up but need no list of str. The file
+    must be as the writers write it, one GLDv2 id a line, each line ending in a newline."""
+    path = directory / name
+    try:
+        ids = IdIndex.open(path)
+        if ids is not None:
+            return ids
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise UserInputError(f"{path}: unreadable id list: {exc}") from None
+    # Not lines of ids: name the first line that is not an id, else the last line's missing newline.
+    for number, line in enumerate(lines[:-1], 1):
+        text = line.decode("ascii", "replace")
+        if not is_valid_id(text):
+            raise UserInputError(f"{path}: line {number}: {shown(text)} is not an image id "
+                                 "(16 hexadecimal characters)")
+    raise UserInputError(f"{path}: line {len(lines)} does not end with a newline")
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:

@@ -146,7 +146,7 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     queries = LocalFeatureStore(args.queries_local)
     frame = _database_labels(data, args.labels)
     labels = dict(zip(frame["id"].tolist(), frame["landmark_id"].tolist()))
-    absent = [image_id for image_id in labels if image_id not in database]
+    absent = [image_id for image_id, row in zip(labels, database.rows(list(labels)).tolist()) if row < 0]
     if absent:
         raise UserInputError(f"{args.database_local}: {len(absent)} labelled database image(s) of --labels "
                              f"{args.labels} have no local features, first: {absent[0]}")

@@ -126,9 +126,10 @@ def _fingerprint(pairs: pd.DataFrame) -> str:
 
 
 def _check_in_store(ids: pd.Series, store: LocalFeatureStore, column: str) -> None:
-    missing = next((image_id for image_id in ids.unique() if image_id not in store), None)
-    if missing is not None:
-        raise UserInputError(f"{column} {missing} has no local features in {store.directory}")
+    unique = ids.unique()
+    missing = np.flatnonzero(store.rows(unique) < 0)
+    if missing.size:
+        raise UserInputError(f"{column} {unique[missing[0]]} has no local features in {store.directory}")
 
 
 # --------------------------------------------------------------------------------------------
