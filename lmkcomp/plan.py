@@ -73,20 +73,20 @@ class Rates:
 
 
 #: README figures (this 2-core machine): `bench extract` bf16 + channels_last, ResNet-18 at 224 px,
-#: 3 scales + flip, 24.8 images/s on 2 threads; `bench scale` flat train-vs-train, 29.1 queries/s
-#: on 2 threads against 4,132,914 rows; `bench verify` fast, 1,721 pairs/s on one thread;
+#: 3 scales + flip, 24.8 images/s on 2 threads; `bench scale` flat train-vs-train, 30.4 queries/s
+#: on 2 threads against 4,132,914 rows; `bench verify` fast, 1,793 pairs/s on one thread;
 #: `bench executors` SIFT (1,000 features) on the small preset's 256 px images, two pool processes
 #: of one thread each, 140.4 images/s
 DEFAULT_RATES = Rates(
     extract_core=Rate(24.8 / 2, "core", "README: bench extract, bf16 + channels_last, ResNet-18 224 px, 3 scales + "
                       "flip, 24.8 images/s on 2 cores"),
     extract_gpu=None,
-    search=Rate(29.1 / 2, "core", "README: bench scale, flat train-vs-train, 29.1 queries/s on 2 cores",
+    search=Rate(30.4 / 2, "core", "README: bench scale, flat train-vs-train, 30.4 queries/s on 2 cores",
                 GLDV2_IMAGES["train"]),
     local_features=Rate(140.4 / 2, "core", "README: bench executors, SIFT (1,000 features) at the synthetic data's "
                         "256 px, local 2 processes of one thread, 140.4 images/s (GLDv2's photos are larger: "
                         "SIFT's time grows with their pixels)"),
-    verify=Rate(1721.0, "core", "README: bench verify, fast, 1,721 pairs/s on one core"),
+    verify=Rate(1793.0, "core", "README: bench verify, fast, 1,793 pairs/s on one core"),
 )
 
 

@@ -100,6 +100,6 @@ def test_plan_command_prints_the_table_and_writes_json(tmp_path):
     stages = {stage["name"].split()[0]: stage["hours"] for stage in plan["stages"]}
     images = 4_132_914 + 761_757 + 117_577
     assert stages["embeddings"] == pytest.approx([images / 500 / n / 3600 for n in (1, 8, 32)])
-    # the README's 1,721 pairs/s per core, 16 cores a node
-    assert stages["verify"] == pytest.approx([400_000_000 / (1721 * 16 * n) / 3600 for n in (1, 8, 32)])
+    # the README's 1,793 pairs/s per core, 16 cores a node
+    assert stages["verify"] == pytest.approx([400_000_000 / (1793 * 16 * n) / 3600 for n in (1, 8, 32)])
     assert plan["total_hours"][0] == pytest.approx(sum(hours[0] for hours in stages.values()))
