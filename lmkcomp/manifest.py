@@ -108,14 +108,18 @@ def read_ids(directory: Path, name: str = IDS_NAME) -> list[str]:
         raise UserInputError(f"{path}: unreadable id list: {exc}") from None
 
 
-def open_ids(directory: Path, name: str = IDS_NAME) -> IdIndex:
+def open_ids(directory: Path, name: str = IDS_NAME, count: int | None = None) -> IdIndex:
     """The ids of a store, `directory/name` (default `ids.txt`) memory-mapped as an `IdIndex`:
-    for the readers of big stores, whose workers look ids up but need no list of str. The file
-    must be as the writers write it, one GLDv2 id a line, each line ending in a newline."""
+    for the readers of big stores, and the workers that write some of a store's shards, which
+    look ids up or name them but need no list of str. The file must be as the writers write it,
+    one GLDv2 id a line, each line ending in a newline, and hold `count` ids (the manifest's
+    count of rows) when `count` is given."""
     path = directory / name
     try:
         ids = IdIndex.open(path)
         if ids is not None:
+            if count is not None and len(ids) != count:
+                raise UserInputError(f"{path}: {len(ids)} ids, but the manifest counts {count} images")
             return ids
         lines = path.read_bytes().split(b"\n")
     except OSError as exc:

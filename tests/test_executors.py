@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -210,6 +211,18 @@ def damaged_root(tiny_root, tmp_path_factory) -> Path:
     return root
 
 
+def test_extract_local_in_a_local_pool_is_byte_identical_skips_included(damaged_root, tmp_path):
+    """Through an executor each shard is written by a worker's reopened writer (ids memory-mapped),
+    the skipped images of both workers recorded in the one manifest."""
+    data, extractor = LandmarkData(damaged_root), SiftExtractor(max_features=50)
+    for out, executor in ((tmp_path / "one", None), (tmp_path / "pool", LocalExecutor(2))):
+        extract_local_split(data, "train", out, extractor, shard_size=20, progress=False, skip_bad=True,
+                            executor=executor)
+    assert _artifacts(tmp_path / "pool") == _artifacts(tmp_path / "one")
+    assert [entry["row"] for entry in json.loads((tmp_path / "pool" / "manifest.json").read_text())["skipped"]] == \
+        [3, 45]
+
+
 @pytest.mark.cluster
 def test_extract_local_on_two_ray_nodes_is_byte_identical_skips_included(ray_cluster, damaged_root, tmp_path):
     common = ["extract-local", "--method", "sift", "--data", str(damaged_root), "--split", "train",
@@ -225,8 +238,6 @@ def test_extract_local_on_two_ray_nodes_is_byte_identical_skips_included(ray_clu
     # the workers recorded their shards' skipped images in the one manifest, under its lock
     assert {k: v for k, v in _artifacts(remote).items() if k != ".manifest.lock"} == \
         {k: v for k, v in expected.items() if k != ".manifest.lock"}
-    import json
-
     skipped = json.loads((remote / "manifest.json").read_text())["skipped"]
     assert [entry["row"] for entry in skipped] == [3, 45]
 

@@ -102,7 +102,7 @@ class _ShardTask:
 class _ShardExtraction:
     """A worker's context, made once per worker (not once a shard): the extractor (a model-backed
     one loads its weights on first use), the dataset, the skip policy and the writer of the store
-    the driver began (reopening it reads and checks the whole id list)."""
+    the driver began (reopened: its id list memory-mapped, not read into a list)."""
 
     extractor: LocalExtractor
     data: LandmarkData
