@@ -283,23 +283,6 @@ def test_a_reopened_writer_writes_the_shards_of_the_writer_that_began_the_store(
         [(3, make_ids(23)[3]), (17, make_ids(23)[17])]
 
 
-def test_reopening_a_writer_holds_under_10_bytes_an_id(tmp_path):
-    """Every worker of a sharded extraction reopens the store's writer: GLDv2 train's 4.1 M ids
-    cost each about 300 MB held (700 MB at the peak) when it read them into a list and checked
-    them again. Now the list stays memory-mapped and the worker holds the order that sorts it."""
-    count = 20_000
-    LocalFeatureWriter(tmp_path / "lf", [f"{(i * 7919) % count:016x}" for i in range(count)], 8, "test",
-                       shard_size=1000)
-    tracemalloc.start()
-    writer = LocalFeatureWriter.reopen(tmp_path / "lf")
-    held, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    assert len(writer.ids) == count and writer.ids[1] == f"{7919:016x}"
-    # The old list held 73 bytes an id and its check peaked at 170. Checking the file's lines
-    # takes 17 bytes a line for a moment, but in blocks of 262,144 lines: 8 bytes an id at 4.1 M.
-    assert held < 10 * count and peak < 30 * count
-
-
 def test_reopening_a_writer_refuses_an_id_list_the_manifest_does_not_count(tmp_path, records):
     write_store(tmp_path / "lf", records, shard_size=10, shards={0})
     path = tmp_path / "lf" / "ids.txt"
