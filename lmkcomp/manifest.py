@@ -113,7 +113,9 @@ def open_ids(directory: Path, name: str = IDS_NAME, count: int | None = None) ->
     for the readers of big stores, and the workers that write some of a store's shards, which
     look ids up or name them but need no list of str. The file must be as the writers write it,
     one GLDv2 id a line, each line ending in a newline, and hold `count` ids (the manifest's
-    count of rows) when `count` is given."""
+    count of rows) when `count` is given. Writer workers (`reopen`) open ids this way and trust the
+    list the driver checked: as a list of str, checked again, GLDv2 train's 4.1 M ids cost every
+    worker about 300 MB held and 700 MB at its peak; mapped, 8 bytes an id."""
     path = directory / name
     try:
         ids = IdIndex.open(path)
