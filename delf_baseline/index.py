@@ -542,10 +542,20 @@ def disk_bytes(directory: str | Path) -> int:
     return sum(path.stat().st_size for path in Path(directory).iterdir() if path.is_file())
 
 
+def _read_index_manifest(directory: Path) -> dict:
+    return read_manifest(directory, MANIFEST_NAME, FORMAT, FORMAT_VERSION, "a DELF database index")
+
+
+def read_index_request(directory: str | Path) -> dict:
+    """What the index saved in `directory` was built from (its manifest's request), read without
+    loading the index."""
+    return _read_index_manifest(Path(directory))["request"]
+
+
 def load_database_index(directory: str | Path) -> DatabaseIndex:
     """The index saved in `directory`; a folder without a finished save is a UserInputError."""
     directory = Path(directory)
-    manifest = read_manifest(directory, MANIFEST_NAME, FORMAT, FORMAT_VERSION, "a DELF database index")
+    manifest = _read_index_manifest(directory)
     settings = dict(manifest.get("settings") or {})
     kind = settings.pop("kind", None)
     features = feature_index_class(kind).load(directory, settings)

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from delf_baseline.index import DatabaseIndex, load_database_index
+from delf_baseline.index import DatabaseIndex, load_database_index, read_index_request
 from lmkcomp.calibration import Calibration, calibrate_recognition_threshold, recognition_scores
 from lmkcomp.checks import positive_int
 from lmkcomp.errors import UserInputError
@@ -200,7 +200,7 @@ class DelfRecognizer:
     def worker_setup(self, index_dir: str | Path) -> RecognizerSetup:
         """What a worker (another process or node) needs to build this recognizer again, with
         the index saved in `index_dir`; a UserInputError unless that index was built as this one."""
-        found = load_database_index(index_dir).request
+        found = read_index_request(index_dir)
         if found != self.index.request:
             raise UserInputError(f"{index_dir}: holds another DELF index than the recognizer's")
         return RecognizerSetup(str(Path(index_dir).resolve()), str(self.store.directory.resolve()), self._labels,
