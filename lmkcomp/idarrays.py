@@ -12,6 +12,7 @@ dict from id to row that would cost each worker another 100 bytes an id.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Sequence, overload
 
@@ -70,8 +71,9 @@ def _id_lines(ids: Sequence[str]) -> np.ndarray:
 class IdIndex(Sequence[str]):
     """A list of distinct GLDv2 ids in row order, read-only, held as the lines of its `ids.txt`
     (memory-mapped, so the page cache holds them once for every process that opens the file)
-    and the order that sorts them (int64, 8 bytes an id), in which an id's row is found by
-    binary search (an id listed twice, which no writer writes, is found at its first row).
+    and, from the first lookup, the order that sorts them (int64, 8 bytes an id), in which an
+    id's row is found by binary search (an id listed twice, which no writer writes, is found at
+    its first row).
 
     GLDv2 train's 4.1 M ids cost a process 33 MB that way; as a list of str and a dict from id
     to row they cost about 590 MB, in every worker that opens the store. Items are str, slices
@@ -81,8 +83,13 @@ class IdIndex(Sequence[str]):
     def __init__(self, lines: np.ndarray):
         """`lines`: an `S17` array of id lines (each a GLDv2 id and a newline), already checked."""
         self._lines = lines
-        # int64 because numpy's searchsorted copies a `sorter` of any other type, on every call
-        self._order = np.argsort(lines, kind="stable")
+
+    @cached_property
+    def _order(self) -> np.ndarray:
+        """The row order that sorts the lines, made at the first lookup (a writer never looks
+        up, so it never sorts). int64 because numpy's searchsorted copies a `sorter` of any
+        other type, on every call."""
+        return np.argsort(self._lines, kind="stable")
 
     @classmethod
     def open(cls, path: str | Path) -> "IdIndex | None":

@@ -70,11 +70,14 @@ def test_id_index_opens_only_lines_of_ids(tmp_path, content):
 
 def test_id_index_keeps_8_bytes_an_id_of_its_own(tmp_path):
     """The id lines stay the file's memory mapping (page cache, shared by every process that maps
-    it); what the process allocates is the int64 order: 8 bytes an id."""
+    it); what the process allocates, at its first lookup, is the int64 order: 8 bytes an id."""
     path = write_id_lines(tmp_path / "ids.txt", [f"{i:016x}" for i in range(20_000)])
     tracemalloc.start()
     index = IdIndex.open(path)
+    opened = tracemalloc.get_traced_memory()[0]
+    found = index.row("0000000000004e1f")
     held = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
+    assert opened < 20_000  # nothing sorted until something is looked up (a writer never does)
     assert 8 * 20_000 <= held < 9 * 20_000
-    assert index.row("0000000000004e1f") == 19_999
+    assert found == 19_999
