@@ -183,25 +183,8 @@ def calibrate_recognition_threshold(ids: Sequence[str], best_landmarks: ArrayLik
                                minimum=minimum)
 
 
-def prediction_counts(best_landmarks: ArrayLike, valid: ArrayLike) -> np.ndarray:
-    """How many valid predictions share each query's predicted landmark (int64): for a valid row
-    i, ``|{j : valid[j] and best_landmarks[j] == best_landmarks[i]}|`` (itself included, so >= 1);
-    0 for a row without a valid prediction. Counted over every row given, as
-    `lmkcomp.voting.demote_frequent_labels` counts the predicted set: it demotes exactly the rows
-    whose count exceeds its `max_predictions`."""
-    labels = np.asarray(best_landmarks).reshape(-1)
-    valid = np.asarray(valid, dtype=bool).reshape(-1)
-    if labels.shape != valid.shape:
-        raise ValueError(f"best_landmarks {labels.shape} and valid {valid.shape} must be equal-length vectors")
-    counts = np.zeros(len(labels), dtype=np.int64)
-    if valid.any():
-        _, inverse, per_landmark = np.unique(labels[valid], return_inverse=True, return_counts=True)
-        counts[valid] = per_landmark[inverse.reshape(-1)]
-    return counts
-
-
 def demotion_scores(counts: ArrayLike, scores: ArrayLike) -> np.ndarray:
-    """The score that demotion thresholds (module docstring): ``-counts`` (`prediction_counts`),
+    """The score that demotion thresholds (module docstring): ``-counts`` (`lmkcomp.voting.prediction_counts`),
     and -inf, never claimed, where the count is 0 (no valid prediction) or `scores` is -inf
     (`recognition_scores`: a landmark image whose best landmark is wrong, or a query without
     any candidate), whose rank demotion cannot make right."""

@@ -126,6 +126,23 @@ def inlier_voting(
 # Distractor demotion
 
 
+def prediction_counts(best_landmarks: ArrayLike, valid: ArrayLike) -> np.ndarray:
+    """How many valid predictions share each query's predicted landmark (int64): for a valid row
+    i, ``|{j : valid[j] and best_landmarks[j] == best_landmarks[i]}|`` (itself included, so >= 1);
+    0 for a row without a valid prediction. Counted over every row given, as
+    `demote_frequent_labels` counts the predicted set: it demotes exactly the rows
+    whose count exceeds its `max_predictions`."""
+    labels = np.asarray(best_landmarks).reshape(-1)
+    valid = np.asarray(valid, dtype=bool).reshape(-1)
+    if labels.shape != valid.shape:
+        raise ValueError(f"best_landmarks {labels.shape} and valid {valid.shape} must be equal-length vectors")
+    counts = np.zeros(len(labels), dtype=np.int64)
+    if valid.any():
+        _, inverse, per_landmark = np.unique(labels[valid], return_inverse=True, return_counts=True)
+        counts[valid] = per_landmark[inverse.reshape(-1)]
+    return counts
+
+
 def demote_frequent_labels(
     labels: ArrayLike, confidences: ArrayLike, max_predictions: int = 30, factor: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -149,8 +166,7 @@ def demote_frequent_labels(
         raise ValueError(f"labels {labels.shape} and confidences {confidences.shape} must be equal-length vectors")
     if max_predictions < 0:
         raise UserInputError(f"max_predictions must be >= 0, got {max_predictions}")
-    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    demoted = counts[inverse] > max_predictions
+    demoted = prediction_counts(labels, np.ones(len(labels), dtype=bool)) > max_predictions
     result = confidences.copy()
     if not demoted.any():
         return result, demoted

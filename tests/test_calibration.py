@@ -13,12 +13,11 @@ from lmkcomp.calibration import (
     calibrate_threshold,
     demote_over_rates,
     demotion_scores,
-    prediction_counts,
     rates_at,
     recognition_scores,
 )
 from lmkcomp.errors import UserInputError
-from lmkcomp.voting import demote_frequent_labels
+from lmkcomp.voting import demote_frequent_labels, prediction_counts
 
 
 def test_hits_the_target_specificity_exactly():

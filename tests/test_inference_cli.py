@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lmkcomp.calibration import prediction_counts
+from lmkcomp.voting import prediction_counts
 from lmkcomp.cli import EXIT_USER_ERROR, main
 from lmkcomp.data import synthetic
 from lmkcomp.data.layout import LandmarkData

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmkcomp.calibration import prediction_counts, recognition_scores
+from lmkcomp.calibration import recognition_scores
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
 from lmkcomp.executors import Executor
@@ -53,6 +53,7 @@ from lmkcomp.voting import (
     demote_frequent_labels,
     mean_top_similarity,
     nonlandmark_penalized_scores,
+    prediction_counts,
     soft_voting,
 )
 from lmkcomp.registry import Registry
@@ -301,7 +302,7 @@ def write_calibration_scores(data: LandmarkData, predictions: LandmarkPrediction
     - `landmark`: 1 for a landmark image, 0 for a non-landmark image;
     - `score`: `confidence`, -inf where a landmark image's best landmark is wrong
       (`lmkcomp.calibration.recognition_scores`): what a confidence threshold is calibrated on;
-    - `landmark_predictions`: `lmkcomp.calibration.prediction_counts` over every row of
+    - `landmark_predictions`: `lmkcomp.voting.prediction_counts` over every row of
       `predictions` with a valid prediction (after `min_score`), the count that demotion
       compares with `demote_over` (0: no prediction); `calibrate --demote-over` reads it.
     """
