@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lmkcomp.bench import photos as bench_photos
 from lmkcomp.bench.photos import PHOTO_VARIANTS, PhotoProtocol, _votes, photo_protocol
 from lmkcomp.cli import main
 from lmkcomp.data.folders import NON_LANDMARK, SourcePhoto
@@ -39,6 +40,19 @@ def test_without_a_split_every_photo_is_left_out_in_turn():
     assert protocol.pairs.tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
     with pytest.raises(UserInputError, match="at least two landmark photos"):
         photo_protocol([photo("a1", "a"), photo("x", NON_LANDMARK)])
+
+
+def test_too_many_pairs_are_refused_by_their_count(monkeypatch):
+    monkeypatch.setattr(bench_photos, "MAX_PAIRS", 5)
+    # leave-one-out: 4 photos, 6 pairs, less the one between the two non-landmark photos = 5
+    loo = [photo("a1", "a"), photo("a2", "a"), photo("x", NON_LANDMARK), photo("y", NON_LANDMARK)]
+    assert len(photo_protocol(loo).pairs) == 5
+    # one more landmark photo: 10 pairs, less the one between the two non-landmark photos = 9
+    with pytest.raises(UserInputError, match=r"^9 pairs to verify per variant \(more than 5\)"):
+        photo_protocol([*loo, photo("b1", "b")])
+    given = [photo(f"t{i}", "a", "train") for i in range(3)] + [photo(f"q{i}", "a", "test") for i in range(2)]
+    with pytest.raises(UserInputError, match=r"^6 pairs to verify per variant"):
+        photo_protocol(given)
 
 
 def test_votes_sum_the_k_best_inliers_of_each_landmark_both_ways_when_leaving_one_out():

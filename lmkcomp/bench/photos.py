@@ -109,6 +109,13 @@ class PhotoProtocol:
     leave_one_out: bool
 
 
+def _check_pair_count(count: int) -> None:
+    """Refuse more than MAX_PAIRS pairs, before any pair array is made."""
+    if count > MAX_PAIRS:
+        raise UserInputError(f"{count} pairs to verify per variant (more than {MAX_PAIRS}): this benchmark "
+                             "verifies all pairs; use fewer photos")
+
+
 def photo_protocol(photos: Sequence[SourcePhoto]) -> PhotoProtocol:
     """The queries and pairs of `photos` (module docstring)."""
     splits = {photo.split for photo in photos}
@@ -118,6 +125,7 @@ def photo_protocol(photos: Sequence[SourcePhoto]) -> PhotoProtocol:
         labels = np.array([numbers.get(photo.landmark, -1) for photo in used], dtype=np.int64)
         is_test = np.array([photo.split == "test" for photo in used])
         queries, candidates = np.flatnonzero(is_test), np.flatnonzero(~is_test)
+        _check_pair_count(len(queries) * len(candidates))
         pairs = np.stack(np.meshgrid(queries, candidates, indexing="ij"), axis=-1).reshape(-1, 2)
         leave_one_out = False
     else:
@@ -125,6 +133,8 @@ def photo_protocol(photos: Sequence[SourcePhoto]) -> PhotoProtocol:
         labels = np.array([numbers.get(photo.landmark, -1) for photo in used], dtype=np.int64)
         queries = np.arange(len(used))
         landmark_rows = np.flatnonzero(labels >= 0)
+        distractors = len(used) - len(landmark_rows)
+        _check_pair_count(len(used) * (len(used) - 1) // 2 - distractors * (distractors - 1) // 2)
         # every pair with a landmark photo, once: (a, b) with a < b, or a distractor and a landmark photo
         a, b = np.triu_indices(len(used), k=1)
         keep = (labels[a] >= 0) | (labels[b] >= 0)
@@ -134,9 +144,6 @@ def photo_protocol(photos: Sequence[SourcePhoto]) -> PhotoProtocol:
         leave_one_out = True
     if not len(queries) or not len(pairs):
         raise UserInputError("no pair to verify: give test and train photos, or at least two landmark photos")
-    if len(pairs) > MAX_PAIRS:
-        raise UserInputError(f"{len(pairs)} pairs to verify per variant (more than {MAX_PAIRS}): this benchmark "
-                             "verifies all pairs; use fewer photos")
     return PhotoProtocol([photo.path for photo in used], labels, queries, pairs, leave_one_out)
 
 
@@ -195,14 +202,14 @@ def _extract(paths: Sequence[Path], variant: PhotoVariant, progress: bool) -> tu
 
 
 def _verify(features: list[LocalFeatures], pairs: np.ndarray, config: VerifyConfig, name: str,
-            progress: bool) -> tuple[np.ndarray, float]:
-    """The inliers of every pair and the pairs verified per second."""
+            progress: bool) -> tuple[np.ndarray, float, int]:
+    """The inliers of every pair, the pairs verified per second and the verifier's sample size."""
     verifier = create_verifier(config)
     score: Callable[[int, int], int] = lambda a, b: verify_pair(features[a], features[b], config, verifier).inliers
     started = time.perf_counter()
     inliers = np.array([score(a, b) for a, b in tqdm(pairs.tolist(), desc=f"verify {name}", disable=not progress)],
                        dtype=np.int64)
-    return inliers, len(pairs) / (time.perf_counter() - started)
+    return inliers, len(pairs) / (time.perf_counter() - started), verifier.sample_size
 
 
 def run_photo_benchmark(photos: Sequence[SourcePhoto], variants: Sequence[str] = ("reference", "fast"), k: int = 3,
@@ -231,8 +238,8 @@ def run_photo_benchmark(photos: Sequence[SourcePhoto], variants: Sequence[str] =
                 extracted[settings] = _extract(protocol.paths, variant, progress)
             features, seconds_per_photo = extracted[settings]
             config = variant.verify_config()
-            inliers, pairs_per_s = _verify(features, protocol.pairs, config, name, progress)
-            votes = excess_inliers(inliers, create_verifier(config).sample_size) if variant.excess else inliers
+            inliers, pairs_per_s, sample_size = _verify(features, protocol.pairs, config, name, progress)
+            votes = excess_inliers(inliers, sample_size) if variant.excess else inliers
             predictions = _votes(protocol, votes, k, similarity, candidates)
             both = same[labelled]
             rows.append({
