@@ -87,6 +87,19 @@ def test_unreachable_address_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and f"--address {address}: no Ray cluster answers there" in lines[0], result.stderr
 
 
+@pytest.mark.parametrize("command", ["extract-local", "extract"])
+def test_an_address_without_ray_is_refused_by_the_extractions(tmp_path, capsys, command):
+    """Both extractions leave a local run to their own pool or data loader; the --address a local
+    run cannot use is refused all the same (extract-local used to ignore it)."""
+    from lmkcomp.cli import main
+
+    argv = [command, "--data", str(tmp_path), "--split", "train", "--out", str(tmp_path / "out"),
+            "--address", "127.0.0.1:1"]
+    argv += ["--method", "sift"] if command == "extract-local" else ["--checkpoint", str(tmp_path / "missing.pt")]
+    assert main(argv) == 2
+    assert "--address names a Ray cluster: use it with --executor ray" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------------------
 # On a two-node Ray cluster (separate processes on this machine)
 

@@ -256,6 +256,21 @@ def create_executor_from(args: argparse.Namespace):
     return executor
 
 
+def pool_or_executor_from(args: argparse.Namespace):
+    """For a stage whose local run has its own parallelism (a data loader, an image pool): None
+    for `--executor local`, else the executor (`create_executor_from`, which also refuses an
+    `--address` without `--executor ray` in both cases)."""
+    executor = create_executor_from(args)
+    return None if args.executor == "local" else executor
+
+
+def refuse_executor_options(args: argparse.Namespace, why: str) -> None:
+    """A UserInputError when `--executor` or `--address` is given to a path that runs in this
+    process only; `why` begins the message."""
+    if args.executor != "local" or args.address:
+        raise UserInputError(f"{why}; leave out --executor and --address")
+
+
 def print_skipped(store) -> None:
     """Print the count of images a store written with skips could not read, if any."""
     from lmkcomp.manifest import describe_skipped

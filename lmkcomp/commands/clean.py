@@ -12,6 +12,7 @@ from lmkcomp.commands.args import (
     executor_options,
     positive_int,
     quiet_options,
+    refuse_executor_options,
     verify_preset_options,
     workers_options,
 )
@@ -26,8 +27,8 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     from lmkcomp.features.store import EmbeddingStore, StoreRows
     from lmkcomp.train.data import read_labels
 
-    if args.method != "verify" and (args.executor != "local" or args.address):
-        raise UserInputError(f"--executor and --address apply to --method verify, not {args.method}")
+    if args.method != "verify":
+        refuse_executor_options(args, f"--method {args.method} runs in this process (only verify runs on an executor)")
     data = LandmarkData(args.data, args.layout)
     labels = read_labels(data, args.labels)
     store = EmbeddingStore(args.train)

@@ -11,18 +11,17 @@ from lmkcomp.commands.args import (
     photo_source_options,
     positive_int,
     quiet_options,
+    refuse_executor_options,
     workers_options,
 )
-from lmkcomp.errors import UserInputError
 
 
 def _cmd_make_dataset(args: argparse.Namespace) -> int:
     from lmkcomp.data import folders, synthetic
 
     if args.from_folders or args.from_csv:
-        if args.executor != "local" or args.address:
-            flag = "--from-folders" if args.from_folders else "--from-csv"
-            raise UserInputError(f"{flag}: an import runs in this process; leave out --executor and --address")
+        refuse_executor_options(args, f"{'--from-folders' if args.from_folders else '--from-csv'}: an import runs "
+                                      "in this process")
         options = dict(seed=args.seed, test_fraction=args.test_fraction, index_fraction=args.index_fraction,
                        max_side=args.long_side or folders.DEFAULT_MAX_SIDE, jpeg_quality=args.jpeg_quality,
                        skip_bad=args.skip_bad, force=args.force, progress=not args.quiet)

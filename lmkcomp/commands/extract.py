@@ -7,13 +7,14 @@ import argparse
 from pathlib import Path
 
 from lmkcomp.commands.args import (
-    create_executor_from,
     data_options,
     device_options,
     executor_options,
+    pool_or_executor_from,
     positive_int,
     print_skipped,
     quiet_options,
+    refuse_executor_options,
     scales,
     shard_options,
     workers_options,
@@ -29,9 +30,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
         if not args.data:
             raise UserInputError("--descriptor needs --data (the dataset root): there is no checkpoint to name it")
-        if args.executor != "local" or args.address:
-            raise UserInputError("--descriptor decodes in this machine's --workers processes: leave out --executor "
-                                 "and --address")
+        refuse_executor_options(args, "--descriptor decodes in this machine's --workers processes")
         store = extract_weight_free_split(LandmarkData(args.data, args.layout or "gldv2"), args.split, args.out,
                                           args.descriptor, dtype=args.dtype, shard_size=args.shard_size,
                                           workers=args.workers, skip_bad=args.skip_bad, progress=not args.quiet)
@@ -41,7 +40,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from lmkcomp.features.extract import extract_split
     from lmkcomp.train.checkpoint import load_checkpoint
 
-    executor = create_executor_from(args)
+    executor = pool_or_executor_from(args)
     root = args.data or load_checkpoint(args.checkpoint)["config"]["data"]["root"]
     layout = args.layout or "gldv2"
     store = extract_split(
@@ -50,7 +49,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         workers=args.workers, shard_size=args.shard_size, on_error="skip" if args.skip_bad else "raise",
         progress=not args.quiet, threads=args.threads,
         # local: in this process, images loaded by --workers DataLoader processes; ray: shards as tasks
-        executor=None if args.executor == "local" else executor,
+        executor=executor,
     )
     print(f"{args.out}: {len(store)} x {store.dim} {store.dtype} embeddings of {args.split}")
     print_skipped(store)

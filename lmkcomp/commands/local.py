@@ -15,6 +15,7 @@ from lmkcomp.commands.args import (
     overrides,
     photo_source_options,
     photos_from,
+    pool_or_executor_from,
     positive_int,
     print_skipped,
     quiet_options,
@@ -40,7 +41,7 @@ def _cmd_extract_local(args: argparse.Namespace) -> int:
 
     # The local executor is left to extract_local_split's own pool, which shares each shard's
     # images between the workers; other executors run one task per shard.
-    executor = create_executor_from(args) if args.executor != "local" else None
+    executor = pool_or_executor_from(args)
     options = {**_extractor_options(args), **overrides(args.set)}  # --set wins over --max-features
     extractor = create_local_extractor(args.method, **options)
     store = extract_local_split(LandmarkData(args.data, args.layout), args.split, args.out, extractor,
