@@ -133,6 +133,8 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
         run_recognition,
         submission_predictions,
     )
+    import numpy as np
+
     from lmkcomp.data.layout import LandmarkData
     from lmkcomp.inference.common import test_ids as submission_test_ids
     from lmkcomp.local.store import LocalFeatureStore
@@ -146,12 +148,14 @@ def _cmd_recognize(args: argparse.Namespace) -> int:
     queries = LocalFeatureStore(args.queries_local)
     frame = _database_labels(data, args.labels)
     labels = dict(zip(frame["id"].tolist(), frame["landmark_id"].tolist()))
-    absent = [image_id for image_id, row in zip(labels, database.rows(list(labels)).tolist()) if row < 0]
+    labelled = list(labels)
+    rows = database.rows(labelled)
+    absent = [image_id for image_id, row in zip(labelled, rows.tolist()) if row < 0]
     if absent:
         raise UserInputError(f"{args.database_local}: {len(absent)} labelled database image(s) of --labels "
                              f"{args.labels} have no local features, first: {absent[0]}")
     # Store order, so that indexing reads the store's shards in sequence.
-    database_ids = [image_id for image_id in database.ids if image_id in labels]
+    database_ids = [labelled[i] for i in np.argsort(rows, kind="stable").tolist()]
     work = Path(args.workdir) / args.name
     index_dir = Path(args.index_dir) if args.index_dir else work / f"index-{args.index_spec}"
     preset = args.verify_preset or default_verify_preset(database.method)
