@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 
 from lmkcomp.bench.common import report, run_variant
+from lmkcomp.checks import positive_int
 from lmkcomp.data.layout import LandmarkData
 from lmkcomp.errors import UserInputError
-from lmkcomp.features.store import positive_int
 
 #: name -> (executor, local workers, CPUs of each Ray node); the first is the reference
 VARIANTS: dict[str, tuple[str, int, tuple[int, ...]]] = {

@@ -18,15 +18,21 @@ from lmkcomp.commands.args import (
 from lmkcomp.errors import UserInputError
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _train_config(args: argparse.Namespace):
+    """The `TrainConfig` of CONFIG with the `--set` overrides and `--data` as `data.root`."""
     from lmkcomp.config import load_config
     from lmkcomp.train.config import TrainConfig, resolve_config_path
-    from lmkcomp.train.trainer import Trainer
 
     changes = overrides(args.set)
     if args.data:
         changes["data.root"] = args.data
-    config = load_config(resolve_config_path(args.config), TrainConfig, changes)
+    return load_config(resolve_config_path(args.config), TrainConfig, changes)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from lmkcomp.train.trainer import Trainer
+
+    config = _train_config(args)
     rows = Trainer(config, args.out, resume=args.resume, progress=not args.quiet).fit()
     if rows:
         from lmkcomp.features.health import NEAR_CHANCE_RULE, near_chance
@@ -56,16 +62,11 @@ def _cmd_bench_models(args: argparse.Namespace) -> int:
 
 def _cmd_bench_heads(args: argparse.Namespace) -> int:
     from lmkcomp.bench.heads import VARIANTS, run_heads_benchmark
-    from lmkcomp.config import load_config
-    from lmkcomp.train.config import TrainConfig, resolve_config_path
 
-    changes = overrides(args.set)
-    if args.data:
-        changes["data.root"] = args.data
     unknown = set(args.variants or ()) - set(VARIANTS)
     if unknown:
         raise UserInputError(f"unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
-    config = load_config(resolve_config_path(args.config), TrainConfig, changes)
+    config = _train_config(args)
     out = args.out or "bench/heads.json"
     print(run_heads_benchmark(config, args.workdir, out, args.variants, progress=not args.quiet))
     print(f"wrote {out}")

@@ -28,9 +28,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from lmkcomp.checks import positive_int
 from lmkcomp.data.images import load_image_rgb
 from lmkcomp.errors import ImageLoadError
-from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter, positive_int
+from lmkcomp.features.store import EmbeddingStore, EmbeddingWriter
 from lmkcomp.registry import Registry
 from lmkcomp.workers import one_thread_each, process_pool
 
