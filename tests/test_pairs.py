@@ -174,6 +174,18 @@ def test_knn_pairs_nearest_others_in_query_order():
     np.testing.assert_allclose(frame["similarity"].iloc[:2], np.cos(np.deg2rad([10, 25])), atol=1e-6)
 
 
+def test_knn_pairs_beyond_this_machine_needs_a_shared_out_folder():
+    class Cluster:  # any executor that is not this machine's process pool
+        name = "ray"
+
+        def run(self, *args, **kwargs):
+            raise AssertionError("nothing may run before the folder is known to be shared")
+
+    emb = at(*ANGLES)
+    with pytest.raises(ValueError, match="needs `out`, a folder its workers share"):
+        knn_pairs(IDS, emb, IDS, emb, k=2, executor=Cluster())
+
+
 def test_knn_pairs_same_label_and_max_per_query():
     emb = at(*ANGLES)
     same = knn_pairs(IDS, emb, IDS, emb, k=3, same_label=(LABELS, LABELS))

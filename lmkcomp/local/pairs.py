@@ -415,7 +415,7 @@ def knn_pairs(
     rows of each search, on which the kernel and so the last bits of a similarity depend), one
     task each of `executor` (default: in this process; `StoreRows` are opened by each worker,
     arrays are sent to it), and each shard's pairs are written atomically to `out/pairs-SSSSS.parquet` (a temporary
-    folder when `out` is None), then read back in order. A rerun into the same `out` with the
+    folder when `out` is None, for this machine's executors only), then read back in order. A rerun into the same `out` with the
     same inputs searches only the shards still missing; other inputs are a UserInputError.
     """
     ids_fingerprints = {"query_ids_sha256": ids_sha256(query_ids), "db_ids_sha256": ids_sha256(db_ids)}
@@ -441,6 +441,9 @@ def knn_pairs(
             raise ValueError("same_label must hold one label per query and one per database row")
     if not len(db_ids) or not len(query_ids):
         return _empty_knn_pairs()
+    if out is None and executor is not None and not isinstance(executor, LocalExecutor):
+        # a temporary folder is this machine's: workers on other nodes could not write into it
+        raise ValueError("knn_pairs on an executor beyond this machine needs `out`, a folder its workers share")
     with tempfile.TemporaryDirectory(prefix="knn-pairs-") if out is None else contextlib.nullcontext(out) as folder:
         folder = Path(folder).resolve()
         _open_knn_pair_folder(folder, {
