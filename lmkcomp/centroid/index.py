@@ -27,9 +27,15 @@ import numpy as np
 
 from lmkcomp.errors import UserInputError
 from lmkcomp.fileio import atomic_write
-from lmkcomp.index_spec import faiss_reason, parse_index_spec
+from lmkcomp.index_spec import parse_index_spec
 from lmkcomp.manifest import MANIFEST_NAME, read_manifest, write_manifest
-from lmkcomp.search.faiss_backend import faiss_index_bytes, read_faiss_index, save_faiss_index
+from lmkcomp.search.faiss_backend import (
+    factory_index,
+    faiss_index_bytes,
+    read_faiss_index,
+    save_faiss_index,
+    train_factory_index,
+)
 
 FORMAT = "lmkcomp-centroids"
 FORMAT_VERSION = 1
@@ -109,15 +115,13 @@ class CentroidIndex:
         return len(self.centroids)
 
     def _build_faiss(self) -> faiss.Index:
+        """The faiss index of the centroids, made and trained as the searchers' are
+        (`factory_index`, `train_factory_index`: the same errors, no polysemous training)."""
         factory = centroid_factory(self.index_spec)
-        try:
-            index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
-            if not index.is_trained:
-                index.train(self.centroids)
-            index.add(self.centroids)
-        except RuntimeError as exc:
-            raise UserInputError(f"centroid index spec {self.index_spec!r} on {len(self)} centroids: "
-                                 f"{faiss_reason(exc)}") from None
+        index = factory_index(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            train_factory_index(index, factory, self.centroids)
+        index.add(self.centroids)
         return index
 
     @property
