@@ -271,6 +271,19 @@ def refuse_executor_options(args: argparse.Namespace, why: str) -> None:
         raise UserInputError(f"{why}; leave out --executor and --address")
 
 
+def checkpoint_data(args: argparse.Namespace):
+    """The dataset of a command on a checkpoint: `--data` (with `--layout` where the command has
+    one), else the dataset the checkpoint was trained on, at its recorded root and layout."""
+    from lmkcomp.data.layout import LandmarkData
+
+    if args.data:
+        return LandmarkData(args.data, getattr(args, "layout", "gldv2"))
+    from lmkcomp.train.checkpoint import load_checkpoint
+
+    trained_on = load_checkpoint(args.checkpoint)["config"]["data"]
+    return LandmarkData(trained_on["root"], trained_on.get("layout", "gldv2"))
+
+
 def print_skipped(store) -> None:
     """Print the count of images a store written with skips could not read, if any."""
     from lmkcomp.manifest import describe_skipped

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from lmkcomp.commands.args import (
+    checkpoint_data,
     data_options,
     device_options,
     executor_options,
@@ -31,20 +32,17 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         if not args.data:
             raise UserInputError("--descriptor needs --data (the dataset root): there is no checkpoint to name it")
         refuse_executor_options(args, "--descriptor decodes in this machine's --workers processes")
-        store = extract_weight_free_split(LandmarkData(args.data, args.layout or "gldv2"), args.split, args.out,
+        store = extract_weight_free_split(LandmarkData(args.data, args.layout), args.split, args.out,
                                           args.descriptor, dtype=args.dtype, shard_size=args.shard_size,
                                           workers=args.workers, skip_bad=args.skip_bad, progress=not args.quiet)
         print(f"{args.out}: {len(store)} x {store.dim} {store.dtype} {args.descriptor} embeddings of {args.split}")
         print_skipped(store)
         return 0
     from lmkcomp.features.extract import extract_split
-    from lmkcomp.train.checkpoint import load_checkpoint
 
     executor = pool_or_executor_from(args)
-    root = args.data or load_checkpoint(args.checkpoint)["config"]["data"]["root"]
-    layout = args.layout or "gldv2"
     store = extract_split(
-        args.checkpoint, LandmarkData(root, layout), args.split, args.out, scales=args.scales, flip=not args.no_flip,
+        args.checkpoint, checkpoint_data(args), args.split, args.out, scales=args.scales, flip=not args.no_flip,
         dtype=args.dtype, image_size=args.image_size, batch_size=args.batch_size, device=args.device, amp=args.amp,
         workers=args.workers, shard_size=args.shard_size, on_error="skip" if args.skip_bad else "raise",
         progress=not args.quiet, threads=args.threads,

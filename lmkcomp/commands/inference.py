@@ -8,6 +8,7 @@ import argparse
 import json
 
 from lmkcomp.commands.args import (
+    checkpoint_data,
     create_executor_from,
     data_options,
     device_options,
@@ -19,7 +20,6 @@ from lmkcomp.commands.args import (
     verify_preset_options,
     workers_options,
 )
-from lmkcomp.errors import UserInputError
 
 
 def _recognition_config(args: argparse.Namespace, **fields):
@@ -94,12 +94,9 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from lmkcomp.data.layout import LandmarkData
     from lmkcomp.evaluate import evaluate_checkpoint
-    from lmkcomp.train.checkpoint import load_checkpoint
 
-    root = args.data or load_checkpoint(args.checkpoint)["config"]["data"]["root"]
-    result = evaluate_checkpoint(args.checkpoint, LandmarkData(root, "gldv2"), args.workdir, args.name,
+    result = evaluate_checkpoint(args.checkpoint, checkpoint_data(args), args.workdir, args.name,
                                  submissions=args.submissions, scales=args.scales, flip=args.flip,
                                  device=args.device, workers=args.workers, progress=not args.quiet)
     print(json.dumps(result))
