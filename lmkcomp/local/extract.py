@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,11 +70,26 @@ def _extract_in_worker(path: str) -> tuple[LocalFeatures | None, str | None]:
     return _extract_file(_worker_extractor, path)
 
 
-def _results(pool: Executor | None, extractor: LocalExtractor,
+def _results(pool: ProcessPoolExecutor | None, extractor: LocalExtractor,
              paths: Sequence[str]) -> Iterator[tuple[LocalFeatures | None, str | None]]:
     if pool is None:
         return (_extract_file(extractor, path) for path in paths)
     return pool.map(_extract_in_worker, paths, chunksize=_CHUNK)
+
+
+def _stored_records(extractor: LocalExtractor, paths: Sequence[str],
+                    results: Iterable[tuple[LocalFeatures | None, str | None]],
+                    skip_bad: bool) -> Iterator[tuple[LocalFeatures, str | None]]:
+    """What a shard stores for each of `paths` (`results` are `_extract_file`'s for them):
+    `(features, None)`, or for an image that cannot be loaded ImageLoadError, or with `skip_bad`
+    a warning and `(no features, reason)`."""
+    for path, (features, reason) in zip(paths, results):
+        if features is None:
+            if not skip_bad:
+                raise ImageLoadError(path, reason)
+            log.warning("%s: cannot load image: %s; stored with no local features", path, reason)
+            features = LocalFeatures.empty(extractor.dim, DESCRIPTOR_DTYPE)
+        yield features, reason
 
 
 def _worker_pool(workers: int, extractor: LocalExtractor) -> ProcessPoolExecutor:
@@ -118,15 +133,12 @@ def _open_shard_extraction(extractor: LocalExtractor, root: str, layout: str, sp
 
 def _extract_shard(context: _ShardExtraction, task: _ShardTask) -> int:
     """Extract one shard in a worker and write it (atomically) into the store; its image count."""
-    extractor, skip_bad = context.extractor, context.skip_bad
+    paths = [str(context.data.image_path(context.split, image_id)) for image_id in task.ids]
     records, skipped = [], []
-    for position, path in enumerate(str(context.data.image_path(context.split, image_id)) for image_id in task.ids):
-        features, reason = _extract_file(extractor, path)
-        if features is None:
-            if not skip_bad:
-                raise ImageLoadError(path, reason)
+    for position, (features, reason) in enumerate(
+            _stored_records(context.extractor, paths, _results(None, context.extractor, paths), context.skip_bad)):
+        if reason is not None:
             skipped.append((position, reason))
-            features = LocalFeatures.empty(extractor.dim, DESCRIPTOR_DTYPE)
         records.append(features)
     context.writer.write_shard(task.shard, records, skipped)
     return len(records)
@@ -182,15 +194,12 @@ def extract_local_split(
         for k, rows in pending:
             paths = [str(data.image_path(split, image_id)) for image_id in ids[rows]]
             records, skipped = [], []
-            for position, (path, (features, reason)) in enumerate(zip(paths, _results(pool, extractor, paths))):
-                if features is None:
-                    if not skip_bad:
-                        raise ImageLoadError(path, reason)
-                    log.warning("%s: cannot load image: %s; stored with no local features", path, reason)
+            for position, (features, reason) in enumerate(
+                    _stored_records(extractor, paths, _results(pool, extractor, paths), skip_bad)):
+                if reason is not None:
                     skipped.append((position, reason))
                     skipped_count += 1
                     bar.set_postfix(skipped=skipped_count)
-                    features = LocalFeatures.empty(extractor.dim, DESCRIPTOR_DTYPE)
                 records.append(features)
                 bar.update(1)
             writer.write_shard(k, records, skipped)
