@@ -373,8 +373,9 @@ def _rows_identity(rows: ArrayLike | StoreRows) -> dict:
     or the SHA-256 of an array's bytes."""
     if isinstance(rows, StoreRows):
         return {"store": str(rows.store.directory.resolve()),
-                "positions_sha256": hashlib.sha256(rows.positions.tobytes()).hexdigest()}
-    return {"array_sha256": hashlib.sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()}
+                "positions_sha256": hashlib.sha256(np.ascontiguousarray(rows.positions)).hexdigest()}
+    # hashed through the buffer, not a bytes copy of a matrix that may hold gigabytes
+    return {"array_sha256": hashlib.sha256(np.ascontiguousarray(rows)).hexdigest()}
 
 
 def _selection(rows: ArrayLike | StoreRows) -> StoreSelection | InMemoryRows:
@@ -418,7 +419,9 @@ def knn_pairs(
     folder when `out` is None, for this machine's executors only), then read back in order. A rerun into the same `out` with the
     same inputs searches only the shards still missing; other inputs are a UserInputError.
     """
-    ids_fingerprints = {"query_ids_sha256": ids_sha256(query_ids), "db_ids_sha256": ids_sha256(db_ids)}
+    query_ids_sha256 = ids_sha256(query_ids)
+    ids_fingerprints = {"query_ids_sha256": query_ids_sha256,
+                        "db_ids_sha256": query_ids_sha256 if db_ids is query_ids else ids_sha256(db_ids)}
     if db_ids is query_ids:  # a split against itself (cleaning): one array for both, sent once
         query_ids = db_ids = id_arrays(query_ids)[0]
     else:
@@ -452,7 +455,8 @@ def knn_pairs(
             **ids_fingerprints,
             "labels_sha256": None if same_label is None else hashlib.sha256(
                 np.ascontiguousarray(query_labels).tobytes() + np.ascontiguousarray(db_labels).tobytes()).hexdigest(),
-            "query_embeddings": _rows_identity(query_emb), "db_embeddings": _rows_identity(db_emb),
+            "query_embeddings": (query_identity := _rows_identity(query_emb)),
+            "db_embeddings": query_identity if db_emb is query_emb else _rows_identity(db_emb),
         })
         shards = query_shards(len(query_ids), shard_rows)
         sink = _KnnPairSink(str(folder), query_ids, db_ids, query_labels, db_labels, k, max_per_query, exclude_self)
