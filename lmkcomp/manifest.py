@@ -135,6 +135,16 @@ def open_ids(directory: Path, name: str = IDS_NAME, count: int | None = None) ->
     raise UserInputError(f"{path}: line {len(lines)} does not end with a newline")
 
 
+def reopen_writer(cls: type, directory: Path, manifest: dict, *fields: str):
+    """A writer of class `cls` for the store begun in `directory` (its `manifest` already read),
+    made without its constructor's creation and checks: `_settings(directory, ids, *settings)`
+    with the ids mapped (`open_ids`, counted) and the manifest's `fields` as the settings. How a
+    worker writes some shards of a store its driver created or checked."""
+    writer = cls.__new__(cls)
+    writer._settings(directory, open_ids(directory, count=manifest["count"]), *(manifest[name] for name in fields))
+    return writer
+
+
 def write_manifest(directory: Path, manifest: dict) -> None:
     with atomic_write(directory / MANIFEST_NAME, "w", encoding="utf-8") as handle:
         json.dump(manifest, handle, indent=1)

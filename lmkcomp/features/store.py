@@ -37,12 +37,12 @@ from lmkcomp.manifest import (
     first_difference,
     mark_complete,
     new_store_manifest,
-    open_ids,
     read_ids,
     read_manifest,
     read_skipped,
     record_skipped,
     refuse_incomplete,
+    reopen_writer,
 )
 
 FORMAT = "lmkcomp-embeddings"
@@ -163,14 +163,10 @@ class EmbeddingWriter:
         dtype, shard size and meta read from its files): how a worker writes shards of a store
         the driver opened.
 
-        It trusts the ids the driver created or checked: `open_ids` maps them, counted, unlisted.
+        It trusts the ids the driver created or checked (`reopen_writer`).
         """
         directory = Path(directory)
-        manifest = _read_manifest(directory)
-        writer = cls.__new__(cls)
-        writer._settings(directory, open_ids(directory, count=manifest["count"]), manifest["dim"],
-                         manifest["dtype"], manifest["shard_size"], manifest["meta"])
-        return writer
+        return reopen_writer(cls, directory, _read_manifest(directory), "dim", "dtype", "shard_size", "meta")
 
     def _create(self, manifest: dict) -> None:
         create_store(self.directory, self.ids, manifest, "shard-*.npy")

@@ -60,6 +60,7 @@ from lmkcomp.manifest import (
     read_skipped,
     record_skipped,
     refuse_incomplete,
+    reopen_writer,
 )
 
 log = logging.getLogger(__name__)
@@ -162,13 +163,11 @@ class LocalFeatureWriter:
         """The writer of the store this class began in `directory`, with its ids and settings read
         from there: what a worker elsewhere needs to write some of its shards.
 
-        It trusts the ids the driver created or checked: `open_ids` maps them, counted, unlisted.
+        It trusts the ids the driver created or checked (`reopen_writer`).
         """
         directory = Path(directory)
         manifest = _read_manifest(directory)
-        writer = cls.__new__(cls)
-        writer._settings(directory, open_ids(directory, count=manifest["count"]), manifest["dim"],
-                         manifest["method"], manifest["meta"], manifest["shard_size"])
+        writer = reopen_writer(cls, directory, manifest, "dim", "method", "meta", "shard_size")
         writer._arrays = _shard_arrays(manifest)
         return writer
 
